@@ -1,0 +1,213 @@
+"""The trainer: subject-wise split, train-only normalization, AdamW + warm-up/cosine, per-epoch validation,
+best epoch chosen on the validation subjects only, and a report directory.
+
+    result = fit(load_train_config(None, ["epochs=5"]), "runs/demo")
+
+Out dir: model.pt (training/checkpoint.py), metrics.json, confusion.txt, confusion.png, curves.png,
+norm.json, history.json.
+With train_all=true there are no validation subjects: the saved weights are those of the LAST epoch
+(the EMA weights when ema=true), and metrics.json says so ("selection").
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from edge.frontend import FrontEndConfig
+from training.checkpoint import make_checkpoint, save_checkpoint
+from training.config import ConfigError, TrainConfig
+from training.data import WindowSet, fit_normalization, load_hapt_windows, normalize, subject_folds
+from training.metrics import classification_report, confusion_text, plot_confusion, plot_curves
+from training.models import create_model, model_summary
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_subjects(config: TrainConfig, subjects) -> tuple[list[int], list[int]]:
+    """(train, val) subject ids: train_all -> (all, []); explicit val_subjects; else fold val_fold of folds."""
+    present = sorted({int(s) for s in subjects})
+    if config.train_all:
+        return present, []
+    if config.val_subjects:
+        absent = sorted(set(config.val_subjects) - set(present))
+        if absent:
+            raise ConfigError(f"val_subjects {absent} have no windows in the data (subjects present: {present})")
+        val = sorted(set(config.val_subjects))
+        train = [s for s in present if s not in val]
+    else:
+        train, val = subject_folds(present, config.folds, config.seed)[config.val_fold]
+    if not train:
+        raise ConfigError(f"no training subjects left after holding out {val}: add subjects or set fewer val_subjects")
+    return list(train), list(val)
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1 over warmup_steps, then cosine decay to 0 at total_steps."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def predict(model, X: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Logits (N, n_classes) of normalized windows X (N, 128, 9), in eval mode."""
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])  # (N, n_classes)
+    model.train(was_training)
+    return out
+
+
+def evaluate(model, X: torch.Tensor, y: torch.Tensor, classes, batch_size: int) -> dict:
+    logits = predict(model, X, batch_size)  # (N, n_classes)
+    report = classification_report(y.numpy(), logits.argmax(1).numpy(), classes)
+    report["loss"] = float(F.cross_entropy(logits, y))
+    return report
+
+
+def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = None) -> dict:
+    """Train one model per `config`, write the report into out_dir, return metrics.json's content.
+    `windows` (un-normalized) may be given to skip loading the data (cross-validation loads once)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(config.num_threads)
+    set_seed(config.seed)
+
+    if windows is None:
+        windows = load_hapt_windows(config.data_path(), subjects=config.subjects or None)
+    elif config.subjects:
+        windows = windows.of_subjects(config.subjects)
+    train_subjects, val_subjects = split_subjects(config, windows.subject)
+    train_set = windows.of_subjects(train_subjects)
+    val_set = windows.of_subjects(val_subjects) if val_subjects else None
+
+    # Statistics from the training subjects only: validation windows are normalized with them.
+    mean, std = fit_normalization(train_set.X)
+    X_train = torch.from_numpy(normalize(train_set.X, mean, std))  # (N, 128, 9)
+    y_train = torch.from_numpy(train_set.y)  # (N,)
+    if val_set is not None:
+        X_val = torch.from_numpy(normalize(val_set.X, mean, std))  # (M, 128, 9)
+        y_val = torch.from_numpy(val_set.y)  # (M,)
+    classes = list(windows.classes)
+
+    model = create_model(config.model, **config.model_overrides())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    batches_per_epoch = math.ceil(len(X_train) / config.batch_size)
+    if config.max_batches_per_epoch:
+        batches_per_epoch = min(batches_per_epoch, config.max_batches_per_epoch)
+    total_steps = batches_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, config.warmup_epochs * batches_per_epoch, total_steps))
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
+           if config.ema else None)
+    evaluated = lambda: ema.module if ema is not None else model  # noqa: E731  the weights we judge and save
+
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    best = {"score": -1.0, "epoch": 0, "state": None}
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.randperm(len(X_train), generator=generator)[: batches_per_epoch * config.batch_size]
+        sums: dict[str, float] = {}
+        seen = 0
+        started = time.perf_counter()
+        bar = tqdm(range(batches_per_epoch), desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                   disable=not config.progress, unit="batch")
+        for b in bar:
+            idx = order[b * config.batch_size:(b + 1) * config.batch_size]
+            xb, yb = X_train[idx], y_train[idx]  # (b, 128, 9), (b,)
+            loss, parts = model.training_loss(xb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
+            for k, v in {"loss": loss.detach(), **parts}.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+            seen += len(idx)
+            if b % 10 == 0:
+                bar.set_postfix(loss=f"{sums['loss'] / seen:.3f}")
+        train_seconds = time.perf_counter() - started
+        # Train accuracy: eval-mode predictions on up to 2048 of this epoch's windows (indicative, cheap).
+        sample = order[: min(len(order), 2048)]
+        correct = int((predict(model, X_train[sample], config.eval_batch_size).argmax(1) == y_train[sample]).sum())
+        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], "train_seconds": train_seconds,
+                  "train_loss": sums["loss"] / seen, "train_accuracy": correct / len(sample),
+                  **{f"train_{k}": v / seen for k, v in sums.items() if k != "loss"}}
+        if val_set is not None:
+            report = evaluate(evaluated(), X_val, y_val, classes, config.eval_batch_size)
+            record.update(val_loss=report["loss"], val_accuracy=report["accuracy"], val_macro_f1=report["macro_f1"])
+            if report["macro_f1"] > best["score"]:  # model selection on the validation subjects only
+                best = {"score": report["macro_f1"], "epoch": epoch,
+                        "state": copy.deepcopy(evaluated().state_dict())}
+        history.append(record)
+        message = (f"epoch {epoch}/{config.epochs}  loss {record['train_loss']:.4f}  "
+                   f"{train_seconds:.1f}s")
+        if val_set is not None:
+            message += f"  val acc {record['val_accuracy']:.4f}  val macro-F1 {record['val_macro_f1']:.4f}"
+        if config.progress:
+            tqdm.write(message)
+
+    final = copy.deepcopy(evaluated())
+    if val_set is not None:
+        final.load_state_dict(best["state"])
+        selection = (f"best validation macro-F1 at epoch {best['epoch']} of {config.epochs}"
+                     + (" (EMA weights)" if ema is not None else ""))
+    else:
+        selection = (f"train_all: no validation subjects; the {'EMA' if ema is not None else 'last-epoch'} "
+                     f"weights after epoch {config.epochs} are saved, chosen by no held-out score")
+    final.eval()
+
+    metrics = {
+        "model": config.model,
+        "selection": selection,
+        "best_epoch": best["epoch"] if val_set is not None else config.epochs,
+        "train_subjects": train_subjects,
+        "val_subjects": val_subjects,
+        "n_train_windows": len(train_set),
+        "n_val_windows": len(val_set) if val_set is not None else 0,
+        "train_seconds_per_epoch": float(np.mean([h["train_seconds"] for h in history])),
+        "num_threads": config.num_threads,
+        "summary": model_summary(final),
+        "history": history,
+    }
+    if val_set is not None:
+        report = evaluate(final, X_val, y_val, classes, config.eval_batch_size)
+        metrics["val"] = report
+        (out_dir / "confusion.txt").write_text(confusion_text(report, classes))
+        plot_confusion(report, classes, out_dir / "confusion.png",
+                       title=f"{config.model}, val subjects {val_subjects}\n"
+                             f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
+    plot_curves(history, out_dir / "curves.png")
+
+    frontend = asdict(FrontEndConfig())  # the front-end that made the windows (load_hapt_windows' default)
+    checkpoint = make_checkpoint(
+        final, model_name=config.model, train_config=config.to_dict(), classes=classes,
+        channels=list(windows.channels), mean=mean, std=std, frontend=frontend,
+        metrics={k: v for k, v in metrics.items() if k != "history"},
+        train_subjects=train_subjects, val_subjects=val_subjects)
+    save_checkpoint(out_dir / "model.pt", checkpoint)
+    (out_dir / "norm.json").write_text(json.dumps(
+        {"channels": list(windows.channels), "mean": checkpoint["norm"]["mean"], "std": checkpoint["norm"]["std"],
+         "fit_on_subjects": train_subjects}, indent=2) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
