@@ -1,0 +1,290 @@
+"""Gap handling between the protocol decoder and the front-end.
+
+The device numbers its samples (`seq`, 16 bits, wrapping). From those numbers this stage
+places every sample at its *stream position* (samples since the stream started, counting
+missing ones), and repairs or cuts the stream before the causal filters see it:
+
+- a duplicate (same seq again, or a seq a few samples in the past) is dropped;
+- a sample with a NaN, an infinity or a physically impossible value is treated as missing
+  (limits: any acceleration axis beyond +-16 g or any gyro axis beyond +-35 rad/s; those are
+  the full-scale ranges of the MPU-6050, +-16 g and +-2000 deg/s = 34.9 rad/s, so a reading
+  outside them cannot come from the sensor);
+- up to `max_interpolated` (5 samples = 100 ms at 50 Hz) missing samples in a row are filled
+  by linear interpolation between the samples on either side;
+- a longer run of missing samples ends the segment: the next segment starts with
+  `reset=True`, so the runtime resets the front-end and the window (filter state from before
+  a long hole would be wrong, and a window must not straddle it);
+- seq jumping far backwards means the device restarted: a new segment starts right after the
+  last position.
+
+It also estimates the device's real sample rate from its timestamps (`t_us`, microseconds,
+wrapping at 2**32) and says so when it is more than 2% off the nominal 50 Hz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+SEQ_MODULO = 1 << 16  # the wire protocol's seq is a u16 (firmware_bridge.protocol.SEQ_MODULO)
+T_US_MODULO = 1 << 32  # device timestamps are a u32 of microseconds
+
+
+@dataclass(frozen=True)
+class GapConfig:
+    rate_hz: float = 50.0
+    max_interpolated: int = 5  # missing samples in a row still bridged (5 = 100 ms at 50 Hz)
+    acc_limit_g: float = 16.0  # |ax|, |ay|, |az| above this is impossible (MPU-6050 full scale)
+    gyro_limit_rad_s: float = 35.0  # |gx|, |gy|, |gz| above this is impossible (2000 deg/s)
+    # A seq at most this many steps behind the last one is a late duplicate (dropped); further
+    # behind (more than half the u16 space) is a device restart.
+    duplicate_horizon: int = 256
+    rate_tolerance: float = 0.02  # warn when the measured rate is this far off rate_hz
+    rate_min_span_s: float = 10.0  # measure at least this long before judging the rate
+
+
+@dataclass
+class GapCounters:
+    samples: int = 0  # valid samples passed on (interpolated ones not included)
+    duplicates: int = 0  # dropped: seq already seen
+    lost_samples: int = 0  # seq positions that never arrived
+    invalid_samples: int = 0  # arrived but NaN / inf / impossible: treated as missing
+    short_gaps: int = 0  # holes of 1..max_interpolated missing samples, interpolated
+    interpolated_samples: int = 0
+    long_gaps: int = 0  # longer holes: front-end and window reset
+    device_restarts: int = 0  # seq jumped far backwards
+    restarts: int = 0  # restart() calls (reconnects)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class Segment:
+    """Consecutive raw samples for the front-end.
+
+    `start` is the stream position of raw[0]; `reset` says the front-end and window must be
+    reset before this segment (true for the first segment and after every long gap).
+    """
+
+    start: int
+    raw: np.ndarray  # (n, 6) float64: ax, ay, az (g), gx, gy, gz (rad/s)
+    reset: bool
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.raw)
+
+
+def samples_to_arrays(samples: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sample objects -> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64)."""
+    n = len(samples)
+    table = np.array(
+        [(s.seq, s.t_us, s.ax, s.ay, s.az, s.gx, s.gy, s.gz) for s in samples], dtype=np.float64
+    ).reshape(n, 8)  # (n, 8); seq < 2**16 and t_us < 2**32 are exact in float64
+    return table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2:].copy()
+
+
+def invalid_rows(raw: np.ndarray, config: GapConfig) -> np.ndarray:
+    """(n, 6) -> (n,) bool: non-finite or beyond the sensor's full scale."""
+    with np.errstate(invalid="ignore"):
+        acc_bad = ~(np.abs(raw[:, :3]) <= config.acc_limit_g)  # NaN compares False -> bad
+        gyro_bad = ~(np.abs(raw[:, 3:]) <= config.gyro_limit_rad_s)
+    return acc_bad.any(axis=1) | gyro_bad.any(axis=1)
+
+
+class RateEstimator:
+    """The device's sample rate from its timestamps, over the span since the last restart."""
+
+    def __init__(self, config: GapConfig):
+        self.config = config
+        self.reset()
+        self.warnings = 0
+        self._off = False
+
+    def reset(self) -> None:
+        self._anchor_pos: int | None = None
+        self._last_pos = 0
+        self._last_t = 0
+        self._elapsed_us = 0  # unwrapped time from the anchor to the last sample
+
+    def update(self, positions: np.ndarray, t_us: np.ndarray) -> None:
+        """Valid samples of one segment, in order: positions (n,) int64, t_us (n,) int64."""
+        if len(positions) == 0:
+            return
+        if self._anchor_pos is None:
+            self._anchor_pos, self._last_pos, self._last_t = int(positions[0]), int(positions[0]), int(t_us[0])
+        steps = np.diff(np.concatenate([[self._last_t], t_us])) % T_US_MODULO  # (n,) wrap-aware
+        self._elapsed_us += int(steps.sum())
+        self._last_pos, self._last_t = int(positions[-1]), int(t_us[-1])
+
+    @property
+    def rate_hz(self) -> float | None:
+        """Measured rate, or None before rate_min_span_s of device time."""
+        if self._anchor_pos is None or self._elapsed_us < self.config.rate_min_span_s * 1e6:
+            return None
+        return (self._last_pos - self._anchor_pos) / (self._elapsed_us * 1e-6)
+
+    def check(self) -> str | None:
+        """A message when the rate goes off (or comes back within) tolerance, else None."""
+        rate = self.rate_hz
+        if rate is None:
+            return None
+        off = abs(rate / self.config.rate_hz - 1.0) > self.config.rate_tolerance
+        if off == self._off:
+            return None
+        self._off = off
+        if off:
+            self.warnings += 1
+            return (
+                f"warning: the device samples at {rate:.2f} Hz, "
+                f"{100 * (rate / self.config.rate_hz - 1):+.1f}% off the {self.config.rate_hz:g} Hz "
+                "the model was trained at; labels may degrade (check the firmware's timer)"
+            )
+        return f"the device rate is back within tolerance: {rate:.2f} Hz"
+
+
+@dataclass
+class _Pending:
+    """Rows of the segment being built."""
+
+    start: int
+    reset: bool
+    rows: list = field(default_factory=list)
+
+
+class GapHandler:
+    """Decoded samples -> `Segment`s of valid, gap-repaired raw samples with stream positions."""
+
+    def __init__(self, config: GapConfig = GapConfig()):
+        self.config = config
+        self.counters = GapCounters()
+        self.rate = RateEstimator(config)
+        self._last_seq: int | None = None  # seq of the last sample that arrived (valid or not)
+        self._last_pos = -1  # its stream position
+        self._last_valid_pos: int | None = None  # position of the last valid sample of the current segment
+        self._last_valid_raw: np.ndarray | None = None  # (6,)
+        self._skip_on_restart = 0
+
+    @property
+    def position(self) -> int:
+        """One past the last stream position seen."""
+        return self._last_pos + 1
+
+    def restart(self, skipped: int = 0) -> None:
+        """The link was lost (reconnect): the next sample starts a new segment `skipped`
+        positions after the last one (the outage as the host measured it)."""
+        self.counters.restarts += 1
+        self._last_seq = None
+        self._last_valid_pos = None
+        self._skip_on_restart = max(0, int(skipped))
+        self.rate.reset()
+
+    def push_samples(self, samples: Sequence) -> list[Segment]:
+        if not samples:
+            return []
+        return self.push(*samples_to_arrays(samples))
+
+    def push(self, seq: np.ndarray, t_us: np.ndarray, raw: np.ndarray) -> list[Segment]:
+        """seq (n,) int, t_us (n,) int, raw (n, 6) float -> segments, in stream order."""
+        n = len(seq)
+        if n == 0:
+            return []
+        seq = np.asarray(seq, dtype=np.int64)
+        t_us = np.asarray(t_us, dtype=np.int64)
+        raw = np.asarray(raw, dtype=np.float64)
+        invalid = invalid_rows(raw, self.config)  # (n,)
+        if self._is_clean_continuation(seq, invalid):
+            start = self._last_pos + 1
+            positions = np.arange(start, start + n, dtype=np.int64)  # (n,)
+            self._last_seq, self._last_pos = int(seq[-1]), start + n - 1
+            self._last_valid_pos, self._last_valid_raw = self._last_pos, raw[-1]
+            self.counters.samples += n
+            self.rate.update(positions, t_us)
+            return [Segment(start, raw, reset=False)]
+        return self._push_slow(seq, t_us, raw, invalid)
+
+    def _is_clean_continuation(self, seq: np.ndarray, invalid: np.ndarray) -> bool:
+        """Every sample valid, each the next seq, following the last valid sample directly."""
+        if self._last_seq is None or self._last_valid_pos != self._last_pos or invalid.any():
+            return False
+        steps = np.diff(np.concatenate([[self._last_seq], seq])) % SEQ_MODULO  # (n,)
+        return bool((steps == 1).all())
+
+    def _push_slow(self, seq, t_us, raw, invalid) -> list[Segment]:
+        cfg, counters = self.config, self.counters
+        segments: list[Segment] = []
+        pending: _Pending | None = None
+        valid_positions: list[int] = []
+        valid_times: list[int] = []
+
+        def close() -> None:
+            nonlocal pending
+            if pending is not None and pending.rows:
+                segments.append(Segment(pending.start, np.array(pending.rows, dtype=np.float64), pending.reset))
+                self._feed_rate(valid_positions, valid_times)
+            pending = None
+
+        for s, t, row, bad in zip(seq.tolist(), t_us.tolist(), raw, invalid.tolist()):
+            if self._last_seq is None:
+                pos = self._last_pos + 1 + self._skip_on_restart
+                self._skip_on_restart = 0
+            else:
+                step = (s - self._last_seq) % SEQ_MODULO
+                if step == 0 or SEQ_MODULO - step <= cfg.duplicate_horizon:
+                    counters.duplicates += 1
+                    continue
+                if step >= SEQ_MODULO // 2:
+                    # Far backwards: the device rebooted. Carry on right after the last position.
+                    counters.device_restarts += 1
+                    close()
+                    self._last_valid_pos = None
+                    self.rate.reset()
+                    pos = self._last_pos + 1
+                else:
+                    pos = self._last_pos + step
+                    counters.lost_samples += step - 1
+            self._last_seq, self._last_pos = s, pos
+            if bad:
+                counters.invalid_samples += 1
+                continue
+            counters.samples += 1
+            missing = None if self._last_valid_pos is None else pos - self._last_valid_pos - 1
+            if missing is None or missing > cfg.max_interpolated:
+                if missing is not None:
+                    counters.long_gaps += 1
+                close()
+                pending = _Pending(start=pos, reset=True)
+            else:
+                if pending is None:
+                    pending = _Pending(start=self._last_valid_pos + 1, reset=False)
+                if missing > 0:
+                    counters.short_gaps += 1
+                    counters.interpolated_samples += missing
+                    fractions = np.arange(1, missing + 1)[:, None] / (missing + 1)  # (m, 1)
+                    pending.rows.extend(self._last_valid_raw + fractions * (row - self._last_valid_raw))  # (m, 6)
+            pending.rows.append(row)
+            valid_positions.append(pos)
+            valid_times.append(t)
+            self._last_valid_pos, self._last_valid_raw = pos, row
+        close()
+        return segments
+
+    def _feed_rate(self, positions: list[int], times: list[int]) -> None:
+        self.rate.update(np.array(positions, dtype=np.int64), np.array(times, dtype=np.int64))
+        positions.clear()
+        times.clear()
+
+
+def merge_segments(segments: Iterable[Segment]) -> list[Segment]:
+    """Join segments that continue each other without a reset (fewer, larger front-end calls)."""
+    merged: list[Segment] = []
+    for seg in segments:
+        if merged and not seg.reset and merged[-1].end == seg.start:
+            last = merged[-1]
+            merged[-1] = Segment(last.start, np.concatenate([last.raw, seg.raw]), last.reset)
+        else:
+            merged.append(seg)
+    return merged

@@ -1,0 +1,352 @@
+"""The streaming pipeline, from bytes (or decoded samples) to labelled windows.
+
+    source -> protocol decoder -> gap handling -> front-end (filter + window 128 / hop 64)
+           -> normalization (bundle statistics) -> inference -> post-processing -> sinks
+
+`Pipeline.process(item)` runs one source item through every stage and returns the window
+results it completed; `run_loop` is the main loop: read, process, emit, report counters.
+Everything here is numpy / scipy plus the bundle's runtime; never torch.
+
+Output contract, one dict per window in stream order (`WindowResult` keys):
+`sample_end` (stream position one past the window's last raw sample, counting the stream's
+samples from 0 including missing ones, so after a gap reset it keeps counting from the stream
+start), `label` (after post-processing; "uncertain" below the confidence floor), `raw_label`
+(argmax of this window alone), `confidence` (of `label`'s decision), `probs` (this window's
+class probabilities), `t` (wall time, s), `latency_ms` (from the arrival of the bytes or block
+that completed the window to this result).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edge.frontend import FrontEnd, FrontEndConfig
+from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
+from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
+from edge.sources import ByteChunk, LinkEvent, SampleBlock
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+
+
+class EdgeError(ValueError):
+    """A runtime problem the user can fix (bad option, unusable model); the CLI prints it."""
+
+
+@dataclass
+class Model:
+    """What the pipeline needs from a bundle: classes, statistics, front-end, a session."""
+
+    classes: tuple[str, ...]
+    mean: np.ndarray  # (9,) float32, per-channel mean of the training windows
+    std: np.ndarray  # (9,) float32
+    frontend_config: FrontEndConfig
+    session: object  # .predict(windows (k, 128, 9) float32 normalized) -> logits (k, C)
+    description: str = ""
+
+
+def _field(bundle, *names, default=None):
+    """First attribute or key of `bundle` among `names` (the bundle's accessors)."""
+    for name in names:
+        if isinstance(bundle, dict) and name in bundle:
+            return bundle[name]
+        if hasattr(bundle, name):
+            return getattr(bundle, name)
+    return default
+
+
+def model_from_bundle(bundle, session, description: str = "") -> Model:
+    classes = tuple(_field(bundle, "classes"))
+    norm = _field(bundle, "normalization", "norm", default=None)
+    mean = _field(bundle, "mean", "norm_mean", default=None)
+    std = _field(bundle, "std", "norm_std", default=None)
+    if norm is not None and mean is None:
+        mean, std = _field(norm, "mean"), _field(norm, "std")
+    frontend = _field(bundle, "frontend_config", "frontend", default=None)
+    if isinstance(frontend, dict):
+        frontend = FrontEndConfig.from_dict(frontend)
+    if frontend is None:
+        frontend = FrontEndConfig()
+    mean = np.asarray(mean, dtype=np.float32).reshape(-1)  # (9,)
+    std = np.asarray(std, dtype=np.float32).reshape(-1)  # (9,)
+    if mean.shape != (9,) or std.shape != (9,) or not (std > 0).all():
+        raise EdgeError(f"bundle normalization must be 9 means and 9 positive stds, got {mean.shape} / {std.shape}")
+    return Model(classes, mean, std, frontend, session, description)
+
+
+def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite", precision: str = "int8",
+               num_threads: int = 1) -> Model:
+    """Load a bundle and open an inference session for it (raises BundleError / EdgeError)."""
+    from edge.bundle import load_bundle
+    from edge.inference import create_session
+
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.exists():
+        raise EdgeError(f"bundle directory {bundle_dir} does not exist; pass --bundle DIR (a directory written by har-export)")
+    bundle = load_bundle(bundle_dir)
+    session = create_session(bundle, backend=backend, precision=precision, num_threads=num_threads)
+    return model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {precision}]")
+
+
+class StageTimers:
+    """Seconds spent per stage and how many calls / items went through it."""
+
+    STAGES = ("decode", "gaps", "frontend", "normalize", "inference", "postprocess", "pipeline")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self.items = dict.fromkeys(self.STAGES, 0)
+
+    def add(self, stage: str, seconds: float, items: int) -> None:
+        self.seconds[stage] += seconds
+        self.items[stage] += items
+
+    def as_dict(self) -> dict:
+        return {s: {"seconds": self.seconds[s], "items": self.items[s]} for s in self.STAGES}
+
+
+def window_result(sample_end: int, decision, probs: np.ndarray, classes, arrival: float) -> dict:
+    now = time.perf_counter()
+    return {
+        "sample_end": int(sample_end),
+        "label": decision.label,
+        "raw_label": decision.raw_label,
+        "confidence": round(float(decision.confidence), 6),
+        "probs": {c: round(float(p), 6) for c, p in zip(classes, probs)},
+        "t": time.time(),
+        "latency_ms": round((now - arrival) * 1e3, 4),
+    }
+
+
+class Pipeline:
+    """One stream's state: decoder, gap handler, front-end, smoother; the model's session."""
+
+    def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
+                 gaps: GapConfig | None = None, decoder=None,
+                 notify: Callable[[str], None] | None = None):
+        self.model = model
+        self.classes = model.classes
+        self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources, else None
+        rate = model.frontend_config.sample_rate_hz
+        self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
+        self.frontend = FrontEnd(model.frontend_config)
+        self.smoother = LabelSmoother(model.classes, smoothing)
+        self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+        self.timers = StageTimers()
+        self.offset = 0  # stream position of the front-end's first sample since its last reset
+        self.windows = 0
+        self.frontend_resets = 0
+        self.link = {"connects": 0, "disconnects": 0, "reconnects": 0}
+        self.device_logs = 0
+        self.hello = None
+        self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
+
+    # -- the stages, in order -----------------------------------------------------------------
+    def process(self, item) -> list[dict]:
+        """One source item -> the window results it completes, in stream order."""
+        if isinstance(item, LinkEvent):
+            self.on_link_event(item)
+            return []
+        started = time.perf_counter()
+        seq, t_us, raw = self.decode(item)
+        results: list[dict] = []
+        for segment in self.handle_gaps(seq, t_us, raw):
+            if segment.reset:
+                self.restart_windows(segment.start)
+            windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,)
+            if len(ends) == 0:
+                continue
+            logits = self.infer(self.normalize(windows))  # (k, C)
+            results.extend(self.postprocess(logits, ends, item.arrival))
+        self.timers.add("pipeline", time.perf_counter() - started, len(results))
+        message = self.gaps.rate.check()
+        if message:
+            self.notify(message)
+        return results
+
+    def decode(self, item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """ByteChunk -> decoder -> samples; a SampleBlock is already decoded."""
+        if isinstance(item, SampleBlock):
+            return item.seq, item.t_us, item.raw
+        if not isinstance(item, ByteChunk):
+            raise EdgeError(f"a source gave {type(item).__name__}; expected ByteChunk, SampleBlock or LinkEvent")
+        if self.decoder is None:
+            raise EdgeError("bytes from a port need a decoder (FrameDecoder or CsvLineDecoder)")
+        t0 = time.perf_counter()
+        samples = []
+        for frame in self.decoder.feed(item.data):
+            if hasattr(frame, "seq"):
+                samples.append(frame)
+            else:
+                self.on_device_message(frame)
+        arrays = samples_to_arrays(samples)
+        self.timers.add("decode", time.perf_counter() - t0, len(samples))
+        return arrays
+
+    def handle_gaps(self, seq, t_us, raw) -> list[Segment]:
+        t0 = time.perf_counter()
+        segments = self.gaps.push(seq, t_us, raw)
+        self.timers.add("gaps", time.perf_counter() - t0, len(seq))
+        return segments
+
+    def restart_windows(self, start: int) -> None:
+        """A new segment (stream start, long gap, reconnect): fresh filters, window, smoothing."""
+        if self.offset or self.windows or self.frontend.window._seen:
+            self.frontend_resets += 1
+        self.frontend.reset()
+        self.smoother.reset()
+        self.offset = start
+
+    def filter_and_window(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t0 = time.perf_counter()
+        windows, ends = self.frontend.push(raw)  # (k, 128, 9) float32, (k,) since the last reset
+        self.timers.add("frontend", time.perf_counter() - t0, len(raw))
+        return windows, ends
+
+    def normalize(self, windows: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+        self.timers.add("normalize", time.perf_counter() - t0, len(x))
+        return x
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        logits = np.asarray(self.model.session.predict(x))  # (k, C)
+        self.timers.add("inference", time.perf_counter() - t0, len(x))
+        return logits
+
+    def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict]:
+        t0 = time.perf_counter()
+        probs = softmax(logits)  # (k, C)
+        decisions = self.smoother.push(probs)
+        results = [
+            window_result(self.offset + end, decision, p, self.classes, arrival)
+            for end, decision, p in zip(ends.tolist(), decisions, probs)
+        ]
+        self.windows += len(results)
+        self.timers.add("postprocess", time.perf_counter() - t0, len(results))
+        return results
+
+    # -- events -------------------------------------------------------------------------------
+    def on_link_event(self, event: LinkEvent) -> None:
+        if event.kind == "connected":
+            self.link["connects"] += 1
+            if event.outage_s > 0 or self.link["disconnects"]:
+                self.link["reconnects"] += 1
+                self.notify(f"{event.port} is back after {event.outage_s:.1f} s; front-end and window restart")
+            else:
+                self.notify(f"reading {event.port}")
+            # The outage as the host saw it keeps stream positions close to device time.
+            self.gaps.restart(skipped=int(round(event.outage_s * self.model.frontend_config.sample_rate_hz)))
+            if self.decoder is not None and hasattr(self.decoder, "reset_sequence"):
+                self.decoder.reset_sequence()
+        elif event.kind == "lost":
+            self.link["disconnects"] += 1
+            self.notify(f"lost the device: {event.detail}; reconnecting with back-off")
+        elif event.kind == "waiting":
+            self.notify(f"waiting for the device: {event.detail}")
+
+    def on_device_message(self, frame) -> None:
+        if hasattr(frame, "rate_hz"):  # Hello
+            self.hello = frame
+            expected = self.model.frontend_config.sample_rate_hz
+            if frame.rate_hz and abs(frame.rate_hz - expected) > 0.5:
+                self.notify(f"warning: the device announces {frame.rate_hz} Hz but the model expects {expected:g} Hz")
+        else:  # Log
+            self.device_logs += 1
+            self.notify(f"device: {getattr(frame, 'text', frame)}")
+
+    def counters(self) -> dict:
+        out = {
+            "windows": self.windows,
+            "stream_position": self.gaps.position,
+            "frontend_resets": self.frontend_resets,
+            "gaps": self.gaps.counters.as_dict(),
+            "link": dict(self.link),
+            "rate_hz": None if self.gaps.rate.rate_hz is None else round(self.gaps.rate.rate_hz, 3),
+            "rate_warnings": self.gaps.rate.warnings,
+        }
+        if self.decoder is not None:
+            out["decoder"] = self.decoder.counters.as_dict()
+        return out
+
+
+def format_counters(counters: dict) -> str:
+    gaps, link = counters["gaps"], counters["link"]
+    parts = [
+        f"windows {counters['windows']}",
+        f"samples {gaps['samples']}",
+        f"lost {gaps['lost_samples']}",
+        f"interpolated {gaps['interpolated_samples']} ({gaps['short_gaps']} gaps)",
+        f"long gaps {gaps['long_gaps']}",
+        f"duplicates {gaps['duplicates'] + counters.get('decoder', {}).get('duplicates', 0)}",
+        f"invalid {gaps['invalid_samples']}",
+        f"device restarts {gaps['device_restarts']}",
+        f"reconnects {link['reconnects']}",
+    ]
+    if "decoder" in counters:
+        dec = counters["decoder"]
+        parts.append(f"crc errors {dec.get('crc_errors', 0)}")
+        parts.append(f"malformed {dec.get('malformed', 0) + dec.get('bad_lines', 0)}")
+        parts.append(f"garbage bytes {dec.get('garbage_bytes', 0)}")
+    rate = counters["rate_hz"]
+    parts.append("rate " + ("measuring" if rate is None else f"{rate:.2f} Hz"))
+    return ", ".join(parts)
+
+
+@dataclass
+class LoopReport:
+    counters: dict
+    interrupted: bool = False
+    results: list = field(default_factory=list)
+
+
+def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: float | None = 10.0,
+             report: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None) -> LoopReport:
+    """The main loop: read -> process (decode .. post-process) -> emit, until the source ends,
+    `stop()` says so, or SIGINT (KeyboardInterrupt): outputs are flushed and counters printed."""
+    report = report or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+    last_report = time.perf_counter()
+    interrupted = False
+    try:
+        for item in source:  # read
+            for result in pipeline.process(item):  # decode, gaps, filter, window, normalize, infer, smooth
+                for sink in sinks:  # emit
+                    sink.emit(result)
+            if report_every_s and time.perf_counter() - last_report >= report_every_s:
+                report("counters: " + format_counters(pipeline.counters()))
+                last_report = time.perf_counter()
+            if stop is not None and stop():
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+        for sink in sinks:
+            sink.close()
+    counters = pipeline.counters()
+    report(("interrupted; " if interrupted else "") + "final counters: " + format_counters(counters))
+    return LoopReport(counters, interrupted)
+
+
+def window_truth(labels, ends: Iterable[int], size: int = 128) -> list[str | None]:
+    """The true class of each window: the label all its samples share, else None
+    (a transition, unlabelled samples, or past the end of the labels)."""
+    truth = []
+    n = len(labels) if labels is not None else 0
+    for end in ends:
+        start = end - size
+        if labels is None or start < 0 or end > n:
+            truth.append(None)
+            continue
+        first = labels[start]
+        same = first is not None and all(labels[i] == first for i in range(start, end))
+        truth.append(first if same else None)
+    return truth

@@ -1,0 +1,253 @@
+"""Where samples come from: a serial port (live) or a recording (replay).
+
+A source is an iterator of items, each one of
+- `ByteChunk`: bytes as they arrived from the port, stamped with their arrival time
+  (`time.perf_counter()`), still to be decoded by the runtime;
+- `SampleBlock`: already decoded samples (replay of a recording);
+- `LinkEvent`: the port came up or went away.
+
+`SerialSource` runs one thread that owns the pyserial port, in the manner of pyserial's
+`serial.threaded.ReaderThread` (read what is waiting or block for one byte; the thread is the
+only one touching the port), but it does not die with the port: when the device is unplugged
+or the port vanishes it reports `LinkEvent("lost")` and reopens the port with exponential
+back-off until it is back (`LinkEvent("connected")`).
+"""
+
+from __future__ import annotations
+
+import errno
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from edge.gaps import samples_to_arrays
+
+
+@dataclass
+class ByteChunk:
+    data: bytes
+    arrival: float  # time.perf_counter() when read() returned
+
+
+@dataclass
+class SampleBlock:
+    seq: np.ndarray  # (n,) int64
+    t_us: np.ndarray  # (n,) int64
+    raw: np.ndarray  # (n, 6) float64
+    arrival: float
+
+
+@dataclass
+class LinkEvent:
+    kind: str  # "connected" | "lost" | "waiting"
+    port: str
+    detail: str = ""
+    outage_s: float = 0.0  # for "connected" after a loss: how long the port was gone
+    at: float = field(default_factory=time.perf_counter)
+
+
+class SourceError(OSError):
+    """A source that cannot deliver (e.g. the port never appeared within the timeout)."""
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential back-off between reconnect attempts."""
+
+    initial_s: float = 0.1
+    factor: float = 2.0
+    maximum_s: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_s
+        while True:
+            yield delay
+            delay = min(self.maximum_s, delay * self.factor)
+
+
+def describe_serial_error(port: str, exc: BaseException) -> str:
+    """A message that says what went wrong with the port and what to do about it."""
+    err = getattr(exc, "errno", None)
+    text = str(exc)
+    if err == errno.EACCES or "Permission denied" in text:
+        return (
+            f"permission denied on {port}: add this user to the 'dialout' group "
+            "(sudo usermod -aG dialout $USER, then log in again) or install deploy/99-har-imu.rules"
+        )
+    if err == errno.ENOENT or "No such file" in text or "could not open port" in text:
+        return f"{port} is not there ({text}); is the IMU board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)"
+    return f"{port}: {text}"
+
+
+class SerialSource:
+    """Live bytes from a serial port, read by a reader thread that reconnects on loss."""
+
+    def __init__(
+        self,
+        port: str,
+        baud: int = 115200,
+        backoff: Backoff = Backoff(),
+        connect_timeout_s: float | None = None,
+        open_port: Callable | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.port, self.baud, self.backoff = port, baud, backoff
+        self.connect_timeout_s = connect_timeout_s
+        self._open_port = open_port or self._default_open
+        self._log = log or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+        self._queue: queue.Queue = queue.Queue()
+        self._alive = threading.Event()
+        self._serial = None
+        self._thread = threading.Thread(target=self._run, name=f"serial-reader {port}", daemon=True)
+        self.reconnects = 0
+        self.disconnects = 0
+        self.bytes_read = 0
+
+    def _default_open(self):
+        import serial  # pyserial: part of the base dependencies
+
+        # exclusive=True: a second reader on the same port would steal bytes from this one.
+        return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5, exclusive=True)
+
+    # -- reader thread ----------------------------------------------------------------------
+    def start(self) -> "SerialSource":
+        self._alive.set()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        lost_at: float | None = None
+        started = time.perf_counter()
+        ever_connected = False
+        while self._alive.is_set():
+            port = self._connect(started if not ever_connected else None)
+            if port is None:
+                return
+            outage = 0.0 if lost_at is None else time.perf_counter() - lost_at
+            if ever_connected:
+                self.reconnects += 1
+            ever_connected = True
+            self._queue.put(LinkEvent("connected", self.port, outage_s=outage))
+            error = self._read_until_lost(port)
+            try:
+                port.close()
+            except Exception:  # closing a vanished port may fail too; it is gone either way
+                pass
+            self._serial = None
+            if not self._alive.is_set():
+                return
+            self.disconnects += 1
+            lost_at = time.perf_counter()
+            self._queue.put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
+
+    def _connect(self, started: float | None):
+        """Open the port, retrying with back-off; None when stopped or timed out."""
+        delays = self.backoff.delays()
+        last_message = None
+        while self._alive.is_set():
+            try:
+                port = self._open_port()
+                self._serial = port
+                return port
+            except Exception as exc:  # pyserial raises SerialException (an IOError) or ValueError
+                message = describe_serial_error(self.port, exc)
+                if message != last_message:
+                    self._queue.put(LinkEvent("waiting", self.port, detail=message))
+                    last_message = message
+                if started is not None and self.connect_timeout_s is not None \
+                        and time.perf_counter() - started > self.connect_timeout_s:
+                    self._queue.put(SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}"))
+                    return None
+                time.sleep(next(delays))
+        return None
+
+    def _read_until_lost(self, port) -> BaseException | None:
+        while self._alive.is_set():
+            try:
+                # Everything waiting, or block (up to the timeout) for one byte.
+                data = port.read(port.in_waiting or 1)
+            except Exception as exc:  # SerialException / OSError(EIO) when the device vanishes
+                return exc
+            if data:
+                self.bytes_read += len(data)
+                self._queue.put(ByteChunk(bytes(data), time.perf_counter()))
+        return None
+
+    # -- consumer side ----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[ByteChunk | LinkEvent]:
+        if not self._thread.is_alive() and not self._alive.is_set():
+            self.start()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if not self._alive.is_set() and not self._thread.is_alive():
+                    return
+                yield LinkEvent("idle", self.port)  # lets the loop print counters on a silent port
+                continue
+            if isinstance(item, SourceError):
+                raise item
+            yield item
+
+    def close(self) -> None:
+        self._alive.clear()
+        port = self._serial
+        if port is not None and hasattr(port, "cancel_read"):
+            try:
+                port.cancel_read()
+            except Exception:
+                pass
+        if self._thread.is_alive():
+            self._thread.join(timeout=2.0)
+
+
+class RecordingSource:
+    """Samples of a recording as `SampleBlock`s: as fast as possible, or paced at `rate_hz`."""
+
+    def __init__(self, samples, block: int = 4096, realtime: bool = False, rate_hz: float = 50.0):
+        self.seq, self.t_us, self.raw = samples_to_arrays(samples)  # (n,), (n,), (n, 6)
+        self.block = max(1, int(block))
+        self.realtime = realtime
+        self.rate_hz = rate_hz
+
+    def __len__(self) -> int:
+        return len(self.seq)
+
+    def __iter__(self) -> Iterator[SampleBlock]:
+        n = len(self.seq)
+        if not self.realtime:
+            for i in range(0, n, self.block):
+                j = min(n, i + self.block)
+                yield SampleBlock(self.seq[i:j], self.t_us[i:j], self.raw[i:j], time.perf_counter())
+            return
+        # Real time: one sample per tick on an absolute schedule (no drift from sleep overshoot).
+        period = 1.0 / self.rate_hz
+        t0 = time.perf_counter()
+        for i in range(n):
+            delay = t0 + i * period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            yield SampleBlock(self.seq[i:i + 1], self.t_us[i:i + 1], self.raw[i:i + 1], time.perf_counter())
+
+    def close(self) -> None:
+        pass
+
+
+class ByteFileSource:
+    """A raw capture of serial bytes, replayed in chunks (decoded by the runtime)."""
+
+    def __init__(self, path: str, chunk: int = 65536):
+        self.path, self.chunk = path, chunk
+
+    def __iter__(self) -> Iterator[ByteChunk]:
+        with open(self.path, "rb") as f:
+            while data := f.read(self.chunk):
+                yield ByteChunk(data, time.perf_counter())
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,144 @@
+"""Gap handling on real IMU samples (HAPT user 1) with injected faults."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.gaps import SEQ_MODULO, T_US_MODULO, GapConfig, GapHandler, invalid_rows, merge_segments
+
+
+@pytest.fixture(scope="module")
+def raw(hapt_user1_dir) -> np.ndarray:
+    """3000 real samples (60 s): acc in g, gyro in rad/s, (3000, 6) float64."""
+    folder = hapt_user1_dir / "RawData"
+    acc = np.loadtxt(folder / "acc_exp01_user01.txt")[:3000]
+    gyro = np.loadtxt(folder / "gyro_exp01_user01.txt")[:3000]
+    return np.concatenate([acc, gyro], axis=1)
+
+
+def stream(n: int, first_seq: int = 0, rate_hz: float = 50.0, first_t: int = 0):
+    """seq and t_us of a device sampling at rate_hz, both wrapping like on the wire."""
+    seq = (first_seq + np.arange(n)) % SEQ_MODULO
+    t_us = (first_t + np.round(np.arange(n) * 1e6 / rate_hz).astype(np.int64)) % T_US_MODULO
+    return seq.astype(np.int64), t_us
+
+
+def feed(handler: GapHandler, seq, t_us, raw, chunk: int):
+    segments = []
+    for i in range(0, len(seq), chunk):
+        segments += handler.push(seq[i:i + chunk], t_us[i:i + chunk], raw[i:i + chunk])
+    return merge_segments(segments)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 5000])
+def test_clean_stream_passes_unchanged_in_any_chunking(raw, chunk):
+    seq, t_us = stream(len(raw), first_seq=65000)  # wraps past 65535 inside the stream
+    handler = GapHandler()
+    segments = feed(handler, seq, t_us, raw, chunk)
+    assert len(segments) == 1 and segments[0].start == 0 and segments[0].reset
+    np.testing.assert_array_equal(segments[0].raw, raw)
+    c = handler.counters
+    assert (c.samples, c.lost_samples, c.duplicates, c.long_gaps, c.device_restarts) == (len(raw), 0, 0, 0, 0)
+
+
+@pytest.mark.parametrize("missing", [1, 3, 5])
+def test_short_gap_is_interpolated_linearly(raw, missing):
+    seq, t_us = stream(len(raw))
+    keep = np.ones(len(raw), bool)
+    keep[1000:1000 + missing] = False
+    handler = GapHandler()
+    segments = feed(handler, seq[keep], t_us[keep], raw[keep], chunk=64)
+    assert len(segments) == 1 and len(segments[0].raw) == len(raw)
+    out = segments[0].raw
+    np.testing.assert_array_equal(out[keep], raw[keep])
+    before, after = raw[999], raw[1000 + missing]
+    for j in range(missing):
+        expected = before + (after - before) * (j + 1) / (missing + 1)
+        np.testing.assert_allclose(out[1000 + j], expected, rtol=1e-12)
+    c = handler.counters
+    assert (c.short_gaps, c.interpolated_samples, c.lost_samples, c.long_gaps) == (1, missing, missing, 0)
+
+
+def test_longer_gap_resets_at_the_right_stream_position(raw):
+    seq, t_us = stream(len(raw))
+    keep = np.ones(len(raw), bool)
+    keep[1000:1006] = False  # 6 samples = 120 ms: one more than may be bridged
+    handler = GapHandler()
+    segments = feed(handler, seq[keep], t_us[keep], raw[keep], chunk=1)
+    assert [(s.start, len(s.raw), s.reset) for s in segments] == [(0, 1000, True), (1006, len(raw) - 1006, True)]
+    np.testing.assert_array_equal(segments[1].raw, raw[1006:])
+    assert (handler.counters.long_gaps, handler.counters.lost_samples, handler.counters.short_gaps) == (1, 6, 0)
+
+
+def test_duplicates_are_dropped(raw):
+    seq, t_us = stream(200)
+    order = list(range(200))
+    order.insert(50, 49)  # the same frame twice in a row
+    order.insert(120, 100)  # a late repeat of an older frame
+    order = np.array(order)
+    handler = GapHandler()
+    segments = feed(handler, seq[order], t_us[order], raw[order], chunk=16)
+    assert len(segments) == 1
+    np.testing.assert_array_equal(segments[0].raw, raw[:200])
+    assert handler.counters.duplicates == 2 and handler.counters.lost_samples == 0
+
+
+def test_invalid_values_count_as_missing(raw):
+    bad = raw.copy()
+    bad[500, 0] = np.nan  # one NaN: interpolated
+    bad[800, 4] = np.inf
+    bad[801, 2] = -16.5  # beyond the MPU-6050's +-16 g
+    bad[1500:1510, 3] = 40.0  # ten samples over 35 rad/s: too long to bridge, reset
+    assert invalid_rows(bad, GapConfig()).sum() == 1 + 2 + 10
+    seq, t_us = stream(len(bad))
+    handler = GapHandler()
+    segments = feed(handler, seq, t_us, bad, chunk=100)
+    assert [(s.start, s.reset) for s in segments] == [(0, True), (1510, True)]
+    assert len(segments[0].raw) == 1500 and np.isfinite(segments[0].raw).all()
+    np.testing.assert_allclose(segments[0].raw[500], (raw[499] + raw[501]) / 2)
+    np.testing.assert_allclose(segments[0].raw[801], raw[799] + (raw[802] - raw[799]) * 2 / 3)
+    c = handler.counters
+    assert (c.invalid_samples, c.short_gaps, c.interpolated_samples, c.long_gaps, c.lost_samples) == (13, 2, 3, 1, 0)
+
+
+def test_device_restart_starts_a_new_segment_after_the_last_position(raw):
+    seq_a, t_a = stream(700, first_seq=30000)
+    seq_b, t_b = stream(300)  # rebooted: seq and clock from 0
+    handler = GapHandler()
+    segments = merge_segments(handler.push(seq_a, t_a, raw[:700]) + handler.push(seq_b, t_b, raw[700:1000]))
+    assert [(s.start, len(s.raw), s.reset) for s in segments] == [(0, 700, True), (700, 300, True)]
+    assert handler.counters.device_restarts == 1
+
+
+def test_restart_after_reconnect_skips_the_outage(raw):
+    seq, t_us = stream(1000)
+    handler = GapHandler()
+    first = handler.push(seq[:400], t_us[:400], raw[:400])
+    handler.restart(skipped=250)
+    second = handler.push(seq[650:], t_us[650:], raw[650:1000])
+    assert [(s.start, s.reset) for s in first + second] == [(0, True), (650, True)]
+    assert handler.counters.restarts == 1 and handler.counters.lost_samples == 0
+
+
+@pytest.mark.parametrize("rate_hz, warns", [(50.0, False), (50.6, False), (49.4, False), (51.2, True), (48.7, True)])
+def test_rate_estimate_from_device_timestamps(raw, rate_hz, warns):
+    # Start the device clock near the u32 wrap so the estimate must unwrap it.
+    seq, t_us = stream(len(raw), rate_hz=rate_hz, first_t=T_US_MODULO - 5_000_000)
+    handler = GapHandler()
+    messages = []
+    for i in range(0, len(raw), 50):
+        handler.push(seq[i:i + 50], t_us[i:i + 50], raw[i:i + 50])
+        if (m := handler.rate.check()) is not None:
+            messages.append(m)
+    assert handler.rate.rate_hz == pytest.approx(rate_hz, rel=1e-3)
+    assert bool(messages) == warns and handler.rate.warnings == int(warns)
+    if warns:
+        assert f"{rate_hz:.2f} Hz" in messages[0] and "off the 50 Hz" in messages[0]
+
+
+def test_rate_is_not_judged_before_ten_seconds(raw):
+    seq, t_us = stream(400, rate_hz=60.0)  # 8 s at a wildly wrong rate
+    handler = GapHandler()
+    handler.push(seq, t_us, raw[:400])
+    assert handler.rate.rate_hz is None and handler.rate.check() is None
