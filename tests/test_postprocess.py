@@ -1,0 +1,84 @@
+"""Label smoothing: averaging, k-of-n voting, the uncertainty floor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.postprocess import UNCERTAIN, LabelSmoother, SmoothingConfig, SmoothingConfigError, softmax
+
+CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
+
+
+def one_hot_ish(indices, p=0.8):
+    """Window probabilities peaked at `indices` with mass p, rest spread evenly: (k, 6)."""
+    out = np.full((len(indices), 6), (1 - p) / 5)
+    out[np.arange(len(indices)), indices] = p
+    return out
+
+
+def labels(decisions):
+    return [d.label for d in decisions]
+
+
+def test_averaging_removes_a_single_window_flip():
+    probs = one_hot_ish([3, 3, 3, 4, 3, 3])  # SITTING with one STANDING blip
+    decisions = LabelSmoother(CLASSES, SmoothingConfig("average", n=3, threshold=0.5)).push(probs)
+    assert labels(decisions) == ["SITTING"] * 6
+    assert [d.raw_label for d in decisions][3] == "STANDING"
+    # The blip window's smoothed confidence is the mean of the last three: (0.8 + 0.8 + 0.04) / 3.
+    assert decisions[3].confidence == pytest.approx((0.8 + 0.8 + 0.04) / 3)
+
+
+def test_averaging_follows_a_real_change_after_a_window_or_two():
+    probs = one_hot_ish([0, 0, 0, 5, 5, 5, 5])
+    got = labels(LabelSmoother(CLASSES, SmoothingConfig("average", n=3, threshold=0.0)).push(probs))
+    assert got == ["WALKING"] * 4 + ["LAYING"] * 3
+
+
+def test_vote_k_of_n_needs_k_votes():
+    probs = one_hot_ish([1, 2, 1, 2, 2, 0])
+    got = labels(LabelSmoother(CLASSES, SmoothingConfig("vote", n=3, k=2, threshold=0.0)).push(probs))
+    # windows: [1] -> 1 vote; [1,2] -> no class has 2; [1,2,1] -> 1; [2,1,2] -> 2; [1,2,2] -> 2; [2,2,0] -> 2
+    assert got == [UNCERTAIN, UNCERTAIN, "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "WALKING_DOWNSTAIRS", "WALKING_DOWNSTAIRS"]
+
+
+def test_low_confidence_is_uncertain():
+    probs = one_hot_ish([4, 4, 4], p=0.4)
+    smoother = LabelSmoother(CLASSES, SmoothingConfig("none", threshold=0.5))
+    decisions = smoother.push(probs)
+    assert labels(decisions) == [UNCERTAIN] * 3 and [d.raw_label for d in decisions] == ["STANDING"] * 3
+    assert labels(LabelSmoother(CLASSES, SmoothingConfig("none", threshold=0.35)).push(probs)) == ["STANDING"] * 3
+
+
+def test_reset_forgets_history():
+    smoother = LabelSmoother(CLASSES, SmoothingConfig("average", n=5, threshold=0.0))
+    smoother.push(one_hot_ish([0, 0, 0, 0]))
+    smoother.reset()
+    assert labels(smoother.push(one_hot_ish([5]))) == ["LAYING"]
+
+
+def test_chunking_does_not_change_decisions():
+    rng = np.random.default_rng(0)
+    probs = softmax(rng.normal(size=(40, 6)) * 3)
+    whole = LabelSmoother(CLASSES, SmoothingConfig("vote", n=4, k=2)).push(probs)
+    smoother = LabelSmoother(CLASSES, SmoothingConfig("vote", n=4, k=2))
+    pieces = [d for i in range(0, 40, 3) for d in smoother.push(probs[i:i + 3])]
+    assert whole == pieces
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(method="median"), "unknown"),
+    (dict(n=0), "n must be >= 1"),
+    (dict(method="vote", n=3, k=4), "1 <= k <= n"),
+    (dict(threshold=1.5), "[0, 1]"),
+])
+def test_bad_settings_are_rejected_with_a_clear_message(kwargs, words):
+    with pytest.raises(SmoothingConfigError, match=None) as info:
+        SmoothingConfig(**kwargs)
+    assert words in str(info.value)
+
+
+def test_softmax_is_stable_for_extreme_logits():
+    p = softmax(np.array([[1000.0, 0, 0, 0, 0, -1000.0]]))
+    assert np.isfinite(p).all() and p[0, 0] == pytest.approx(1.0)
