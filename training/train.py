@@ -88,6 +88,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
+    model = create_model(config.model, **config.model_overrides())  # first: a bad name fails before loading data
 
     if windows is None:
         windows = load_hapt_windows(config.data_path(), subjects=config.subjects or None)
@@ -106,7 +107,6 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         y_val = torch.from_numpy(val_set.y)  # (M,)
     classes = list(windows.classes)
 
-    model = create_model(config.model, **config.model_overrides())
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(X_train) / config.batch_size)
     if config.max_batches_per_epoch:

@@ -1,0 +1,106 @@
+"""`har-train`: fit | cv | models.
+
+    har-train fit --out runs/physics [--config training/configs/default.json] [--set epochs=40 --set ema=true]
+    har-train fit --out runs/ship --set train_all=true          # final model: all subjects, last/EMA epoch
+    har-train cv  --out runs/cv_h64 --folds 5 --model tcn_physics_h64 [--set ...]
+    har-train models                                             # variants with params / MACs / RF
+
+Configuration: defaults of training/config.py <- --config JSON <- --model/--folds <- --set key=value.
+Bad input (unknown key, missing data, bad file) prints one line `har-train: error: ...` and exits 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="har-train", description="Train and evaluate the HAR models.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--config", help="JSON file of TrainConfig keys (see training/configs/default.json)")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one config key; repeatable (e.g. --set epochs=40 --set val_subjects=[1,3])")
+        p.add_argument("--model", help="model variant (same as --set model=NAME)")
+        p.add_argument("--out", required=True, help="output directory (created)")
+
+    fit = sub.add_parser("fit", help="train one model; validate on held-out subjects unless train_all=true")
+    common(fit)
+    cv = sub.add_parser("cv", help="subject-wise k-fold cross-validation")
+    common(cv)
+    cv.add_argument("--folds", type=int, help="number of subject folds (same as --set folds=K)")
+    models = sub.add_parser("models", help="list the model variants with parameters, MACs and receptive field")
+    models.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def _config(args):
+    from training.config import load_train_config
+
+    overrides = []
+    if args.model:
+        overrides.append(f"model={args.model}")
+    if getattr(args, "folds", None) is not None:
+        overrides.append(f"folds={args.folds}")
+    return load_train_config(args.config, overrides + list(args.overrides))
+
+
+def _models(as_json: bool) -> None:
+    from training.models import MODEL_DESCRIPTIONS, create_model, list_models, model_summary
+
+    rows = []
+    for name in list_models():
+        rows.append({"name": name, **model_summary(create_model(name)), "description": MODEL_DESCRIPTIONS[name]})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    print(f"{'name':<16}{'params':>9}{'train params':>14}{'MACs/window':>13}{'RF':>5}  description")
+    for r in rows:
+        print(f"{r['name']:<16}{r['params']:>9,}{r['params_train']:>14,}{r['macs']:>13,}{r['receptive_field']:>5}"
+              f"  {r['description']}")
+    print("params / MACs: classification path only (what is exported); train params include auxiliary heads.")
+
+
+def main(argv=None) -> int:
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
+    from training.models import ModelConfigError
+
+    try:
+        from training.data import DataError
+    except ImportError:  # pragma: no cover - data.py always defines it
+        DataError = ConfigError
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "models":
+            _models(args.json)
+        elif args.command == "fit":
+            from training.train import fit
+
+            config = _config(args)
+            metrics = fit(config, args.out)
+            line = f"saved {args.out}/model.pt ({metrics['selection']})"
+            if "val" in metrics:
+                line += f"; val accuracy {metrics['val']['accuracy']:.4f}, macro-F1 {metrics['val']['macro_f1']:.4f}"
+            print(line)
+        elif args.command == "cv":
+            from training.cv import cross_validate
+
+            summary = cross_validate(_config(args), args.out)
+            print(f"{summary['model']}: {summary['folds']}-fold subject-wise CV  "
+                  f"accuracy {summary['accuracy']['mean']:.4f} +- {summary['accuracy']['std']:.4f}  "
+                  f"macro-F1 {summary['macro_f1']['mean']:.4f} +- {summary['macro_f1']['std']:.4f}  "
+                  f"({args.out}/cv_summary.json)")
+    except (ConfigError, ModelConfigError, CheckpointError, DataError) as exc:
+        print(f"har-train: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("har-train: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
