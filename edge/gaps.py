@@ -56,6 +56,7 @@ class GapCounters:
     long_gaps: int = 0  # longer holes: front-end and window reset
     device_restarts: int = 0  # seq jumped far backwards
     restarts: int = 0  # restart() calls (reconnects)
+    outage_samples: int = 0  # positions skipped over a reconnect (device kept sampling meanwhile)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -164,6 +165,8 @@ class GapHandler:
         self.rate = RateEstimator(config)
         self._last_seq: int | None = None  # seq of the last sample that arrived (valid or not)
         self._last_pos = -1  # its stream position
+        self._last_t = 0  # and its device time (us)
+        self._resume_from: tuple[int, int] | None = None  # (seq, t_us) before a restart()
         self._last_valid_pos: int | None = None  # position of the last valid sample of the current segment
         self._last_valid_raw: np.ndarray | None = None  # (6,)
         self._skip_on_restart = 0
@@ -174,13 +177,36 @@ class GapHandler:
         return self._last_pos + 1
 
     def restart(self, skipped: int = 0) -> None:
-        """The link was lost (reconnect): the next sample starts a new segment `skipped`
-        positions after the last one (the outage as the host measured it)."""
+        """The link was lost (reconnect): the next sample starts a new segment.
+
+        If the device kept sampling through the outage (its seq and clock moved on together)
+        the new segment starts at the position its seq says; if it restarted (seq and clock
+        do not agree with a continuation) it starts `skipped` positions after the last one
+        (the outage as the host measured it)."""
         self.counters.restarts += 1
+        if self._last_seq is not None:  # (two restarts in a row keep the first resume point)
+            self._resume_from = (self._last_seq, self._last_t)
         self._last_seq = None
         self._last_valid_pos = None
-        self._skip_on_restart = max(0, int(skipped))
+        self._skip_on_restart += max(0, int(skipped))
         self.rate.reset()
+
+    def _resume_position(self, seq: int, t_us: int) -> int:
+        """Stream position of the first sample after a restart()."""
+        fallback = self._last_pos + 1 + self._skip_on_restart
+        resume, self._resume_from, self._skip_on_restart = self._resume_from, None, 0
+        if resume is None:
+            return fallback
+        last_seq, last_t = resume
+        step = (seq - last_seq) % SEQ_MODULO
+        if not 0 < step < SEQ_MODULO // 2:
+            return fallback
+        expected_us = step * 1e6 / self.config.rate_hz
+        elapsed_us = (t_us - last_t) % T_US_MODULO
+        if abs(elapsed_us - expected_us) > 0.1 * expected_us + 1e6:
+            return fallback  # seq and clock disagree: a rebooted device, not a continuation
+        self.counters.outage_samples += step - 1
+        return self._last_pos + step
 
     def push_samples(self, samples: Sequence) -> list[Segment]:
         if not samples:
@@ -199,7 +225,7 @@ class GapHandler:
         if self._is_clean_continuation(seq, invalid):
             start = self._last_pos + 1
             positions = np.arange(start, start + n, dtype=np.int64)  # (n,)
-            self._last_seq, self._last_pos = int(seq[-1]), start + n - 1
+            self._last_seq, self._last_pos, self._last_t = int(seq[-1]), start + n - 1, int(t_us[-1])
             self._last_valid_pos, self._last_valid_raw = self._last_pos, raw[-1]
             self.counters.samples += n
             self.rate.update(positions, t_us)
@@ -229,8 +255,7 @@ class GapHandler:
 
         for s, t, row, bad in zip(seq.tolist(), t_us.tolist(), raw, invalid.tolist()):
             if self._last_seq is None:
-                pos = self._last_pos + 1 + self._skip_on_restart
-                self._skip_on_restart = 0
+                pos = self._resume_position(s, t)
             else:
                 step = (s - self._last_seq) % SEQ_MODULO
                 if step == 0 or SEQ_MODULO - step <= cfg.duplicate_horizon:
@@ -246,7 +271,7 @@ class GapHandler:
                 else:
                     pos = self._last_pos + step
                     counters.lost_samples += step - 1
-            self._last_seq, self._last_pos = s, pos
+            self._last_seq, self._last_pos, self._last_t = s, pos, t
             if bad:
                 counters.invalid_samples += 1
                 continue

@@ -117,8 +117,21 @@ def test_restart_after_reconnect_skips_the_outage(raw):
     first = handler.push(seq[:400], t_us[:400], raw[:400])
     handler.restart(skipped=250)
     second = handler.push(seq[650:], t_us[650:], raw[650:1000])
+    # The device kept sampling (seq and clock moved on together): positions follow its seq.
     assert [(s.start, s.reset) for s in first + second] == [(0, True), (650, True)]
-    assert handler.counters.restarts == 1 and handler.counters.lost_samples == 0
+    c = handler.counters
+    assert (c.restarts, c.lost_samples, c.outage_samples) == (1, 0, 250)
+
+
+def test_restart_after_a_device_reboot_uses_the_host_outage(raw):
+    seq, t_us = stream(1000)
+    handler = GapHandler()
+    first = handler.push(seq[:400], t_us[:400], raw[:400])
+    handler.restart(skipped=100)
+    # The board rebooted on reconnect: seq and clock start again from 0.
+    second = handler.push(seq[:300], t_us[:300], raw[400:700])
+    assert [(s.start, s.reset) for s in first + second] == [(0, True), (500, True)]
+    assert handler.counters.outage_samples == 0 and handler.counters.device_restarts == 0
 
 
 @pytest.mark.parametrize("rate_hz, warns", [(50.0, False), (50.6, False), (49.4, False), (51.2, True), (48.7, True)])
