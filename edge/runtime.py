@@ -48,35 +48,13 @@ class Model:
     frontend_config: FrontEndConfig
     session: object  # .predict(windows (k, 128, 9) float32 normalized) -> logits (k, C)
     description: str = ""
-
-
-def _field(bundle, *names, default=None):
-    """First attribute or key of `bundle` among `names` (the bundle's accessors)."""
-    for name in names:
-        if isinstance(bundle, dict) and name in bundle:
-            return bundle[name]
-        if hasattr(bundle, name):
-            return getattr(bundle, name)
-    return default
+    bundle: object = None  # the edge.bundle.Bundle it came from, when it came from one
 
 
 def model_from_bundle(bundle, session, description: str = "") -> Model:
-    classes = tuple(_field(bundle, "classes"))
-    norm = _field(bundle, "normalization", "norm", default=None)
-    mean = _field(bundle, "mean", "norm_mean", default=None)
-    std = _field(bundle, "std", "norm_std", default=None)
-    if norm is not None and mean is None:
-        mean, std = _field(norm, "mean"), _field(norm, "std")
-    frontend = _field(bundle, "frontend_config", "frontend", default=None)
-    if isinstance(frontend, dict):
-        frontend = FrontEndConfig.from_dict(frontend)
-    if frontend is None:
-        frontend = FrontEndConfig()
-    mean = np.asarray(mean, dtype=np.float32).reshape(-1)  # (9,)
-    std = np.asarray(std, dtype=np.float32).reshape(-1)  # (9,)
-    if mean.shape != (9,) or std.shape != (9,) or not (std > 0).all():
-        raise EdgeError(f"bundle normalization must be 9 means and 9 positive stds, got {mean.shape} / {std.shape}")
-    return Model(classes, mean, std, frontend, session, description)
+    """The pipeline's view of an `edge.bundle.Bundle` (already validated by load_bundle)."""
+    return Model(tuple(bundle.classes), np.asarray(bundle.mean, np.float32), np.asarray(bundle.std, np.float32),
+                 bundle.frontend_config, session, description)
 
 
 def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite", precision: str = "int8",
@@ -87,10 +65,15 @@ def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite",
 
     bundle_dir = Path(bundle_dir)
     if not bundle_dir.exists():
-        raise EdgeError(f"bundle directory {bundle_dir} does not exist; pass --bundle DIR (a directory written by har-export)")
+        hint = " (the model shipped with the package is missing: reinstall, or pass --bundle DIR)" \
+            if bundle_dir == DEFAULT_BUNDLE else ""
+        raise EdgeError(f"bundle directory {bundle_dir} does not exist{hint}; "
+                        "pass --bundle DIR, a directory written by `har-export`")
     bundle = load_bundle(bundle_dir)
     session = create_session(bundle, backend=backend, precision=precision, num_threads=num_threads)
-    return model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {precision}]")
+    model = model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {precision}]")
+    model.bundle = bundle
+    return model
 
 
 class StageTimers:
