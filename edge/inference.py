@@ -1,0 +1,209 @@
+"""Inference sessions over a bundle's model files: TFLite (LiteRT) or onnxruntime, fp32 or int8.
+
+    session = create_session(bundle, backend="tflite", precision="int8", num_threads=1)
+    logits = session.predict(windows)      # windows (k, 128, 9) float32 normalized -> (k, 6) float32
+
+The caller always speaks float: for a full-integer int8 model the session quantizes the input
+and dequantizes the output with the scale / zero point of the bundle (checked against the file).
+The TFLite runtime is `ai_edge_litert` (LiteRT, the current name of TensorFlow Lite) when it is
+installed, else `tflite_runtime`. No torch here, ever: this runs on the Raspberry Pi.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import Bundle, BundleError, ModelEntry, TensorSpec, load_bundle
+
+ONNX_CHUNK = 256  # windows per onnxruntime call for a dynamic-batch model
+
+
+class InferenceError(ValueError):
+    """A runtime that is not installed, or input the model cannot take; the message says what to do."""
+
+
+def import_tflite_interpreter():
+    """-> (Interpreter class, module name): ai_edge_litert first, tflite_runtime as the fallback."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        pass
+    raise InferenceError("no TFLite runtime is installed: `pip install ai-edge-litert` (or tflite-runtime with "
+                         "numpy<2 on Python <= 3.11), or use the onnx backend (--backend onnx)")
+
+
+def _import_onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise InferenceError("onnxruntime is not installed: `pip install onnxruntime`, or use the tflite backend "
+                             "(--backend tflite)") from None
+    return onnxruntime
+
+
+def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    q = np.round(x / spec.scale) + spec.zero_point
+    return np.clip(q, -128, 127).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    return ((q.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+
+
+class _Session:
+    def __init__(self, bundle: Bundle, entry: ModelEntry, runtime: str):
+        self.bundle = bundle
+        self.entry = entry
+        self.backend = entry.backend
+        self.precision = entry.precision
+        self.runtime = runtime
+        self.path = bundle.model_path(entry)
+        self.window = bundle.window
+        self.n_channels = len(bundle.channels)
+        self.n_classes = bundle.n_classes
+
+    def describe(self) -> str:
+        return f"{self.path.name} ({self.backend} {self.precision} via {self.runtime})"
+
+    def _mismatch(self, what: str, file_value, entry_value) -> BundleError:
+        return BundleError(f"{self.path}: the model file does not match its bundle.json entry "
+                           f"'{self.entry.key}': {what} is {file_value} in the file but {entry_value} in bundle.json; "
+                           "re-export the bundle with `har-export`")
+
+    def _check_windows(self, windows) -> np.ndarray:
+        x = np.asarray(windows)
+        if x.ndim != 3 or x.shape[1:] != (self.window, self.n_channels):
+            raise InferenceError(f"predict() takes windows of shape (k, {self.window}, {self.n_channels}); "
+                                 f"got {x.shape}: stack normalized front-end windows along axis 0")
+        if not np.issubdtype(x.dtype, np.number):
+            raise InferenceError(f"predict() takes numeric windows; got dtype {x.dtype}")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            bad = int((~np.isfinite(x)).any(axis=(1, 2)).sum())
+            raise InferenceError(f"{bad} of {len(x)} windows hold NaN or inf values; fix or drop them "
+                                 "before inference (the gap handler should have)")
+        return x
+
+    def _layout_in(self, x: np.ndarray) -> np.ndarray:   # x (k, T, C)
+        return x.transpose(0, 2, 1) if self.entry.input.layout == "NCT" else x  # model layout
+
+    def predict(self, windows) -> np.ndarray:
+        x = self._check_windows(windows)   # (k, T, C) float32
+        if len(x) == 0:
+            return np.zeros((0, self.n_classes), np.float32)
+        return self._run(self._layout_in(x))  # (k, n_classes)
+
+
+class TFLiteSession(_Session):
+    def __init__(self, bundle: Bundle, entry: ModelEntry, num_threads: int = 1):
+        Interpreter, runtime = import_tflite_interpreter()
+        super().__init__(bundle, entry, runtime)
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{self.path}: {runtime} cannot load this TFLite model ({e}); re-export the bundle, "
+                              "or upgrade the runtime") from None
+        self.input_detail = self.interpreter.get_input_details()[0]
+        self.output_detail = self.interpreter.get_output_details()[0]
+        self._check(self.input_detail, entry.input, "input")
+        self._check(self.output_detail, entry.output, "output")
+        self.batch = int(self.input_detail["shape"][0])
+
+    def _check(self, detail: dict, spec: TensorSpec, which: str) -> None:
+        dtype = np.dtype(detail["dtype"]).name
+        if dtype != spec.dtype:
+            raise self._mismatch(f"the {which} dtype", dtype, spec.dtype)
+        shape = tuple(int(d) for d in detail["shape"])
+        if shape != spec.shape:
+            raise self._mismatch(f"the {which} shape", list(shape), list(spec.shape))
+        if spec.quantized:
+            scale, zero_point = detail["quantization"]
+            if not np.isclose(scale, spec.scale, rtol=1e-6, atol=0) or zero_point != spec.zero_point:
+                raise self._mismatch(f"the {which} quantization (scale, zero point)", (scale, zero_point),
+                                     (spec.scale, spec.zero_point))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # x (k, ...) in the model's layout
+        spec_in, spec_out = self.entry.input, self.entry.output
+        feed = quantize(x, spec_in) if spec_in.quantized else x
+        out = np.empty((len(x), self.n_classes), np.float32)
+        b = self.batch                      # the file's static batch (1 from onnx2tf)
+        if len(x) % b:
+            raise InferenceError(f"{self.path.name} takes batches of {b} windows; got {len(x)}")
+        for i in range(0, len(x), b):
+            self.interpreter.set_tensor(self.input_detail["index"], feed[i:i + b])
+            self.interpreter.invoke()
+            y = self.interpreter.get_tensor(self.output_detail["index"])  # (b, n_classes)
+            out[i:i + b] = dequantize(y, spec_out) if spec_out.quantized else y
+        return out
+
+
+class OnnxSession(_Session):
+    ORT_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8"}
+
+    def __init__(self, bundle: Bundle, entry: ModelEntry, num_threads: int = 1):
+        ort = _import_onnxruntime()
+        super().__init__(bundle, entry, f"onnxruntime {ort.__version__}")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = num_threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types per failure
+            raise BundleError(f"{self.path}: onnxruntime cannot load this model ({str(e)[:300]}); "
+                              "re-export the bundle, or upgrade onnxruntime") from None
+        self.input_meta = self.session.get_inputs()[0]
+        self.output_meta = self.session.get_outputs()[0]
+        self._check(self.input_meta, entry.input, "input")
+        self._check(self.output_meta, entry.output, "output")
+        first = self.input_meta.shape[0]
+        self.batch = first if isinstance(first, int) and first > 0 else None  # None: dynamic
+
+    def _check(self, meta, spec: TensorSpec, which: str) -> None:
+        if meta.name != spec.name:
+            raise self._mismatch(f"the {which} name", meta.name, spec.name)
+        dtype = self.ORT_DTYPES.get(meta.type, meta.type)
+        if dtype != spec.dtype:
+            raise self._mismatch(f"the {which} dtype", dtype, spec.dtype)
+        shape = [d if isinstance(d, int) and d > 0 else -1 for d in meta.shape]
+        if shape != list(spec.shape):
+            raise self._mismatch(f"the {which} shape", shape, list(spec.shape))
+
+    def _run(self, x: np.ndarray) -> np.ndarray:  # x (k, ...) in the model's layout
+        spec_in, spec_out = self.entry.input, self.entry.output
+        feed = quantize(x, spec_in) if spec_in.quantized else x
+        step = self.batch or ONNX_CHUNK
+        if self.batch and len(x) % self.batch:
+            raise InferenceError(f"{self.path.name} takes batches of {self.batch} windows; got {len(x)}")
+        parts = []
+        for i in range(0, len(x), step):
+            y = self.session.run([self.output_meta.name], {self.input_meta.name: feed[i:i + step]})[0]
+            parts.append(dequantize(y, spec_out) if spec_out.quantized else y.astype(np.float32))
+        return np.concatenate(parts)       # (k, n_classes)
+
+
+def create_session(bundle: Bundle | str | Path, backend: str = "tflite", precision: str = "int8",
+                   num_threads: int = 1) -> TFLiteSession | OnnxSession:
+    """An inference session on the bundle's `backend`/`precision` model (a Bundle or a bundle directory)."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    if backend not in ("tflite", "onnx"):
+        raise InferenceError(f"backend {backend!r} is not supported; choose 'tflite' or 'onnx'")
+    if precision not in ("int8", "fp32"):
+        raise InferenceError(f"precision {precision!r} is not supported; choose 'int8' or 'fp32'")
+    if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
+        raise InferenceError(f"num_threads must be a positive integer, got {num_threads!r}")
+    entry = bundle.model(backend, precision)
+    cls = TFLiteSession if backend == "tflite" else OnnxSession
+    return cls(bundle, entry, num_threads=num_threads)

@@ -1,0 +1,99 @@
+"""Write bundle.json for a directory of exported model files (the format is docs/BUNDLE.md).
+
+Every tensor description is read back from the written model files themselves (shape, dtype,
+quantization scale / zero point), never assumed, and the finished bundle is validated with the
+edge runtime's own loader before the export reports success.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.bundle import BUNDLE_JSON, SCHEMA_VERSION, load_bundle, sha256_file
+
+# bundle key -> file name: the four formats of a bundle
+MODEL_FILES = {
+    "onnx-fp32": "model.fp32.onnx",
+    "onnx-int8": "model.int8.onnx",
+    "tflite-fp32": "model.fp32.tflite",
+    "tflite-int8": "model.int8.tflite",
+}
+METRICS_JSON = "metrics.json"
+
+
+def _quantization(dtype: str, scale: float, zero_point: int) -> dict | None:
+    return {"scale": float(scale), "zero_point": int(zero_point)} if dtype == "int8" else None
+
+
+def tflite_tensor_specs(path: str | Path, layout: str = "NTC") -> tuple[dict, dict]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    specs = []
+    for detail in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
+        dtype = np.dtype(detail["dtype"]).name
+        scale, zero_point = detail["quantization"]
+        specs.append({"name": detail["name"], "dtype": dtype, "shape": [int(d) for d in detail["shape"]],
+                      "quantization": _quantization(dtype, scale, zero_point)})
+    specs[0]["layout"] = layout
+    return specs[0], specs[1]
+
+
+def onnx_tensor_specs(path: str | Path, layout: str = "NTC") -> tuple[dict, dict]:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    dtypes = {"tensor(float)": "float32", "tensor(int8)": "int8"}
+    specs = []
+    for meta in (session.get_inputs()[0], session.get_outputs()[0]):
+        specs.append({"name": meta.name, "dtype": dtypes.get(meta.type, meta.type),
+                      "shape": [d if isinstance(d, int) and d > 0 else -1 for d in meta.shape],
+                      "quantization": None})  # QDQ: float in, float out
+    specs[0]["layout"] = layout
+    return specs[0], specs[1]
+
+
+def file_entry(path: Path) -> dict:
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def write_bundle(out_dir: str | Path, *, classes, channels, channel_units, mean, std, frontend: dict,
+                 source_checkpoint: dict, export_info: dict, metrics: dict | None = None,
+                 model_files: dict[str, str] = MODEL_FILES):
+    """Describe the model files in `out_dir` in bundle.json (plus metrics.json when given) -> Bundle."""
+    out = Path(out_dir)
+    models, files = {}, {}
+    for key, name in model_files.items():
+        backend, precision = key.split("-")
+        path = out / name
+        spec_in, spec_out = (tflite_tensor_specs if backend == "tflite" else onnx_tensor_specs)(path)
+        models[key] = {"file": name, "backend": backend, "precision": precision, "input": spec_in,
+                       "output": spec_out}
+        files[name] = file_entry(path)
+    if metrics is not None:
+        (out / METRICS_JSON).write_text(json.dumps(metrics, indent=2) + "\n")
+        files[METRICS_JSON] = file_entry(out / METRICS_JSON)
+    data = {
+        "schema_version": SCHEMA_VERSION,
+        "classes": list(classes),
+        "channels": list(channels),
+        "channel_units": list(channel_units),
+        "sample_rate_hz": float(frontend["sample_rate_hz"]),
+        "window": int(frontend["window"]),
+        "hop": int(frontend["hop"]),
+        "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
+        "frontend": dict(frontend),
+        "models": models,
+        "files": files,
+        "source_checkpoint": source_checkpoint,
+        "export": export_info,
+        "metrics": metrics or {},
+    }
+    tmp = out / (BUNDLE_JSON + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, out / BUNDLE_JSON)     # never leave a half-written bundle.json
+    return load_bundle(out)                # the edge loader's checks are the export's last step
