@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -63,7 +62,7 @@ def read_checkpoint(path: str | Path) -> dict:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(f"checkpoint {path} holds objects other than plain types and tensors and is "
                               f"refused by torch.load(weights_only=True): {str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # torch raises many types for a damaged file (RuntimeError, EOFError, IndexError...)
         raise CheckpointError(f"checkpoint {path} is not a readable torch file (truncated or corrupt?): "
                               f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

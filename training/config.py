@@ -191,4 +191,4 @@ def load_train_config(path: str | Path | None = None, overrides=()) -> TrainConf
             raise ConfigError(f"config file {path} must hold a JSON object of key: value pairs")
         data = {k: v for k, v in data.items() if not k.startswith("_")}  # "_comment" keys are notes
         config = apply_overrides(config, data, where=str(path))
-    return apply_overrides(config, list(overrides))
+    return apply_overrides(config, overrides if isinstance(overrides, dict) else list(overrides))
