@@ -11,7 +11,8 @@ Behaviour (also in PROTOCOL.md, "Virtual device"):
   (1 / rate_hz); the values come from the recording (looped with ``loop=True``).
 - It never writes while no reader has the pty open: it waits for a reader before the first
   byte and whenever the reader goes away, and its stream clock stands still meanwhile. So
-  nothing is lost before the reader opens the port.
+  nothing is lost before the reader opens the port. After a reader appears it waits 0.2 s
+  before writing, because pyserial flushes the input buffer while it opens a port.
 - Frame mode starts every connection with a 0x00 and a HELLO, then a HELLO every 5 s of
   stream time. HELLO frames are never faulted. Text mode sends ``t_ms,ax,ay,az,gx,gy,gz``
   lines and no HELLO.
@@ -22,8 +23,9 @@ Behaviour (also in PROTOCOL.md, "Virtual device"):
   character replaced, so one bad line), duplicate (an intact frame sent twice), garbage (a
   burst of 1-16 random non-zero bytes and a 0x00 before the frame; letters and a newline in
   text mode). A pause stops the stream (nothing lost). A disconnect closes the pty and
-  removes the link; the device keeps running, so samples of the disconnected span are lost
-  (seq jumps over them); then a new pty appears and the link points to it.
+  removes the link (after the reader has read what was already sent); the device keeps
+  running, so samples of the disconnected span are lost (seq jumps over them); then a new
+  pty appears and the link points to it.
 """
 from __future__ import annotations
 
@@ -55,6 +57,9 @@ from firmware_bridge.protocol import (
     sample_payload,
 )
 from firmware_bridge.recording import Recording, read_recording
+
+
+READER_SETTLE_S = 0.2  # wall seconds between a reader opening the pty and the first byte
 
 
 class SimulationError(ValueError):
@@ -260,6 +265,9 @@ class VirtualDevice:
         begin = time.monotonic()
         while not self._stop.is_set():
             if self._reader_present(0.05):
+                # pyserial (like many hosts) flushes the input buffer right after opening the
+                # port: bytes written in that instant would vanish, so let the open finish.
+                self._stop.wait(READER_SETTLE_S)
                 return time.monotonic() - begin
             time.sleep(0.05)  # POLLHUP returns at once: do not spin
         return time.monotonic() - begin
@@ -400,6 +408,7 @@ class VirtualDevice:
             if next_disconnect is not None and stream_t >= next_disconnect:
                 origin += self._write(pending)
                 pending.clear()
+                self._drain()  # so the reader's counts match what was injected
                 self._connected.clear()
                 self._close_pty()
                 inj.disconnects += 1
@@ -436,7 +445,17 @@ class VirtualDevice:
             index += 1
         if pending and not self._stop.is_set():
             self._write(pending)
-        # Let the reader drain what is still in the pty: closing it would throw that away.
-        deadline = time.monotonic() + 5.0
-        while not self._stop.is_set() and time.monotonic() < deadline and self._unread_bytes() > 0:
-            time.sleep(0.02)
+        self._drain()
+
+    def _drain(self, timeout: float = 5.0) -> None:
+        """Waits until the reader has read what was written: closing the pty would throw it away.
+        The kernel moves written bytes to the reader's queue asynchronously, so one empty
+        reading proves nothing; the queue must stay empty for 0.1 s."""
+        deadline = time.monotonic() + timeout
+        empty_since = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self._unread_bytes() > 0:
+                empty_since = time.monotonic()
+            elif time.monotonic() - empty_since >= 0.1:
+                return
+            time.sleep(0.01)

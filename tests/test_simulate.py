@@ -1,0 +1,207 @@
+"""The virtual device: a reader on its pty gets what was sent, minus exactly what was injected."""
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+import serial
+
+from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Hello, Sample
+from firmware_bridge.recording import read_recording
+from firmware_bridge.simulate import SimulationError, VirtualDevice
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="pseudo-terminals need a POSIX system")
+
+
+def f32(x: float) -> float:
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+@pytest.fixture(scope="module")
+def walk(hapt_user1_dir):
+    """600 real samples (12 s) of HAPT experiment 1, user 1."""
+    rec = read_recording(hapt_user1_dir / "RawData" / "acc_exp01_user01.txt")
+    rec.samples = rec.samples[1200:1800]
+    rec.labels = None
+    return rec
+
+
+def read_port(port: str, device: VirtualDevice, decoder, until_finished=True, max_seconds=60.0):
+    """Reads the port like a host would, until the device has finished (or the port vanished)."""
+    frames = []
+    deadline = time.monotonic() + max_seconds
+    with serial.Serial(port, 115200, timeout=0.05) as link:
+        while time.monotonic() < deadline:
+            try:
+                data = link.read(65536)
+            except serial.SerialException:
+                break  # the device closed the port
+            frames += decoder.feed(data)
+            if not data and until_finished and device.finished:
+                break
+    return frames
+
+
+def samples_of(frames):
+    return [f for f in frames if isinstance(f, Sample)]
+
+
+def test_plays_the_recording_as_frames(walk):
+    with VirtualDevice(walk, speed=100) as dev:
+        time.sleep(0.3)  # the reader comes late: nothing may be lost meanwhile
+        decoder = FrameDecoder()
+        frames = read_port(dev.port, dev, decoder)
+        dev.wait(10)
+    assert isinstance(frames[0], Hello) and frames[0].rate_hz == 50 and frames[0].version == 1
+    samples = samples_of(frames)
+    assert [s.seq for s in samples] == list(range(600))
+    assert [s.t_us for s in samples[:3]] == [0, 20000, 40000]
+    assert [s.values() for s in samples] == [tuple(f32(v) for v in s.values()) for s in walk.samples]
+    # HELLO at start and every 5 s of stream time: at 0 s, 5 s and 10 s of a 12 s recording.
+    assert sum(isinstance(f, Hello) for f in frames) == 3 == dev.injected.hellos_sent
+    assert decoder.counters.garbage_bytes == 0 and decoder.counters.lost_samples == 0
+
+
+def test_faults_match_what_the_receiver_counts(walk):
+    dev = VirtualDevice(walk, speed=200, loop=False, drop=0.03, corrupt=0.03, duplicate=0.03, garbage=0.03, seed=7)
+    with dev:
+        decoder = FrameDecoder()
+        samples = samples_of(read_port(dev.port, dev, decoder))
+    inj, c = dev.injected, decoder.counters
+    assert min(inj.dropped, inj.corrupted, inj.duplicated, inj.garbage_bursts) > 5
+    assert inj.samples_total == 600 and inj.samples_sent + inj.dropped + inj.corrupted == 600
+    lost = set(inj.lost_indices)
+    assert [s.seq for s in samples] == [i for i in range(600) if i not in lost]
+    inside = [i for i in lost if samples[0].seq < i < samples[-1].seq]
+    assert c.lost_samples == len(inside)
+    assert c.duplicates == inj.duplicated
+    # A random burst is almost always bad COBS, rarely good COBS with a bad CRC: count them together.
+    assert c.crc_errors + c.malformed == inj.corrupted + inj.garbage_bursts
+    assert c.crc_errors >= inj.corrupted
+    assert c.garbage_bytes == inj.garbage_bytes + inj.corrupted_bytes
+
+
+def test_same_seed_same_faults(walk):
+    counts = []
+    for _ in range(2):
+        with VirtualDevice(walk, speed=400, drop=0.05, corrupt=0.05, seed=11) as dev:
+            read_port(dev.port, dev, FrameDecoder())
+        counts.append((dev.injected.as_dict(), dev.injected.lost_indices))
+    assert counts[0] == counts[1]
+
+
+def test_text_mode(walk):
+    with VirtualDevice(walk, speed=200, text=True, corrupt=0.05, garbage=0.05, seed=3) as dev:
+        decoder = CsvLineDecoder()
+        samples = read_port(dev.port, dev, decoder)
+    inj = dev.injected
+    assert inj.corrupted > 0 and inj.garbage_bursts > 0 and inj.hellos_sent == 0
+    assert len(samples) == inj.samples_sent == 600 - inj.corrupted
+    assert decoder.counters.bad_lines == inj.corrupted + inj.garbage_bursts
+    lost = set(inj.lost_indices)
+    kept = [s for i, s in enumerate(walk.samples) if i not in lost]
+    assert [got.t_us for got in samples] == [(i * 20) * 1000 for i in range(600) if i not in lost]
+    for got, sent in zip(samples, kept):
+        assert got.values() == pytest.approx(sent.values(), rel=1e-5, abs=1e-6)
+
+
+def test_disconnect_reconnect_moves_the_link(walk, tmp_path):
+    link = tmp_path / "serial" / "by-id" / "usb-HAR_IMU-if00"
+    dev = VirtualDevice(walk, speed=50, link=link, disconnect_every=4.0, disconnect_for=1.0)
+    first_pty = dev.start()
+    try:
+        assert os.readlink(link) == first_pty
+        decoder = FrameDecoder()  # one decoder across reconnects: the outage shows as a seq gap
+        frames, opened, missing = [], [], 0
+        deadline = time.monotonic() + 60
+        while not dev.finished and time.monotonic() < deadline:
+            try:
+                opened.append(os.readlink(link))  # the kernel may reuse the pty number
+            except FileNotFoundError:
+                missing += 1
+                time.sleep(0.01)  # the port is gone: a host retries
+                continue
+            frames += read_port(str(link), dev, decoder)
+        dev.wait(10)
+    finally:
+        dev.stop()
+    inj = dev.injected
+    # Disconnects at stream seconds 4 and 9 (every 4 s of connection, 1 s away each time).
+    assert inj.disconnects == 2 and inj.lost_in_disconnect == 100 and inj.connections == 3
+    assert len(opened) >= 3 and missing > 0 and not link.exists()
+    samples = samples_of(frames)
+    assert len(samples) == 500 and decoder.counters.lost_samples == 100 and decoder.counters.seq_gaps == 2
+    assert sum(isinstance(f, Hello) for f in frames) >= 3  # every new connection starts with HELLO
+
+
+def test_pause_loses_nothing(walk):
+    with VirtualDevice(walk, speed=100, pause_at=2.0, pause_for=5.0) as dev:
+        decoder = FrameDecoder()
+        samples = samples_of(read_port(dev.port, dev, decoder))
+    assert dev.injected.pauses == 1
+    assert [s.seq for s in samples] == list(range(600))
+
+
+def test_loop_keeps_counting(walk):
+    dev = VirtualDevice(walk.samples[:50], speed=400, loop=True)
+    with dev:
+        decoder = FrameDecoder()
+        with serial.Serial(dev.port, 115200, timeout=0.05) as port:
+            samples = []
+            while len(samples) < 180:
+                samples += samples_of(decoder.feed(port.read(4096)))
+    assert [s.seq for s in samples[:180]] == list(range(180))
+    assert samples[120].values() == samples[20].values()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"drop": 1.5}, "--drop 1.5 is not a probability"),
+    ({"speed": 0}, "--speed 0 must be positive"),
+    ({"disconnect_every": -1}, "--disconnect-every -1 must be positive"),
+    ({"pause_for": -2}, "--pause-for -2 is negative"),
+])
+def test_invalid_settings(walk, kwargs, message):
+    with pytest.raises(SimulationError, match=message):
+        VirtualDevice(walk, **kwargs)
+
+
+def test_cli_simulate_prints_the_pty_and_ends_with_the_recording(walk, tmp_path):
+    from firmware_bridge.recording import write_recording_csv
+
+    path = tmp_path / "walk.csv"
+    write_recording_csv(path, walk.samples[:200])
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "simulate", str(path), "--speed", "100", "--drop", "0.1", "--seed", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        pty = proc.stdout.readline().strip()
+        assert pty.startswith("/dev/")
+        decoder = FrameDecoder()
+        with serial.Serial(pty, 115200, timeout=0.1) as port:
+            samples = []
+            while True:
+                try:
+                    data = port.read(4096)
+                except serial.SerialException:
+                    break
+                samples += samples_of(decoder.feed(data))
+                if not data and proc.poll() is not None:
+                    break
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    assert "dropped" in err and 150 < len(samples) < 200
+    assert decoder.counters.lost_samples == 200 - len(samples) - (199 - samples[-1].seq) - samples[0].seq
+
+
+def test_cli_errors_are_messages_not_tracebacks(tmp_path):
+    for args, message in ([["simulate", str(tmp_path / "none.csv")], "no such file"],
+                          [["simulate", str(tmp_path), "--corrupt", "7"], "is a directory"],
+                          [["decode"], "give either a capture FILE or --port PORT"],
+                          [["decode", "--port", str(tmp_path / "ttyX")], "cannot open"]):
+        run = subprocess.run([sys.executable, "-m", "firmware_bridge.cli", *args], capture_output=True, text=True, timeout=30)
+        assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
