@@ -345,3 +345,11 @@ def test_csv_decoder_never_raises(data):
     d = CsvLineDecoder()
     d.feed(data)
     assert d.counters.samples + d.counters.bad_lines <= d.counters.lines
+
+
+def test_benchmark_script_runs(capsys):
+    from firmware_bridge import bench_decoder
+
+    assert bench_decoder.main(["--bytes", "20000"]) == 0
+    out = capsys.readouterr().out
+    assert "random bytes" in out and "frames/s" in out
