@@ -1,0 +1,276 @@
+"""`har-edge` end to end on real data: replay (every format), record, run, SIGINT, bad input.
+
+Needs a model bundle: the one shipped in edge/models/default, or HAR_EDGE_TEST_BUNDLE=DIR
+(any bundle written by har-export). Without one the bundle-dependent tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from firmware_bridge.protocol import encode_sample
+from firmware_bridge.recording import read_recording, write_recording_csv
+
+from edge.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
+
+
+@pytest.fixture(scope="session")
+def bundle_dir() -> Path:
+    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE):
+        if candidate and (Path(candidate) / "bundle.json").is_file():
+            return Path(candidate)
+    pytest.skip(f"no model bundle: {SHIPPED_BUNDLE} is not there yet and HAR_EDGE_TEST_BUNDLE is not set "
+                "(point it at a directory written by `har-export`)")
+
+
+@pytest.fixture(scope="session")
+def hapt_recording(hapt_user1_dir) -> Path:
+    """HAPT user 1, experiment 1: 20,598 real samples (6.9 min) with labels.txt beside it."""
+    return hapt_user1_dir / "RawData" / "acc_exp01_user01.txt"
+
+
+def replay(args, capsys):
+    rc = main(["replay", *map(str, args)])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def labels_of(results):
+    return [(r["sample_end"], r["label"], r["raw_label"]) for r in results]
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+def test_replay_hapt_writes_one_object_per_window(bundle_dir, hapt_recording, tmp_path, capsys):
+    out, summary = tmp_path / "out.jsonl", tmp_path / "summary.json"
+    rc, stdout, stderr = replay([hapt_recording, "--bundle", bundle_dir, "--jsonl", out, "--summary-json", summary], capsys)
+    assert rc == 0, stderr
+    results = read_jsonl(out)
+    n = len(read_recording(hapt_recording))
+    assert [r["sample_end"] for r in results] == list(range(128, n + 1, 64))
+    classes = json.loads((bundle_dir / "bundle.json").read_text())["classes"]
+    for r in results:
+        assert r["label"] in classes + ["uncertain"] and r["raw_label"] in classes
+        assert set(r["probs"]) == set(classes) and abs(sum(r["probs"].values()) - 1) < 1e-3
+        assert r["raw_label"] == max(r["probs"], key=r["probs"].get)
+    s = json.loads(summary.read_text())
+    assert s["windows"] == len(results) and s["samples"] == n
+    # User 1's labelled activities, recognized by a trained model: far above chance (1/6).
+    assert s["truth"]["scored_windows"] > 150 and s["truth"]["raw_accuracy"] > 0.7
+    assert "windows from" in stderr and "x real time" in stderr and "against the true labels" in stderr
+    assert stdout.count("\n") >= 5  # live lines, one per label change
+
+
+def test_replay_formats_agree(bundle_dir, hapt_recording, tmp_path, capsys):
+    """The same samples as HAPT text, the project's CSV and a raw serial capture give the same labels."""
+    recording = read_recording(hapt_recording)
+    samples = recording.samples[:6000]
+    csv_path, bin_path = tmp_path / "rec.csv", tmp_path / "rec.bin"
+    write_recording_csv(csv_path, samples, recording.labels[:6000])
+    bin_path.write_bytes(b"".join(encode_sample(s) for s in samples))
+    outputs = {}
+    for name, path in (("hapt", hapt_recording), ("csv", csv_path), ("bin", bin_path)):
+        out = tmp_path / f"{name}.jsonl"
+        rc, _, stderr = replay([path, "--bundle", bundle_dir, "--jsonl", out, "--quiet"], capsys)
+        assert rc == 0, stderr
+        outputs[name] = labels_of(read_jsonl(out))
+    assert outputs["csv"] == outputs["bin"] == outputs["hapt"][: len(outputs["csv"])]
+    assert len(outputs["csv"]) == len(range(128, 6001, 64))
+
+
+def test_backends_agree_in_fp32(bundle_dir, hapt_recording, tmp_path, capsys):
+    got = {}
+    for backend in ("tflite", "onnx"):
+        out = tmp_path / f"{backend}.jsonl"
+        rc, _, stderr = replay([hapt_recording, "--bundle", bundle_dir, "--backend", backend, "--precision", "fp32",
+                                "--jsonl", out, "--quiet"], capsys)
+        assert rc == 0, stderr
+        got[backend] = [r["raw_label"] for r in read_jsonl(out)]
+    agree = np.mean([a == b for a, b in zip(got["tflite"], got["onnx"])])
+    assert len(got["onnx"]) == len(got["tflite"]) and agree >= 0.99
+
+
+def test_replay_plot(bundle_dir, hapt_recording, tmp_path, capsys):
+    png = tmp_path / "timeline.png"
+    rc, _, stderr = replay([hapt_recording, "--bundle", bundle_dir, "--plot", png, "--quiet"], capsys)
+    assert rc == 0, stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+
+
+def test_jsonl_to_stdout_keeps_stdout_machine_readable(bundle_dir, tmp_path, hapt_recording, capsys):
+    csv_path = tmp_path / "short.csv"
+    write_recording_csv(csv_path, read_recording(hapt_recording).samples[:1000])
+    rc, stdout, stderr = replay([csv_path, "--bundle", bundle_dir, "--jsonl", "-"], capsys)
+    assert rc == 0, stderr
+    lines = stdout.splitlines()
+    assert len(lines) == len(range(128, 1001, 64)) and all(json.loads(l)["sample_end"] for l in lines)
+
+
+# -- bad input: one clear line, exit 2, no traceback ------------------------------------------------
+
+def _bad_csv(tmp):
+    p = tmp / "bad.csv"
+    p.write_text("seq,t_us,ax,ay,az,gx,gy,gz\n0,0,1,0,0,0,0,0\n1,20000,1,zero,0,0,0,0\n")
+    return p, "line 3"
+
+
+def _empty_bin(tmp):
+    p = tmp / "empty.bin"
+    p.write_bytes(b"")
+    return p, "empty"
+
+
+def _noise_bin(tmp):
+    p = tmp / "noise.bin"
+    p.write_bytes(bytes(range(1, 256)) * 20)
+    return p, "no valid SAMPLE frames"
+
+
+def _unknown_suffix(tmp):
+    p = tmp / "rec.xlsx"
+    p.write_text("x")
+    return p, "unknown recording format"
+
+
+def _hapt_without_gyro(tmp):
+    p = tmp / "acc_exp99_user99.txt"
+    p.write_text("1.0 0.0 0.0\n" * 200)
+    return p, "gyro_exp99_user99.txt: missing"
+
+
+def _missing(tmp):
+    return tmp / "nope.csv", "no such file"
+
+
+@pytest.mark.parametrize("make", [_bad_csv, _empty_bin, _noise_bin, _unknown_suffix, _hapt_without_gyro, _missing])
+def test_bad_recordings_are_rejected_clearly(bundle_dir, tmp_path, capsys, make):
+    path, words = make(tmp_path)
+    rc, _, stderr = replay([path, "--bundle", bundle_dir], capsys)
+    assert rc == 2
+    # The message names the file at fault (the recording, or the twin file it needs) and the problem.
+    assert stderr.startswith("har-edge replay: error: ") and str(path.parent) in stderr and words in stderr
+    assert "Traceback" not in stderr
+
+
+def _copy(bundle_dir, tmp):
+    dst = tmp / "bundle"
+    shutil.copytree(bundle_dir, dst)
+    return dst
+
+
+def _corrupt_model(bundle_dir, tmp):
+    b = _copy(bundle_dir, tmp)
+    model = b / "model.int8.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    return b, "sha256"
+
+
+def _truncated_json(bundle_dir, tmp):
+    b = _copy(bundle_dir, tmp)
+    (b / "bundle.json").write_text((b / "bundle.json").read_text()[:200])
+    return b, "not valid JSON"
+
+
+def _missing_model_file(bundle_dir, tmp):
+    b = _copy(bundle_dir, tmp)
+    (b / "model.int8.tflite").unlink()
+    return b, "missing"
+
+
+def _not_a_bundle(bundle_dir, tmp):
+    (tmp / "empty").mkdir()
+    return tmp / "empty", "bundle.json"
+
+
+def _no_such_dir(bundle_dir, tmp):
+    return tmp / "nowhere", "does not exist"
+
+
+@pytest.mark.parametrize("make", [_corrupt_model, _truncated_json, _missing_model_file, _not_a_bundle, _no_such_dir])
+def test_bad_bundles_are_rejected_clearly(bundle_dir, hapt_recording, tmp_path, capsys, make):
+    bad, words = make(bundle_dir, tmp_path)
+    rc, _, stderr = replay([hapt_recording, "--bundle", bad], capsys)
+    assert rc == 2 and stderr.startswith("har-edge replay: error: ")
+    assert words in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--threshold", "1.5"], "[0, 1]"),
+    (["--smoothing", "vote", "--votes", "5"], "1 <= k <= n"),
+    (["--jsonl", "/nonexistent-dir/out.jsonl"], "cannot write JSON lines"),
+])
+def test_bad_options_are_rejected_clearly(bundle_dir, hapt_recording, capsys, options, words):
+    rc, _, stderr = replay([hapt_recording, "--bundle", bundle_dir, *options], capsys)
+    assert rc == 2 and words in stderr and "Traceback" not in stderr
+
+
+def test_run_gives_up_on_a_missing_port_when_told(bundle_dir, tmp_path, capsys):
+    rc = main(["run", "--port", str(tmp_path / "ttyACM9"), "--bundle", str(bundle_dir), "--connect-timeout", "0.5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ttyACM9 is not there" in err and "gave up after 0.5 s" in err
+
+
+# -- record and run against the virtual device ----------------------------------------------------
+
+def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recording, tmp_path, capsys):
+    from firmware_bridge.simulate import VirtualDevice
+
+    from firmware_bridge.protocol import Sample
+
+    # The wire carries float32: start from values a device could have sent.
+    wire = [Sample(s.seq, s.t_us, *map(float, np.float32(s.values()))) for s in read_recording(hapt_recording).samples[:3000]]
+    excerpt = tmp_path / "excerpt.csv"
+    write_recording_csv(excerpt, wire)
+    for suffix in (".csv", ".bin"):
+        out = tmp_path / f"recorded{suffix}"
+        with VirtualDevice(excerpt, speed=50.0, link=tmp_path / f"imu{suffix}") as device:
+            rc = main(["record", "--port", device.port, "--out", str(out), "--no-model", "--duration", "3",
+                       "--connect-timeout", "5"])
+        assert rc == 0, capsys.readouterr().err
+        recorded = read_recording(out)
+        assert [s.values() for s in recorded.samples] == [s.values() for s in wire]
+    rc_a, _, _ = replay([excerpt, "--bundle", bundle_dir, "--jsonl", tmp_path / "a.jsonl", "--quiet"], capsys)
+    rc_b, _, _ = replay([tmp_path / "recorded.csv", "--bundle", bundle_dir, "--jsonl", tmp_path / "b.jsonl", "--quiet"], capsys)
+    assert rc_a == rc_b == 0
+    assert labels_of(read_jsonl(tmp_path / "a.jsonl")) == labels_of(read_jsonl(tmp_path / "b.jsonl"))
+
+
+def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recording, tmp_path):
+    from firmware_bridge.simulate import VirtualDevice
+
+    out = tmp_path / "live.jsonl"
+    with VirtualDevice(hapt_recording, speed=20.0, link=tmp_path / "imu", loop=True):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "run", "--port", str(tmp_path / "imu"), "--bundle", str(bundle_dir),
+             "--jsonl", str(out), "--quiet"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0, stderr
+    assert "interrupted; final counters: windows" in stderr and "Traceback" not in stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) >= 5 and all(json.loads(line)["label"] for line in lines)  # every line complete
+    ends = [json.loads(line)["sample_end"] for line in lines]
+    assert ends == list(range(128, 128 + 64 * len(ends), 64))
