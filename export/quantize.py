@@ -33,7 +33,12 @@ class WindowCalibrationReader:
 
 
 def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, calibration: np.ndarray) -> Path:
-    """Static QDQ int8 (per-channel symmetric weights, int8 activations, MinMax calibration)."""
+    """Static QDQ int8 (per-channel symmetric weights, int8 activations, MinMax calibration).
+
+    reduce_range=True (7-bit weights): on x86 CPUs without AVX-512 VNNI, onnxruntime's fused
+    int8 conv kernels saturate their 16-bit intermediate sums (onnxruntime's quantization docs
+    say so); measured here on tcn_tiny, per-channel without it: top-1 agreement 70%, with it 98.7%.
+    """
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -42,7 +47,7 @@ def quantize_onnx_int8(fp32_path: str | Path, int8_path: str | Path, calibration
     input_name = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name
     try:
         quantize_static(str(fp32_path), str(int8_path), WindowCalibrationReader(input_name, calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=True,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
