@@ -33,6 +33,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision (default int8)")
     g.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
     g.add_argument("--jsonl", metavar="PATH", help="write one JSON object per window to PATH ('-' = stdout)")
+    g.add_argument("--append", action="store_true", help="append to the --jsonl file instead of replacing it")
     s = p.add_argument_group("post-processing")
     s.add_argument("--smoothing", choices=("average", "vote", "none"), default="average",
                    help="average probabilities or k-of-n vote over recent windows (default average)")
@@ -104,7 +105,7 @@ def _sinks(args, rate_hz: float, live: bool):
 
     sinks = []
     if args.jsonl:
-        sinks.append(JsonlSink(args.jsonl, flush_every=1 if live else 256))
+        sinks.append(JsonlSink(args.jsonl, flush_every=1 if live else 256, append=args.append))
     if not args.quiet:
         # JSON on stdout keeps stdout machine-readable: the human line goes to stderr then.
         stream = sys.stderr if args.jsonl == "-" else sys.stdout

@@ -93,16 +93,16 @@ class StageTimers:
         return {s: {"seconds": self.seconds[s], "items": self.items[s]} for s in self.STAGES}
 
 
-def window_result(sample_end: int, decision, probs: np.ndarray, classes, arrival: float) -> dict:
-    now = time.perf_counter()
+def window_result(sample_end: int, decision, probs: list[float], classes, arrival: float) -> dict:
+    """probs: this window's class probabilities, already rounded plain floats."""
     return {
-        "sample_end": int(sample_end),
+        "sample_end": sample_end,
         "label": decision.label,
         "raw_label": decision.raw_label,
-        "confidence": round(float(decision.confidence), 6),
-        "probs": {c: round(float(p), 6) for c, p in zip(classes, probs)},
+        "confidence": round(decision.confidence, 6),
+        "probs": dict(zip(classes, probs)),
         "t": time.time(),
-        "latency_ms": round((now - arrival) * 1e3, 4),
+        "latency_ms": round((time.perf_counter() - arrival) * 1e3, 4),
     }
 
 
@@ -207,9 +207,10 @@ class Pipeline:
         t0 = time.perf_counter()
         probs = softmax(logits)  # (k, C)
         decisions = self.smoother.push(probs)
+        rounded = np.round(probs, 6).tolist()  # (k, C) plain floats for JSON
         results = [
             window_result(self.offset + end, decision, p, self.classes, arrival)
-            for end, decision, p in zip(ends.tolist(), decisions, probs)
+            for end, decision, p in zip(ends.tolist(), decisions, rounded)
         ]
         self.windows += len(results)
         self.timers.add("postprocess", time.perf_counter() - t0, len(results))

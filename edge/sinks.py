@@ -19,7 +19,7 @@ class Sink(Protocol):
 class JsonlSink:
     """One JSON object per line; `-` is stdout. Every line is flushed (live consumers)."""
 
-    def __init__(self, path: str, flush_every: int = 1):
+    def __init__(self, path: str, flush_every: int = 1, append: bool = False):
         self.path = path
         self.flush_every = max(1, flush_every)
         self._count = 0
@@ -28,7 +28,7 @@ class JsonlSink:
             self._owned = False
         else:
             try:
-                self._stream = open(path, "w", encoding="utf-8")
+                self._stream = open(path, "a" if append else "w", encoding="utf-8")
             except OSError as exc:
                 raise SinkError(f"cannot write JSON lines to {path!r}: {exc.strerror}; choose a writable path or '-' for stdout") from None
             self._owned = True
