@@ -45,7 +45,7 @@ class TrainConfig:
     val_fold: int = 0
     train_all: bool = False                # train on every subject, no validation: keep the last (or EMA) epoch
     # machinery
-    num_threads: int = 2
+    num_threads: int = 1                   # torch threads; 1 on the shared 2-core box (2 threads oversubscribe it)
     eval_batch_size: int = 512
     max_batches_per_epoch: int = 0         # 0 = all; >0 caps batches per epoch (quick runs, timing)
     progress: bool = True                  # tqdm progress bar
