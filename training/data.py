@@ -19,9 +19,8 @@ import numpy as np
 
 from edge.frontend import CHANNELS, FrontEndConfig, filter_recording
 
-CLASS_NAMES: tuple[str, ...] = (
-    "WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING",
-)
+from firmware_bridge.recording import CLASSES as CLASS_NAMES  # noqa: E402  (index = HAPT activity id - 1)
+
 # UCI-HAR's split: the 21 training users (their raw recordings are in ../shared/data) and the 9
 # test users held back for final judgement outside this project.
 TRAIN_SUBJECTS: tuple[int, ...] = (1, 3, 5, 6, 7, 8, 11, 14, 15, 16, 17, 19, 21, 22, 23, 25, 26, 27, 28, 29, 30)
