@@ -30,6 +30,7 @@ import numpy as np
 
 SEQ_MODULO = 1 << 16  # the wire protocol's seq is a u16 (firmware_bridge.protocol.SEQ_MODULO)
 T_US_MODULO = 1 << 32  # device timestamps are a u32 of microseconds
+SMALL_BATCH = 8  # up to this many samples per push take the plain-Python path
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,14 @@ class RateEstimator:
         steps = np.diff(np.concatenate([[self._last_t], t_us])) % T_US_MODULO  # (n,) wrap-aware
         self._elapsed_us += int(steps.sum())
         self._last_pos, self._last_t = int(positions[-1]), int(t_us[-1])
+
+    def update_scalars(self, positions: list[int], times: list[int]) -> None:
+        """`update` for a few samples as Python ints (no numpy overhead)."""
+        for pos, t in zip(positions, times):
+            if self._anchor_pos is None:
+                self._anchor_pos, self._last_pos, self._last_t = pos, pos, t
+            self._elapsed_us += (t - self._last_t) % T_US_MODULO
+            self._last_pos, self._last_t = pos, t
 
     @property
     def rate_hz(self) -> float | None:
@@ -221,6 +230,12 @@ class GapHandler:
         seq = np.asarray(seq, dtype=np.int64)
         t_us = np.asarray(t_us, dtype=np.int64)
         raw = np.asarray(raw, dtype=np.float64)
+        if n <= SMALL_BATCH:
+            # Live streams arrive a sample or two at a time: plain Python beats numpy's per-call cost.
+            a, g = self.config.acc_limit_g, self.config.gyro_limit_rad_s
+            invalid = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
+                            and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in raw.tolist()]
+            return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid)
         invalid = invalid_rows(raw, self.config)  # (n,)
         if self._is_clean_continuation(seq, invalid):
             start = self._last_pos + 1
@@ -230,7 +245,7 @@ class GapHandler:
             self.counters.samples += n
             self.rate.update(positions, t_us)
             return [Segment(start, raw, reset=False)]
-        return self._push_slow(seq, t_us, raw, invalid)
+        return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid.tolist())
 
     def _is_clean_continuation(self, seq: np.ndarray, invalid: np.ndarray) -> bool:
         """Every sample valid, each the next seq, following the last valid sample directly."""
@@ -253,7 +268,7 @@ class GapHandler:
                 self._feed_rate(valid_positions, valid_times)
             pending = None
 
-        for s, t, row, bad in zip(seq.tolist(), t_us.tolist(), raw, invalid.tolist()):
+        for s, t, row, bad in zip(seq, t_us, raw, invalid):
             if self._last_seq is None:
                 pos = self._resume_position(s, t)
             else:
@@ -298,7 +313,10 @@ class GapHandler:
         return segments
 
     def _feed_rate(self, positions: list[int], times: list[int]) -> None:
-        self.rate.update(np.array(positions, dtype=np.int64), np.array(times, dtype=np.int64))
+        if len(positions) <= SMALL_BATCH:
+            self.rate.update_scalars(positions, times)
+        else:
+            self.rate.update(np.array(positions, dtype=np.int64), np.array(times, dtype=np.int64))
         positions.clear()
         times.clear()
 
