@@ -71,7 +71,8 @@ class _Session:
         self.n_classes = bundle.n_classes
 
     def describe(self) -> str:
-        return f"{self.path.name} ({self.backend} {self.precision} via {self.runtime})"
+        note = getattr(self, "delegate_note", "")
+        return f"{self.path.name} ({self.backend} {self.precision} via {self.runtime}{', ' + note if note else ''})"
 
     def _mismatch(self, what: str, file_value, entry_value) -> BundleError:
         return BundleError(f"{self.path}: the model file does not match its bundle.json entry "
@@ -106,12 +107,23 @@ class TFLiteSession(_Session):
     def __init__(self, bundle: Bundle, entry: ModelEntry, num_threads: int = 1):
         Interpreter, runtime = import_tflite_interpreter()
         super().__init__(bundle, entry, runtime)
+        self.delegate_note = ""
         try:
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise BundleError(f"{self.path}: {runtime} cannot load this TFLite model ({e}); re-export the bundle, "
-                              "or upgrade the runtime") from None
+            # XNNPACK refuses some int8 graphs (seen on a random-init model); the builtin kernels
+            # still run them correctly, only slower, so fall back rather than fail.
+            self.delegate_note = f"XNNPACK refused the model ({str(e)[:120]}); builtin kernels"
+            try:
+                from importlib import import_module
+                resolver = import_module(Interpreter.__module__).OpResolverType
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads,
+                                               experimental_op_resolver_type=resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+                self.interpreter.allocate_tensors()
+            except (ValueError, RuntimeError, AttributeError) as e2:
+                raise BundleError(f"{self.path}: {runtime} cannot load this TFLite model ({e2}); re-export the "
+                                  "bundle, or upgrade the runtime") from None
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_detail = self.interpreter.get_output_details()[0]
         self._check(self.input_detail, entry.input, "input")

@@ -50,11 +50,13 @@ def evaluate_formats(torch_model, bundle, windows: np.ndarray, labels: np.ndarra
     finally:
         torch.set_num_threads(threads)
     outputs = {"torch-fp32": (reference, torch_latency, None)}
+    runtimes = {"torch-fp32": f"torch {torch.__version__}"}
     for key in FORMATS[1:]:
         backend, precision = key.split("-")
         session = create_session(bundle, backend=backend, precision=precision, num_threads=1)
         outputs[key] = (session.predict(windows), latency_ms(session.predict, windows[:1], runs),
                         bundle.model_path(session.entry).stat().st_size)
+        runtimes[key] = session.describe()  # says when XNNPACK refused a model (slow builtin kernels)
     rows = {}
     for key, (logits, (median, p99), size) in outputs.items():
         report = classification_report(labels, logits.argmax(1), bundle.classes)
@@ -64,7 +66,7 @@ def evaluate_formats(torch_model, bundle, windows: np.ndarray, labels: np.ndarra
             "top1_agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
             "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
             "file_bytes": size, "latency_ms_median": median, "latency_ms_p99": p99,
-            "n_windows": int(len(windows)),
+            "n_windows": int(len(windows)), "runtime": runtimes[key],
         }
     return rows
 
