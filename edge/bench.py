@@ -46,13 +46,19 @@ def _stats_ms(seconds: list[float]) -> dict:
             "max_ms": float(a.max()), "n": int(len(a))}
 
 
+EXAMPLE_RECORDING = Path(__file__).resolve().parent / "examples" / "user01_exp01.csv"
+
+
 def default_recording(workdir: Path) -> Path:
-    """HAPT experiment 1 of user 1 (6.9 min, labelled) from the shared data, extracted to workdir."""
+    """The example shipped with the package (HAPT user 1, labelled), else HAPT experiment 1 of
+    user 1 from the shared data, extracted to workdir."""
+    if EXAMPLE_RECORDING.exists():
+        return EXAMPLE_RECORDING
     root = Path(os.environ.get("HAR_SHARED_DATA", REPO.parent / "shared" / "data"))
     archive = root / "HAPT_RawData_train_users.zip"
     if not archive.exists():
-        raise BenchError(f"no --recording given and {archive} is not there; pass --recording FILE "
-                         "(a recording CSV, a .bin capture or a HAPT acc_expNN_userMM.txt) or set HAR_SHARED_DATA")
+        raise BenchError(f"no --recording given, {EXAMPLE_RECORDING} is missing and {archive} is not there; "
+                         "pass --recording FILE (a recording CSV, a .bin capture or a HAPT acc_expNN_userMM.txt)")
     wanted = ("acc_exp01_user01.txt", "gyro_exp01_user01.txt", "labels.txt")
     with zipfile.ZipFile(archive) as z:
         for member in z.namelist():
@@ -206,7 +212,8 @@ def run_bench(args, progress=print) -> dict:
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "threads": args.threads},
             "bundle": str(args.bundle),
-            "recording": str(args.recording or "HAPT acc_exp01_user01.txt (shared data)"),
+            "recording": str(recording_path if args.recording or recording_path == EXAMPLE_RECORDING
+                             else "HAPT acc_exp01_user01.txt (shared data)"),
             "inference": inference_table(args, x, progress),
         }
         figures["torch"] = torch_baseline(args.torch_checkpoint, x, args.threads)
