@@ -154,29 +154,10 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _truth_summary(results, labels, window: int) -> dict:
-    from edge.runtime import window_truth
-
-    truth = window_truth(labels, [r["sample_end"] for r in results], window)
-    scored = [(r, t) for r, t in zip(results, truth) if t is not None]
-    if not scored:
-        return {"scored_windows": 0}
-    raw_ok = sum(r["raw_label"] == t for r, t in scored)
-    smooth_ok = sum(r["label"] == t for r, t in scored)
-    uncertain = sum(r["label"] == "uncertain" for r, _ in scored)
-    return {
-        "scored_windows": len(scored),
-        "raw_accuracy": raw_ok / len(scored),
-        "smoothed_accuracy": smooth_ok / len(scored),
-        "smoothed_accuracy_when_certain": smooth_ok / max(1, len(scored) - uncertain),
-        "uncertain": uncertain,
-    }
-
-
 def cmd_replay(args) -> int:
     from firmware_bridge.recording import read_recording
 
-    from edge.runtime import Pipeline, format_counters, load_model, run_loop
+    from edge.runtime import Pipeline, format_counters, load_model, run_loop, truth_summary
     from edge.sinks import MemorySink
     from edge.sources import RecordingSource
 
@@ -208,7 +189,7 @@ def cmd_replay(args) -> int:
         "counters": counters,
     }
     if recording.labels is not None:
-        summary["truth"] = _truth_summary(memory.results, recording.labels, model.frontend_config.window)
+        summary["truth"] = truth_summary(memory.results, recording.labels, model.frontend_config.window)
     _say(("interrupted; " if report.interrupted else "") + "counters: " + format_counters(counters))
     line = f"{len(memory.results)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
     if summary["realtime_factor"] and not args.realtime:

@@ -118,7 +118,7 @@ class Pipeline:
                  notify: Callable[[str], None] | None = None):
         self.model = model
         self.classes = model.classes
-        self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources, else None
+        self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
         rate = model.frontend_config.sample_rate_hz
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
         self.frontend = FrontEnd(model.frontend_config)
@@ -165,8 +165,10 @@ class Pipeline:
             return item.seq, item.t_us, item.raw
         if not isinstance(item, ByteChunk):
             raise EdgeError(f"a source gave {type(item).__name__}; expected ByteChunk, SampleBlock or LinkEvent")
-        if self.decoder is None:
-            raise EdgeError("bytes from a port need a decoder (FrameDecoder or CsvLineDecoder)")
+        if self.decoder is None:  # bytes without a decoder given: the binary protocol
+            from firmware_bridge.protocol import FrameDecoder
+
+            self.decoder = FrameDecoder()
         t0 = time.perf_counter()
         samples = []
         for frame in self.decoder.feed(item.data):
@@ -359,3 +361,22 @@ def window_truth(labels, ends: Iterable[int], size: int = 128) -> list[str | Non
         same = first is not None and all(labels[i] == first for i in range(start, end))
         truth.append(first if same else None)
     return truth
+
+
+def truth_summary(results: list[dict], labels, window: int = 128) -> dict:
+    """Accuracy of streaming results against per-sample true labels, on the windows that lie
+    inside one labelled activity (the windows training's accuracy is measured on)."""
+    truth = window_truth(labels, [r["sample_end"] for r in results], window)
+    scored = [(r, t) for r, t in zip(results, truth) if t is not None]
+    if not scored:
+        return {"scored_windows": 0}
+    raw_ok = sum(r["raw_label"] == t for r, t in scored)
+    smooth_ok = sum(r["label"] == t for r, t in scored)
+    uncertain = sum(r["label"] == "uncertain" for r, _ in scored)
+    return {
+        "scored_windows": len(scored),
+        "raw_accuracy": raw_ok / len(scored),
+        "smoothed_accuracy": smooth_ok / len(scored),
+        "smoothed_accuracy_when_certain": smooth_ok / max(1, len(scored) - uncertain),
+        "uncertain": uncertain,
+    }

@@ -1,7 +1,7 @@
 """`har-edge` end to end on real data: replay (every format), record, run, SIGINT, bad input.
 
-Needs a model bundle: the one shipped in edge/models/default, or HAR_EDGE_TEST_BUNDLE=DIR
-(any bundle written by har-export). Without one the bundle-dependent tests skip, saying so.
+Needs a model bundle: HAR_EDGE_TEST_BUNDLE=DIR (any bundle written by har-export), else the one
+shipped in edge/models/default, else the export tests' tiny bundle; without any, these skip.
 """
 
 from __future__ import annotations
@@ -27,13 +27,17 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
 
 
+TINY_BUNDLE = REPO / "tests" / "data" / "tiny_bundle"  # the export tests' stored bundle (small, trained)
+
+
 @pytest.fixture(scope="session")
 def bundle_dir() -> Path:
-    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE):
+    """HAR_EDGE_TEST_BUNDLE if set, else the shipped model, else the export tests' tiny bundle."""
+    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
         if candidate and (Path(candidate) / "bundle.json").is_file():
             return Path(candidate)
-    pytest.skip(f"no model bundle: {SHIPPED_BUNDLE} is not there yet and HAR_EDGE_TEST_BUNDLE is not set "
-                "(point it at a directory written by `har-export`)")
+    pytest.skip(f"no model bundle: neither {SHIPPED_BUNDLE} nor {TINY_BUNDLE} is there and HAR_EDGE_TEST_BUNDLE "
+                "is not set (point it at a directory written by `har-export`)")
 
 
 @pytest.fixture(scope="session")
