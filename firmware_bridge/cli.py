@@ -58,6 +58,11 @@ def _simulate(args) -> int:
     print(path if args.link is None else f"{path} (link: {args.link})", flush=True)
     print(f"waiting for a reader; {device.n_samples} samples at {device.rate_hz:g} Hz x{args.speed:g}", file=sys.stderr, flush=True)
     interrupted = False
+
+    def on_term(signum, frame):  # systemd / kill: stop like Ctrl-C, so the link is removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     try:
         while not device.wait(0.2):
             pass
@@ -109,6 +114,8 @@ def _decode(args) -> int:
         if args.out:
             raw.extend(data)
         for frame in decoder.feed(data):
+            if args.count is not None and len(samples) >= args.count:
+                return True
             if isinstance(frame, Sample):
                 samples.append(frame)
             if not args.quiet:

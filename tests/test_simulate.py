@@ -205,3 +205,27 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
                           [["decode", "--port", str(tmp_path / "ttyX")], "cannot open"]):
         run = subprocess.run([sys.executable, "-m", "firmware_bridge.cli", *args], capture_output=True, text=True, timeout=30)
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_cli_simulate_stops_on_sigterm_and_removes_the_link(walk, tmp_path):
+    import signal
+
+    from firmware_bridge.recording import write_recording_csv
+
+    path, link = tmp_path / "walk.csv", tmp_path / "imu"
+    write_recording_csv(path, walk.samples[:100])
+    proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "simulate", str(path), "--loop", "--speed", "10",
+                             "--link", str(link)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "(link: " in proc.stdout.readline()
+        decoder = FrameDecoder()
+        with serial.Serial(str(link), 115200, timeout=0.1) as port:
+            samples = []
+            while len(samples) < 20:
+                samples += samples_of(decoder.feed(port.read(4096)))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "injected:" in err and "Traceback" not in err
+    assert not link.exists() and not link.is_symlink()
