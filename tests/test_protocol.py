@@ -261,6 +261,17 @@ def test_random_bytes_never_raise(data, chunk):
     assert all(v >= 0 for v in c.as_dict().values())
 
 
+def test_a_million_random_bytes_raise_nothing():
+    import random
+
+    data = random.Random(1).randbytes(1_000_000)
+    d = FrameDecoder()
+    frames = [f for i in range(0, len(data), 4096) for f in d.feed(data[i:i + 4096])]
+    c = d.counters
+    assert c.garbage_bytes + d.pending_bytes + data.count(0) >= len(data) - 68 * c.frames
+    assert len(frames) <= c.frames
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(frames_st, min_size=1, max_size=6))
 def test_valid_stream_split_at_every_byte_boundary(frames):
