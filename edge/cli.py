@@ -147,6 +147,7 @@ def cmd_run(args) -> int:
     smoothing = _smoothing(args)
     sinks = _sinks(args, model.frontend_config.sample_rate_hz, live=True)
     pipeline = Pipeline(model, smoothing, decoder=_decoder(args))
+    pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
     _sigterm_as_interrupt()
@@ -270,6 +271,7 @@ def cmd_record(args) -> int:
         else:
             model = load_model(args.bundle, args.backend, args.precision, args.threads)
             pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args))
+            pipeline.warm_up()
             run_loop(tee, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
                      report_every_s=args.report_every or None, stop=_stopper(args.duration))
     finally:

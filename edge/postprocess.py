@@ -61,7 +61,7 @@ class LabelSmoother:
             raise SmoothingConfigError(f"need at least two classes, got {list(classes)}")
         self.classes = tuple(classes)
         self.config = config
-        self._history: deque[np.ndarray] = deque(maxlen=config.n)  # each (C,) probabilities
+        self._history: deque[list[float]] = deque(maxlen=config.n)  # each C probabilities
 
     def reset(self) -> None:
         self._history.clear()
@@ -71,26 +71,34 @@ class LabelSmoother:
         probs = np.asarray(probs, dtype=np.float64)
         if probs.ndim != 2 or probs.shape[1] != len(self.classes):
             raise SmoothingConfigError(f"probabilities must have shape (k, {len(self.classes)}), got {probs.shape}")
-        return [self._decide(p) for p in probs]
+        # A handful of classes over a few windows: plain Python lists beat numpy's per-call cost.
+        return [self._decide(p) for p in probs.tolist()]
 
-    def _decide(self, p: np.ndarray) -> Decision:
+    def _decide(self, p: list[float]) -> Decision:
         self._history.append(p)
-        raw_index = int(np.argmax(p))
-        cfg = self.config
+        classes, cfg = self.classes, self.config
+        raw_index = _argmax(p)
         if cfg.method == "none":
-            index, confidence = raw_index, float(p[raw_index])
+            index, confidence = raw_index, p[raw_index]
         elif cfg.method == "average":
-            mean = np.mean(self._history, axis=0)  # (C,)
-            index = int(np.argmax(mean))
-            confidence = float(mean[index])
+            mean = [sum(column) / len(self._history) for column in zip(*self._history)]  # (C,)
+            index = _argmax(mean)
+            confidence = mean[index]
         else:  # vote
-            votes = np.bincount([int(np.argmax(h)) for h in self._history], minlength=len(self.classes))  # (C,)
-            index = int(np.argmax(votes))  # ties: the lower class index, deterministic
-            confidence = float(np.mean([h[index] for h in self._history]))
+            votes = [0] * len(classes)
+            for h in self._history:
+                votes[_argmax(h)] += 1
+            index = _argmax(votes)  # ties: the lower class index, deterministic
+            confidence = sum(h[index] for h in self._history) / len(self._history)
             if votes[index] < cfg.k:
-                return Decision(UNCERTAIN, self.classes[raw_index], confidence)
-        label = self.classes[index] if confidence >= cfg.threshold else UNCERTAIN
-        return Decision(label, self.classes[raw_index], confidence)
+                return Decision(UNCERTAIN, classes[raw_index], confidence)
+        label = classes[index] if confidence >= cfg.threshold else UNCERTAIN
+        return Decision(label, classes[raw_index], confidence)
+
+
+def _argmax(values) -> int:
+    """Index of the largest value; the first one on ties (like np.argmax)."""
+    return max(range(len(values)), key=values.__getitem__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

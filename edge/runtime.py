@@ -136,6 +136,13 @@ class Pipeline:
         self._held_n = 0
         self._since_reset = 0  # samples given to the front-end since its last reset
 
+    def warm_up(self) -> None:
+        """Run the front-end code and the model once on throwaway data, so that the first live
+        window does not pay for first-call allocations (a few milliseconds)."""
+        cfg = self.model.frontend_config
+        FrontEnd(cfg).push(np.zeros((cfg.window, 6)))
+        self.model.session.predict(np.zeros((1, cfg.window, len(self.model.mean)), dtype=np.float32))
+
     # -- the stages, in order -----------------------------------------------------------------
     def process(self, item) -> list[dict]:
         """One source item -> the window results it completes, in stream order."""

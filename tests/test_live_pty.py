@@ -35,6 +35,13 @@ N_SAMPLES = 6000
 
 @pytest.fixture(scope="module")
 def model(hapt_user1_dir):
+    """A real exported model (shipped, HAR_EDGE_TEST_BUNDLE, or the stored tiny bundle), else the stand-in."""
+    from edge.runtime import load_model
+    from test_edge_cli import SHIPPED_BUNDLE, TINY_BUNDLE
+
+    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
+        if candidate and (Path(candidate) / "bundle.json").is_file():
+            return load_model(candidate, "tflite", "int8")
     return build_standin_model(hapt_user1_dir)
 
 
