@@ -278,3 +278,21 @@ def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recordi
     assert len(lines) >= 5 and all(json.loads(line)["label"] for line in lines)  # every line complete
     ends = [json.loads(line)["sample_end"] for line in lines]
     assert ends == list(range(128, 128 + 64 * len(ends), 64))
+
+
+def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_path, capsys):
+    """A smoke run of `har-edge bench` (small counts): the figures are there; no time is asserted."""
+    excerpt = tmp_path / "excerpt.csv"
+    write_recording_csv(excerpt, read_recording(hapt_recording).samples[:3000])
+    rc = main(["bench", "--bundle", str(bundle_dir), "--recording", str(excerpt), "--windows", "30",
+               "--e2e-seconds", "5", "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    figures = json.loads(out)
+    assert set(figures["inference"]) == {"tflite-int8", "tflite-fp32", "onnx-int8", "onnx-fp32"}
+    assert all(row["n"] == 30 and row["p99_ms"] >= row["median_ms"] > 0 for row in figures["inference"].values())
+    assert "skipped" in figures["torch"]  # no --torch-checkpoint given
+    assert figures["replay"]["samples"] == 3000 and figures["replay"]["windows"] == len(range(128, 3001, 64))
+    assert figures["stages"]["windows"] > 0 and figures["stages"]["inference"]["us_per_window"] > 0
+    e2e = figures["end_to_end"]
+    assert e2e["windows"] >= 1 and e2e["peak_rss_mib"] > 10
