@@ -258,7 +258,8 @@ def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recordi
     assert labels_of(read_jsonl(tmp_path / "a.jsonl")) == labels_of(read_jsonl(tmp_path / "b.jsonl"))
 
 
-def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recording, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C, and systemd's stop
+def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recording, tmp_path, signum):
     from firmware_bridge.simulate import VirtualDevice
 
     out = tmp_path / "live.jsonl"
@@ -270,7 +271,7 @@ def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recordi
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 0, stderr
     assert "interrupted; final counters: windows" in stderr and "Traceback" not in stderr
