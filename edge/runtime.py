@@ -208,8 +208,9 @@ class Pipeline:
 
         The front-end gives bit-identical output for any chunking of its input, so samples are
         held back until the next window end and then filtered in one call: one front-end call
-        per hop instead of one per sample (a live port delivers a sample at a time), which
-        saves CPU and shortens the path from a window's last sample to its label."""
+        per hop instead of one per sample (a live port delivers a sample at a time). A call
+        costs about the same for 1 or 64 samples, so this saves ~98% of the front-end's CPU
+        and leaves the latency of the window-completing sample as it was (measured)."""
         self._held.append(raw)
         self._held_n += len(raw)
         cfg = self.model.frontend_config
