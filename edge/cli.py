@@ -24,6 +24,16 @@ from edge.runtime import DEFAULT_BUNDLE
 EXIT_USAGE = 2
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value} must be positive")
+    return value
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and output")
     g.add_argument("--bundle", default=str(DEFAULT_BUNDLE), metavar="DIR",
@@ -31,7 +41,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=("tflite", "onnx"), default="tflite",
                    help="inference runtime: tflite (ai_edge_litert / tflite_runtime) or onnx (onnxruntime); default tflite")
     g.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision (default int8)")
-    g.add_argument("--threads", type=int, default=1, help="inference threads (default 1)")
+    g.add_argument("--threads", type=_positive_int, default=1, help="inference threads (default 1)")
     g.add_argument("--jsonl", metavar="PATH", help="write one JSON object per window to PATH ('-' = stdout)")
     g.add_argument("--append", action="store_true", help="append to the --jsonl file instead of replacing it")
     s = p.add_argument_group("post-processing")
@@ -47,7 +57,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_serial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the IMU board, e.g. /dev/ttyACM0 or /dev/har-imu")
-    p.add_argument("--baud", type=int, default=115200, help="baud rate (default 115200)")
+    p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
     p.add_argument("--text", action="store_true",
                    help="plain CSV-lines mode ('[t_ms,]ax,ay,az,gx,gy,gz' per line) instead of binary frames")
     p.add_argument("--connect-timeout", type=float, default=None, metavar="S",
@@ -85,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                            "the shared data, $HAR_SHARED_DATA)")
     bench.add_argument("--torch-checkpoint", metavar="PATH",
                        help="training checkpoint for the torch eager fp32 baseline (needs torch; skipped otherwise)")
-    bench.add_argument("--windows", type=int, default=500, help="windows timed per engine (default 500)")
+    bench.add_argument("--windows", type=_positive_int, default=500, help="windows timed per engine (default 500)")
     bench.add_argument("--e2e-seconds", type=float, default=60.0,
                        help="seconds of live streaming at 50 Hz through the virtual device (default 60; 0 skips)")
     _add_common(bench)
