@@ -4,6 +4,7 @@
     har-edge replay RECORDING [--realtime] [--plot FILE.png]
     har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
     har-edge bench [--json] [--torch-checkpoint PATH]
+    har-edge demo [--speed 10] [--faults]
 
 Every command takes --bundle DIR, --backend tflite|onnx, --precision int8|fp32 and --jsonl PATH
 (`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2;
@@ -99,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--e2e-seconds", type=float, default=60.0,
                        help="seconds of live streaming at 50 Hz through the virtual device (default 60; 0 skips)")
     _add_common(bench)
+
+    from edge.demo import add_demo_arguments
+
+    demo = sub.add_parser("demo", help="the shipped model on the example recording, streamed live through a "
+                                       "virtual serial device, with a closing summary")
+    add_demo_arguments(demo)
+    _add_common(demo)
     return parser
 
 
@@ -304,6 +312,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    from edge.demo import print_summary, run_demo
+
+    summary = run_demo(args, _smoothing(args), lambda rate: _sinks(args, rate, live=True))
+    print_summary(summary)
+    if args.summary_json:
+        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
 class CliError(ValueError):
     """A bad combination of options."""
 
@@ -326,7 +344,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

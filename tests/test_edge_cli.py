@@ -297,3 +297,23 @@ def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_pat
     assert figures["stages"]["windows"] > 0 and figures["stages"]["inference"]["us_per_window"] > 0
     e2e = figures["end_to_end"]
     assert e2e["windows"] >= 1 and e2e["peak_rss_mib"] > 10
+
+
+def test_demo_streams_the_example_through_a_virtual_device_like_replay(bundle_dir, tmp_path, capsys):
+    """The quick start's demo: the example recording played at 100x over a pty gives replay's labels."""
+    from edge.demo import EXAMPLE_RECORDING
+
+    rc = main(["demo", "--speed", "100", "--quiet", "--bundle", str(bundle_dir), "--jsonl", str(tmp_path / "demo.jsonl"),
+               "--summary-json", str(tmp_path / "demo.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "== summary ==" in out and "accuracy against the true labels" in out and "p99" in out
+    rc, _, _ = replay([EXAMPLE_RECORDING, "--bundle", bundle_dir, "--quiet", "--jsonl", tmp_path / "replay.jsonl"], capsys)
+    assert rc == 0
+    demo, replayed = read_jsonl(tmp_path / "demo.jsonl"), read_jsonl(tmp_path / "replay.jsonl")
+    assert len(demo) == len(replayed) == (14100 - 128) // 64 + 1
+    assert labels_of(demo) == labels_of(replayed)
+    summary = json.loads((tmp_path / "demo.json").read_text())
+    assert summary["counters"]["gaps"]["lost_samples"] == 0 and summary["counters"]["decoder"]["crc_errors"] == 0
+    assert summary["truth"]["scored_windows"] > 100
+    assert sum(summary["labels"].values()) == len(demo)

@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = "tcn_physics"             # a name from `har-train models`
+    model: str = "bilm"                    # a name from `har-train models`; bilm won the subject-wise CV
     model_options: dict = field(default_factory=dict)  # extra ModelConfig overrides, e.g. {"hidden": 96}
     pre_norm: bool = False                 # seed improvement 7: BatchNorm at the start of each TCN block
     drop_path: float = 0.0                 # seed improvement 8: stochastic depth (max rate)
