@@ -14,7 +14,7 @@ export OMP_NUM_THREADS ?= 1
 # Train the default variant on all 21 training users (last epoch kept), export it, ship it.
 model:
 	$(PY) -m training.cli fit --model $(DEFAULT_MODEL) --set train_all=true --set epochs=$(EPOCHS) --set progress=false --out runs/ship
-	$(PY) -m export.cli runs/ship/model.pt --out edge/models/default
+	$(PY) -m export.cli runs/ship/model.pt --out edge/models/default --force
 	cp runs/ship/metrics.json edge/models/default/training_report.json
 
 # Subject-wise 3-fold cross-validation of every compared variant, exactly as measured for docs/results.md

@@ -50,12 +50,21 @@ def _import_onnxruntime():
 
 
 def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    q = np.round(x / spec.scale) + spec.zero_point
-    return np.clip(q, -128, 127).astype(np.int8)
+    """float32 -> int8 with the tensor's scale and zero point (round half to even, like TFLite).
+    In place on one float32 temporary: at batch 1 this runs per window, and numpy's temporaries cost
+    more than the arithmetic."""
+    q = np.divide(x, np.float32(spec.scale), dtype=np.float32)
+    np.rint(q, out=q)
+    q += np.float32(spec.zero_point)
+    np.clip(q, -128, 127, out=q)
+    return q.astype(np.int8)
 
 
 def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    return ((q.astype(np.float32) - spec.zero_point) * spec.scale).astype(np.float32)
+    y = q.astype(np.float32)
+    y -= np.float32(spec.zero_point)
+    y *= np.float32(spec.scale)
+    return y
 
 
 class _Session:

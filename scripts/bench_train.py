@@ -1,0 +1,79 @@
+"""Training cost per epoch of every model variant, measured side by side in one process.
+
+    python scripts/bench_train.py [--batches 15] [--threads 1] [--repeats 3]
+
+Each variant takes `--batches` optimizer steps (batch 64, AdamW, its full training loss: CE plus the
+physics head or the VAE/biomechanical terms) on real normalized HAPT windows; variants are measured in
+rotation `--repeats` times so background load hits them alike, and the median seconds per step is
+scaled to one epoch of a 3-fold CV fold (14 users, about 4,940 windows) and of the 21-user training set
+(optimizer steps only: the per-epoch validation pass and data shuffling come on top).
+Prints a table; nothing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from training.data import fit_normalization, load_hapt_windows, normalize  # noqa: E402
+from training.models import MODEL_VARIANTS, create_model, model_summary  # noqa: E402
+
+
+def time_steps(model, optimizer, X: torch.Tensor, y: torch.Tensor, batches: int, batch_size: int) -> float:
+    """Median seconds of one optimizer step over `batches` steps (after one warm-up step)."""
+    model.train()
+    times = []
+    for i in range(batches + 1):
+        idx = torch.randint(0, len(X), (batch_size,))
+        started = time.perf_counter()
+        loss, _ = model.training_loss(X[idx], y[idx])  # X[idx] (B, 128, 9)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if i:  # the first step allocates
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    windows = load_hapt_windows()
+    mean, std = fit_normalization(windows.X)
+    X = torch.from_numpy(normalize(windows.X, mean, std).astype(np.float32))  # (N, 128, 9)
+    y = torch.from_numpy(windows.y.astype(np.int64))                          # (N,)
+    names = [n for n in MODEL_VARIANTS if n != "tcn_tiny"]
+    models = {n: create_model(n) for n in names}
+    optimizers = {n: torch.optim.AdamW(m.parameters(), lr=5e-4, weight_decay=0.01) for n, m in models.items()}
+    step_s: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.repeats):
+        for n in names:
+            step_s[n].append(time_steps(models[n], optimizers[n], X, y, args.batches, args.batch_size))
+        print(f"round {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    fold_steps = int(np.ceil(len(X) * 14 / 21 / args.batch_size))
+    all_steps = int(np.ceil(len(X) / args.batch_size))
+    print(f"training cost on this machine, {args.threads} thread(s), batch {args.batch_size}, median of "
+          f"{args.repeats} x {args.batches} steps per variant, measured in rotation")
+    print(f"{'variant':<17}{'params':>9}{'ms/step':>9}{'s/epoch CV fold':>17}{'s/epoch 21 users':>18}")
+    for n in names:
+        s = statistics.median(step_s[n])
+        print(f"{n:<17}{model_summary(models[n])['params']:>9,}{1e3 * s:>9.1f}{s * fold_steps:>17.1f}"
+              f"{s * all_steps:>18.1f}")
+
+
+if __name__ == "__main__":
+    main()

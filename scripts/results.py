@@ -1,0 +1,259 @@
+"""Regenerate docs/results.md from measurements on this machine.
+
+    python scripts/results.py [--default bilm_e30] [--skip-bench] [--skip-heldout]
+
+Reads what `make cv` and `make model` produced (runs/cv/*/cv_summary.json, runs/ship/model.pt,
+edge/models/default/bundle.json), then measures, in this run:
+- `har-edge bench --json` on the shipped bundle, with torch eager fp32 of the same checkpoint;
+- a held-out check: each CV fold's checkpoint of the default variant (its validation subjects never
+  seen in training or normalization) is exported, and every recording of those subjects is
+  replayed through the streaming runtime; streaming accuracy is compared with the fold's window
+  accuracy, and one recording's label timeline is plotted.
+Every figure in docs/results.md names the command that produced it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+DOCS = REPO / "docs"
+FIGURES = DOCS / "figures"
+CV_DIR = REPO / "runs" / "cv"
+SHIP_CHECKPOINT = REPO / "runs" / "ship" / "model.pt"
+BUNDLE = REPO / "edge" / "models" / "default"
+HELDOUT_BUNDLE = REPO / "runs" / "heldout_bundle"
+
+
+def run(command: list[str]) -> str:
+    print("+", " ".join(command), flush=True)
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        raise SystemExit(f"results: command failed ({done.returncode}): {' '.join(command)}")
+    return done.stdout
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-validation
+
+
+def cv_section(default: str) -> tuple[list[str], dict]:
+    from training.metrics import plot_confusion
+    from training.models import create_model, model_summary
+
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted(CV_DIR.glob("*/cv_summary.json"))}
+    if not summaries:
+        raise SystemExit(f"results: no cross-validation runs in {CV_DIR}; run `make cv` first")
+    lines = [
+        "## Cross-validated accuracy (subject-wise, 21 training users)",
+        "",
+        "3 folds of 7 held-out users each (`training.data.subject_folds`, seed 0); every fold trains on the other 14",
+        "users, fits the normalization on them only and picks its best epoch on the held-out users' macro-F1.",
+        "Mean ± sample standard deviation over the folds; 'pooled' counts all held-out windows together.",
+        "",
+        "| run | model | params | MACs / window | RF | epochs | accuracy % | macro-F1 | min-max accuracy % | pooled acc % | s / epoch (1 thread) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run_name, s in summaries.items():
+        cfg = s["train_config"]
+        model = create_model(cfg["model"], **cfg.get("model_options", {}))
+        info = model_summary(model)
+        acc, f1 = s["accuracy"], s["macro_f1"]
+        lines.append(
+            f"| `{run_name}` | {cfg['model']}{' ' + json.dumps(cfg['model_options']) if cfg.get('model_options') else ''} "
+            f"| {info['params']:,} | {info['macs'] / 1e6:.2f} M | {info['receptive_field']} | {s['epochs']} "
+            f"| {pct(acc['mean'])} ± {pct(acc['std'])} | {f1['mean']:.3f} ± {f1['std']:.3f} "
+            f"| {pct(acc['min'])}-{pct(acc['max'])} | {pct(s['pooled']['accuracy'])} "
+            f"| {s['train_seconds_per_epoch']['mean']:.0f} |")
+    lines += ["", "Commands: `make cv` (each run: `har-train cv --folds 3 --model NAME --set epochs=N "
+              "--set num_threads=1 --out runs/cv/NAME`; the epochs column says N). Seconds per epoch were measured "
+              "with two or three folds' processes sharing the 2 cores, so they are upper bounds.", ""]
+    chosen = summaries.get(default)
+    if chosen:
+        png = FIGURES / "cv_confusion.png"
+        plot_confusion(chosen["pooled"], list(chosen["pooled"]["per_class"]), png,
+                       title=f"{default}: all held-out windows of 3 subject folds")
+        # The shipped bundle carries its variant's held-out confusion (the shipped model itself has no held-out users).
+        shutil.copyfile(png, BUNDLE / "cv_confusion.png")
+        shutil.copyfile(CV_DIR / default / "cv_confusion.txt", BUNDLE / "cv_confusion.txt")
+        lines += [f"Pooled confusion matrix of the default variant (`{default}`), all held-out windows:", "",
+                  f"![confusion](figures/{png.name})", "", "```", (CV_DIR / default / "cv_confusion.txt").read_text().rstrip(), "```", ""]
+        per_fold = ", ".join(f"fold {f['fold']} {pct(f['accuracy'])}% (users {f['val_subjects']})" for f in chosen["per_fold"])
+        lines += [f"Per fold: {per_fold}.", ""]
+    return lines, summaries
+
+
+# --------------------------------------------------------------------------------------------
+# Export formats
+
+
+def format_table(bundle_dir: Path) -> list[str]:
+    metrics = json.loads((bundle_dir / "bundle.json").read_text())["metrics"]
+    lines = [f"Evaluated on: {metrics['evaluation']}.", "",
+             "| format | accuracy % | macro-F1 | top-1 agreement with torch % | max / mean abs logit diff | file KB "
+             "| median ms | p99 ms |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in metrics["formats"].items():
+        size = f"{row['file_bytes'] / 1024:.1f}" if row.get("file_bytes") else "-"
+        lines.append(f"| {name} | {pct(row['accuracy'])} | {row['macro_f1']:.3f} | {pct(row['top1_agreement'])} "
+                     f"| {row['max_abs_logit_diff']:.3g} / {row['mean_abs_logit_diff']:.3g} | {size} "
+                     f"| {row['latency_ms_median']:.3f} | {row['latency_ms_p99']:.3f} |")
+    missed = metrics.get("targets_missed") or []
+    lines += ["", "Targets (int8 accuracy within 0.5 points of fp32, top-1 agreement >= 99%): "
+              + ("missed: " + "; ".join(missed) if missed else "all met."), ""]
+    return lines
+
+
+def export_section(default: str) -> list[str]:
+    lines = ["## Accuracy, size and latency per export format", "",
+             f"Held-out figures: the default variant's fold-0 checkpoint (`runs/cv/{default}/fold_0/model.pt`), "
+             "exported with `har-export runs/cv/.../fold_0/model.pt --out runs/heldout_bundle/fold_0`, evaluated on its 7 "
+             "held-out users' windows. Latency: batch 1, one thread, measured inside the export run.", ""]
+    lines += format_table(HELDOUT_BUNDLE / "fold_0")
+    lines += ["The shipped model (`make model`: trained on all 21 users, so its windows are not held out; the table "
+              "shows its agreement with torch, file sizes and latency):", ""]
+    lines += format_table(BUNDLE)
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Benchmarks
+
+
+def bench_section() -> list[str]:
+    command = [sys.executable, "-m", "edge.cli", "bench", "--json", "--bundle", str(BUNDLE.relative_to(REPO))]
+    if SHIP_CHECKPOINT.exists():
+        command += ["--torch-checkpoint", str(SHIP_CHECKPOINT.relative_to(REPO))]
+    out = run(command)
+    figures = json.loads(out[out.index("{"):])
+    (FIGURES / "bench.json").write_text(json.dumps(figures, indent=2) + "\n")
+    from edge.bench import format_table
+
+    return ["## Latency, throughput and memory on this machine", "",
+            f"`{' '.join(['har-edge'] + command[3:])}` (all rows measured side by side in one run; raw JSON in "
+            "[figures/bench.json](figures/bench.json))", "", "```", format_table(figures), "```", ""]
+
+
+# --------------------------------------------------------------------------------------------
+# Held-out streaming check
+
+
+def export_heldout_bundles(default: str, summaries: dict) -> None:
+    """Export each CV fold's checkpoint of the default variant: a bundle that never saw its fold's users."""
+    for fold in summaries[default]["per_fold"]:
+        k = fold["fold"]
+        run([sys.executable, "-m", "export.cli", str(CV_DIR / default / f"fold_{k}" / "model.pt"),
+             "--out", str(HELDOUT_BUNDLE / f"fold_{k}"), "--force"])
+
+
+def heldout_section(default: str, summaries: dict) -> list[str]:
+    from training.data import DEFAULT_HAPT_PATH
+
+    summary = summaries[default]
+    per_user = []  # (fold, user, windows scored, raw correct, smoothed correct, realtime factor)
+    plotted = None
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(DEFAULT_HAPT_PATH) as z:
+        raw_dir = Path(tmp)
+        for member in z.namelist():
+            if Path(member).name.endswith(".txt"):
+                (raw_dir / Path(member).name).write_bytes(z.read(member))
+        for fold in summary["per_fold"]:
+            bundle = HELDOUT_BUNDLE / f"fold_{fold['fold']}"
+            for user in fold["val_subjects"]:
+                scored = raw_ok = smooth_ok = 0
+                factors = []
+                for acc in sorted(raw_dir.glob(f"acc_exp*_user{user:02d}.txt")):
+                    out_json = raw_dir / (acc.stem + ".json")
+                    command = [sys.executable, "-m", "edge.cli", "replay", str(acc), "--bundle", str(bundle),
+                               "--quiet", "--summary-json", str(out_json)]
+                    if plotted is None:
+                        command += ["--plot", str(FIGURES / "timeline_heldout.png")]
+                        plotted = (acc.name, fold["fold"])
+                    run(command)
+                    r = json.loads(out_json.read_text())
+                    t = r["truth"]
+                    scored += t["scored_windows"]
+                    raw_ok += round(t["raw_accuracy"] * t["scored_windows"])
+                    smooth_ok += round(t["smoothed_accuracy"] * t["scored_windows"])
+                    factors.append(r["realtime_factor"])
+                per_user.append((fold["fold"], user, scored, raw_ok, smooth_ok, min(factors)))
+    total = sum(u[2] for u in per_user)
+    lines = [
+        "## Streaming on held-out users", "",
+        f"Each fold's checkpoint of the default variant (`runs/cv/{default}/fold_K/model.pt`, whose 7 validation users "
+        "were never seen in its training or normalization) is exported with `har-export ... --out "
+        "runs/heldout_bundle/fold_K`; then every raw recording of that fold's users is replayed through the streaming "
+        "runtime (`har-edge replay acc_expNN_userMM.txt --bundle runs/heldout_bundle/fold_K`, TFLite int8). Same "
+        "front-end as training, but on the device's own 64-sample grid from the start of each recording rather than "
+        "the training grid from each labelled segment's start; only windows that lie inside one labelled activity "
+        "are scored.", "",
+        "| fold | window accuracy at training (torch fp32) % | streaming windows scored | streaming raw % "
+        "| streaming smoothed % |", "|---|---|---|---|---|",
+    ]
+    for fold in summary["per_fold"]:
+        rows = [u for u in per_user if u[0] == fold["fold"]]
+        n = sum(u[2] for u in rows)
+        lines.append(f"| {fold['fold']} | {pct(fold['accuracy'])} | {n} | {pct(sum(u[3] for u in rows) / n)} "
+                     f"| {pct(sum(u[4] for u in rows) / n)} |")
+    lines.append(f"| all | {pct(summary['pooled']['accuracy'])} (pooled) | {total} "
+                 f"| {pct(sum(u[3] for u in per_user) / total)} | {pct(sum(u[4] for u in per_user) / total)} |")
+    lines += ["", "Smoothing: probability average over the last 3 windows, 'uncertain' below confidence 0.5 "
+              "(counted as wrong).", "",
+              "| fold | user | windows scored | raw % | smoothed % | replay x real time (slowest recording) |",
+              "|---|---|---|---|---|---|"]
+    for k, user, n, raw_ok, smooth_ok, factor in per_user:
+        lines.append(f"| {k} | {user} | {n} | {pct(raw_ok / n)} | {pct(smooth_ok / n)} | {factor:.0f} |")
+    lines += ["", f"Label timeline of {plotted[0]} (held out in fold {plotted[1]}) against its true labels:", "",
+              "![timeline](figures/timeline_heldout.png)", ""]
+    return lines
+
+
+def training_cost_section() -> list[str]:
+    command = [sys.executable, "scripts/bench_train.py"]
+    out = run(command)
+    return ["## Training cost", "", "`python scripts/bench_train.py` (every variant side by side in one process, one "
+            "thread, on this 2-core machine):", "", "```", out.rstrip(), "```", ""]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--default", default="bilm_e30", help="the shipped variant's CV run name")
+    parser.add_argument("--skip-bench", action="store_true")
+    parser.add_argument("--skip-heldout", action="store_true")
+    parser.add_argument("--skip-training-cost", action="store_true")
+    args = parser.parse_args()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    lines = ["# Results", "",
+             f"Regenerated by `python scripts/results.py --default {args.default}` on {time.strftime('%Y-%m-%d')}, "
+             "on this project's 2-core x86-64 development machine (no GPU). Every number below was measured here; "
+             "the 9 UCI-HAR test users are not in this data and were never used.", ""]
+    cv_lines, summaries = cv_section(args.default)
+    lines += cv_lines
+    export_heldout_bundles(args.default, summaries)
+    lines += export_section(args.default)
+    if not args.skip_training_cost:
+        lines += training_cost_section()
+    if not args.skip_bench:
+        lines += bench_section()
+    if not args.skip_heldout:
+        lines += heldout_section(args.default, summaries)
+    (DOCS / "results.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {DOCS / 'results.md'} in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
