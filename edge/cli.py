@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -363,5 +364,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
+# Commands whose serial reader thread may still sit inside the serial driver when they return.
+LIVE_COMMANDS = ("run", "record", "demo")
+
+
+def entry() -> None:
+    """The console script: main(), then exit. After a live command every output is already flushed
+    and closed by run_loop; the process then ends with os._exit, because interpreter finalization with
+    the daemon serial-reader thread still inside pyserial hung once in about fifty Ctrl-C stops
+    (test_run_sigint_...; the label stream and counters were complete, the process never exited)."""
+    argv = sys.argv[1:]
+    rc = main(argv)
+    if argv and argv[0] in LIVE_COMMANDS:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(rc)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

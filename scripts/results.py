@@ -177,7 +177,7 @@ def heldout_section(default: str, summaries: dict) -> list[str]:
                 factors = []
                 for acc in sorted(raw_dir.glob(f"acc_exp*_user{user:02d}.txt")):
                     out_json = raw_dir / (acc.stem + ".json")
-                    command = [sys.executable, "-m", "edge.cli", "replay", str(acc), "--bundle", str(bundle),
+                    command = [sys.executable, "-m", "edge.cli", "replay", str(acc), "--bundle", str(bundle.relative_to(REPO)),
                                "--quiet", "--summary-json", str(out_json)]
                     if plotted is None:
                         command += ["--plot", str(FIGURES / "timeline_heldout.png")]

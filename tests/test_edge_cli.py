@@ -267,12 +267,18 @@ def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recordi
         proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "run", "--port", str(tmp_path / "imu"), "--bundle", str(bundle_dir),
              "--jsonl", str(out), "--quiet"],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a hang below dumps every thread's stack
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
             time.sleep(0.2)
         proc.send_signal(signum)
-        stdout, stderr = proc.communicate(timeout=20)
+        try:
+            stdout, stderr = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"har-edge run did not exit 20 s after signal {signum}; its threads:\n{stderr[-6000:]}")
     assert proc.returncode == 0, stderr
     assert "interrupted; final counters: windows" in stderr and "Traceback" not in stderr
     lines = out.read_text().splitlines()
