@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import time
@@ -136,11 +135,15 @@ def _say(message: str) -> None:
     print(f"har-edge: {message}", file=sys.stderr, flush=True)
 
 
-def _sigterm_as_interrupt() -> None:
-    """systemd stops the service with SIGTERM: handle it like Ctrl-C (flush, counters, exit 0)."""
+def _stop_signals_as_interrupt() -> None:
+    """systemd stops the service with SIGTERM: handle it like Ctrl-C (flush, counters, exit 0).
+    SIGINT gets Python's handler back explicitly: a process started in the background by a
+    non-interactive shell (`cmd &` in a script, some CI runners) inherits SIGINT *ignored*, and Python
+    then installs no KeyboardInterrupt handler, so Ctrl-C / `kill -INT` would be silently dropped."""
     def handler(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _decoder(args):
@@ -169,7 +172,7 @@ def cmd_run(args) -> int:
     pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
-    _sigterm_as_interrupt()
+    _stop_signals_as_interrupt()
     run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_stopper(args.duration))
     return 0
 
@@ -192,7 +195,7 @@ def cmd_replay(args) -> int:
     sinks = [memory] + _sinks(args, rate, live=args.realtime)
     pipeline = Pipeline(model, _smoothing(args), notify=_say)
     source = RecordingSource(recording.samples, realtime=args.realtime, rate_hz=rate)
-    _sigterm_as_interrupt()
+    _stop_signals_as_interrupt()
     started = time.perf_counter()
     report = run_loop(source, pipeline, sinks, report_every_s=10.0 if args.realtime else None, report=lambda m: None)
     elapsed = time.perf_counter() - started
@@ -272,7 +275,7 @@ def cmd_record(args) -> int:
 
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
     tee = Tee(source, _decoder(args))
-    _sigterm_as_interrupt()
+    _stop_signals_as_interrupt()
     try:
         if args.no_model:
             interrupted = False
@@ -316,6 +319,7 @@ def cmd_bench(args) -> int:
 def cmd_demo(args) -> int:
     from edge.demo import print_summary, run_demo
 
+    _stop_signals_as_interrupt()
     summary = run_demo(args, _smoothing(args), lambda rate: _sinks(args, rate, live=True))
     print_summary(summary)
     if args.summary_json:
@@ -364,26 +368,5 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-# Commands whose serial reader thread may still sit inside the serial driver when they return.
-LIVE_COMMANDS = ("run", "record", "demo")
-
-
-def entry() -> None:
-    """The console script: main(), then exit. After a live command every output is already flushed
-    and closed by run_loop; the process then ends with os._exit, because interpreter finalization with
-    the daemon serial-reader thread still inside pyserial hung once in about fifty Ctrl-C stops
-    (test_run_sigint_...; the label stream and counters were complete, the process never exited)."""
-    argv = sys.argv[1:]
-    rc = main(argv)
-    if argv and argv[0] in LIVE_COMMANDS:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):
-                pass
-        os._exit(rc)
-    sys.exit(rc)
-
-
 if __name__ == "__main__":
-    entry()
+    sys.exit(main())

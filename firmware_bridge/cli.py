@@ -63,6 +63,8 @@ def _simulate(args) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Started with `&` from a script, a process inherits SIGINT ignored; Ctrl-C / kill -INT must still stop it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while not device.wait(0.2):
             pass
