@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.frontend import FrontEnd
-from edge.runtime import Pipeline, load_model
+from edge.runtime import EXAMPLE_RECORDING, Pipeline, load_model
 
 ENGINES = (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32"))
 REPO = Path(__file__).resolve().parent.parent
@@ -40,14 +40,14 @@ class BenchError(ValueError):
     """The benchmark cannot run (no recording, no model); the message says what to give it."""
 
 
-def _stats_ms(seconds: list[float]) -> dict:
+def stats_ms(seconds) -> dict:
+    """Median, p90, p99, mean, max and the five slowest of durations given in seconds, in ms."""
     a = np.asarray(seconds) * 1e3
     return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
             "mean_ms": float(a.mean()), "max_ms": float(a.max()), "n": int(len(a)),
             "slowest_ms": [round(float(v), 3) for v in np.sort(a)[-5:][::-1]]}
 
 
-EXAMPLE_RECORDING = Path(__file__).resolve().parent / "examples" / "user01_exp01.csv"
 
 
 def default_recording(workdir: Path) -> Path:
@@ -102,7 +102,7 @@ def torch_baseline(checkpoint: str | None, x: np.ndarray, threads: int) -> dict:
     model.eval()
     with torch.inference_mode():
         times = time_per_window(lambda w: model(torch.from_numpy(w)), x)
-    return {"engine": f"torch {torch.__version__} eager fp32", "model": ckpt.get("model_name"), **_stats_ms(times)}
+    return {"engine": f"torch {torch.__version__} eager fp32", "model": ckpt.get("model_name"), **stats_ms(times)}
 
 
 def inference_table(args, x: np.ndarray, progress) -> dict:
@@ -116,7 +116,7 @@ def inference_table(args, x: np.ndarray, progress) -> dict:
             continue
         progress(f"timing {key} on {len(x)} windows")
         session = model.session
-        rows[key] = {"engine": getattr(session, "describe", lambda: key)(), **_stats_ms(time_per_window(session.predict, x))}
+        rows[key] = {"engine": getattr(session, "describe", lambda: key)(), **stats_ms(time_per_window(session.predict, x))}
     return rows
 
 
@@ -194,7 +194,7 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
     if proc.returncode != 0 or not latencies:
         raise BenchError(f"`{' '.join(command)}` ended with status {proc.returncode} after {len(latencies)} windows: "
                          + "".join(stderr)[-1500:])
-    return {"seconds": seconds, "windows": len(latencies), **_stats_ms(latencies),
+    return {"seconds": seconds, "windows": len(latencies), **stats_ms(latencies),
             "rss_mib": memory.get("VmRSS", 0) / 1024, "peak_rss_mib": memory.get("VmHWM", 0) / 1024,
             "engine": f"{args.backend}-{args.precision}"}
 

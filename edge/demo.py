@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.postprocess import SmoothingConfig
-from edge.runtime import Pipeline, format_counters, load_model, run_loop, truth_summary
+from edge.bench import stats_ms
+from edge.runtime import EXAMPLE_RECORDING, Pipeline, format_counters, load_model, run_loop, truth_summary
 from edge.sinks import MemorySink
 from edge.sources import SerialSource
 
-EXAMPLE_RECORDING = Path(__file__).resolve().parent / "examples" / "user01_exp01.csv"
 # Mild faults for --faults: what a flaky USB cable and a noisy line look like.
 DEMO_FAULTS = dict(drop=0.003, corrupt=0.003, duplicate=0.002, garbage=0.002)
 
@@ -76,9 +76,7 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
         "windows": len(results),
         "labels": dict(Counter(r["label"] for r in results).most_common()),
         "truth": truth_summary(results, recording.labels, model.frontend_config.window) if recording.labels else None,
-        "latency_ms": ({"p50": float(np.percentile(latencies, 50)), "p90": float(np.percentile(latencies, 90)),
-                        "p99": float(np.percentile(latencies, 99)), "max": float(latencies.max())}
-                       if len(latencies) else None),
+        "latency": stats_ms(latencies / 1e3) if len(latencies) else None,
         "counters": report.counters,
         "injected": injected,
         "interrupted": report.interrupted,
@@ -94,10 +92,10 @@ def print_summary(summary: dict) -> None:
         print(f"accuracy against the true labels ({truth['scored_windows']} windows inside one activity): "
               f"per window {100 * truth['raw_accuracy']:.1f}%, after smoothing {100 * truth['smoothed_accuracy']:.1f}% "
               f"({truth['uncertain']} uncertain)")
-    lat = summary.get("latency_ms")
+    lat = summary.get("latency")
     if lat:
-        print(f"latency from a window's last sample arriving to its label: p50 {lat['p50']:.2f} ms, "
-              f"p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms, max {lat['max']:.2f} ms")
+        print(f"latency from a window's last sample arriving to its label: p50 {lat['median_ms']:.2f} ms, "
+              f"p90 {lat['p90_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms, max {lat['max_ms']:.2f} ms")
     print("counters: " + format_counters(summary["counters"]))
     if any(summary["injected"].values()):
         print("faults injected by the virtual device: " + ", ".join(f"{k} {v}" for k, v in summary["injected"].items() if v))

@@ -158,23 +158,23 @@ class TFLiteSession(_Session):
                                      (spec.scale, spec.zero_point))
 
     def _run(self, x: np.ndarray) -> np.ndarray:  # x (k, ...) in the model's layout
-        spec_in, spec_out = self.entry.input, self.entry.output
+        spec_in = self.entry.input
         feed = quantize(x, spec_in) if spec_in.quantized else x
         b = self.batch                      # the file's static batch (1 from onnx2tf)
         if len(x) == b:                     # the live path: one window per call, no slicing or copying
-            self.interpreter.set_tensor(self._input_index, feed)
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self._output_index)  # (b, n_classes)
-            return dequantize(y, spec_out) if spec_out.quantized else y
+            return self._invoke(feed)
         if len(x) % b:
             raise InferenceError(f"{self.path.name} takes batches of {b} windows; got {len(x)}")
         out = np.empty((len(x), self.n_classes), np.float32)
         for i in range(0, len(x), b):
-            self.interpreter.set_tensor(self._input_index, feed[i:i + b])
-            self.interpreter.invoke()
-            y = self.interpreter.get_tensor(self._output_index)  # (b, n_classes)
-            out[i:i + b] = dequantize(y, spec_out) if spec_out.quantized else y
+            out[i:i + b] = self._invoke(feed[i:i + b])
         return out
+
+    def _invoke(self, feed: np.ndarray) -> np.ndarray:  # feed (b, ...) -> float32 logits (b, n_classes)
+        self.interpreter.set_tensor(self._input_index, feed)
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(self._output_index)  # (b, n_classes)
+        return dequantize(y, self.entry.output) if self.entry.output.quantized else y
 
 
 class OnnxSession(_Session):

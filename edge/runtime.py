@@ -32,6 +32,8 @@ from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+# The shipped example (scripts/make_example.py): the demo streams it, bench replays it by default.
+EXAMPLE_RECORDING = Path(__file__).resolve().parent / "examples" / "user01_exp01.csv"
 
 
 class EdgeError(ValueError):
@@ -383,6 +385,8 @@ def truth_summary(results: list[dict], labels, window: int = 128) -> dict:
     uncertain = sum(r["label"] == "uncertain" for r, _ in scored)
     return {
         "scored_windows": len(scored),
+        "raw_correct": raw_ok,
+        "smoothed_correct": smooth_ok,
         "raw_accuracy": raw_ok / len(scored),
         "smoothed_accuracy": smooth_ok / len(scored),
         "smoothed_accuracy_when_certain": smooth_ok / max(1, len(scored) - uncertain),

@@ -186,8 +186,8 @@ def heldout_section(default: str, summaries: dict) -> list[str]:
                     r = json.loads(out_json.read_text())
                     t = r["truth"]
                     scored += t["scored_windows"]
-                    raw_ok += round(t["raw_accuracy"] * t["scored_windows"])
-                    smooth_ok += round(t["smoothed_accuracy"] * t["scored_windows"])
+                    raw_ok += t.get("raw_correct", 0)  # absent when no window was scored
+                    smooth_ok += t.get("smoothed_correct", 0)
                     factors.append(r["realtime_factor"])
                 per_user.append((fold["fold"], user, scored, raw_ok, smooth_ok, min(factors)))
     total = sum(u[2] for u in per_user)

@@ -307,7 +307,7 @@ def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_pat
 
 def test_demo_streams_the_example_through_a_virtual_device_like_replay(bundle_dir, tmp_path, capsys):
     """The quick start's demo: the example recording played at 100x over a pty gives replay's labels."""
-    from edge.demo import EXAMPLE_RECORDING
+    from edge.runtime import EXAMPLE_RECORDING
 
     rc = main(["demo", "--speed", "100", "--quiet", "--bundle", str(bundle_dir), "--jsonl", str(tmp_path / "demo.jsonl"),
                "--summary-json", str(tmp_path / "demo.json")])
