@@ -28,6 +28,11 @@ cv:
 	$(CV) --model bilm --set epochs=30 --out runs/cv/bilm_e30
 	$(CV) --model bilm --set epochs=50 --out runs/cv/bilm_e50
 	$(CV) --model tcn_physics_h64 --set epochs=30 --out runs/cv/tcn_physics_h64_e30
+	$(CV) --model bilm --set epochs=30 --set train_hop=32 --out runs/cv/bilm_e30_hop32
+	$(CV) --model bilm --set epochs=30 --set train_hop=16 --out runs/cv/bilm_e30_hop16
+	$(CV) --model bilm --set epochs=30 --set rotate_degrees=10 --out runs/cv/bilm_e30_rot10
+	$(CV) --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_seed1
+	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_seed2
 
 # docs/results.md from the CV runs, the shipped bundle, benchmarks and a held-out replay.
 results:

@@ -52,8 +52,16 @@ def pct(x: float) -> str:
 
 
 def cv_section(default: str) -> tuple[list[str], dict]:
+    from training.config import TrainConfig
     from training.metrics import plot_confusion
     from training.models import create_model, model_summary
+
+    def recipe(cfg: dict) -> str:
+        """'30 ep' plus the training options a run set away from their defaults (seed, augmentation, ...)."""
+        defaults = TrainConfig().to_dict()
+        keys = ("seed", "train_hop", "rotate_degrees", "ema", "pre_norm", "drop_path", "physics_lambda", "lr",
+                "batch_size", "weight_decay")
+        return " ".join([f"{cfg['epochs']} ep"] + [f"{k}={cfg[k]}" for k in keys if k in cfg and cfg[k] != defaults[k]])
 
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted(CV_DIR.glob("*/cv_summary.json"))}
     if not summaries:
@@ -65,7 +73,7 @@ def cv_section(default: str) -> tuple[list[str], dict]:
         "users, fits the normalization on them only and picks its best epoch on the held-out users' macro-F1.",
         "Mean ± sample standard deviation over the folds; 'pooled' counts all held-out windows together.",
         "",
-        "| run | model | params | MACs / window | RF | epochs | accuracy % | macro-F1 | min-max accuracy % | pooled acc % | s / epoch (1 thread) |",
+        "| run | model | params | MACs / window | RF | training | accuracy % | macro-F1 | min-max accuracy % | pooled acc % | s / epoch (1 thread) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run_name, s in summaries.items():
@@ -75,12 +83,12 @@ def cv_section(default: str) -> tuple[list[str], dict]:
         acc, f1 = s["accuracy"], s["macro_f1"]
         lines.append(
             f"| `{run_name}` | {cfg['model']}{' ' + json.dumps(cfg['model_options']) if cfg.get('model_options') else ''} "
-            f"| {info['params']:,} | {info['macs'] / 1e6:.2f} M | {info['receptive_field']} | {s['epochs']} "
+            f"| {info['params']:,} | {info['macs'] / 1e6:.2f} M | {info['receptive_field']} | {recipe(cfg)} "
             f"| {pct(acc['mean'])} ± {pct(acc['std'])} | {f1['mean']:.3f} ± {f1['std']:.3f} "
             f"| {pct(acc['min'])}-{pct(acc['max'])} | {pct(s['pooled']['accuracy'])} "
             f"| {s['train_seconds_per_epoch']['mean']:.0f} |")
     lines += ["", "Commands: `make cv` (each run: `har-train cv --folds 3 --model NAME --set epochs=N "
-              "--set num_threads=1 --out runs/cv/NAME`; the epochs column says N). Seconds per epoch were measured "
+              "--set num_threads=1 --out runs/cv/NAME`; the training column gives N epochs and any other `--set`). Seconds per epoch were measured "
               "with two or three folds' processes sharing the 2 cores, so they are upper bounds.", ""]
     chosen = summaries.get(default)
     if chosen:

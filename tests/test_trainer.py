@@ -14,7 +14,7 @@ from training.cv import cross_validate
 from training.data import fit_normalization, load_hapt_windows
 from training.metrics import classification_report
 from training.models import create_model
-from training.train import fit, lr_factor, split_subjects
+from training.train import fit, load_windows, lr_factor, split_subjects
 
 torch.set_num_threads(1)
 
@@ -75,6 +75,25 @@ def test_fit_writes_the_report_and_uses_train_subjects_only(windows, tmp_path):
     assert np.allclose(norm["mean"], train_mean, atol=1e-6)
     assert not np.allclose(norm["mean"], all_mean, atol=1e-6)
     assert norm["fit_on_subjects"] == [1, 3]
+
+
+def test_train_hop_trains_on_denser_windows_and_validates_on_the_device_hop(hapt_zip, tmp_path):
+    config = _quick(data=str(hapt_zip), subjects=SUBJECTS, val_subjects=[5], train_hop=32, epochs=1)
+    device_windows, train_windows = load_windows(config)
+    # Same segments, same front-end: every device window (hop 64) is also a training window (hop 32),
+    # bit for bit, and the training set has about twice as many.
+    device_keys = {(e, s): i for i, (e, s) in enumerate(zip(device_windows.experiment, device_windows.start))}
+    train_keys = {(e, s): i for i, (e, s) in enumerate(zip(train_windows.experiment, train_windows.start))}
+    assert set(device_keys) < set(train_keys)
+    for key in list(device_keys)[::50]:
+        assert np.array_equal(device_windows.X[device_keys[key]], train_windows.X[train_keys[key]])
+    assert 1.8 < len(train_windows) / len(device_windows) < 2.1
+    metrics = fit(config, tmp_path, windows=device_windows, train_windows=train_windows)
+    assert metrics["n_train_windows"] == int(np.isin(train_windows.subject, [1, 3]).sum())
+    assert metrics["n_val_windows"] == int((device_windows.subject == 5).sum())  # validation keeps hop 64
+    # The statistics are fitted on the training windows of the training subjects.
+    norm = json.loads((tmp_path / "norm.json").read_text())
+    assert np.allclose(norm["mean"], fit_normalization(train_windows.of_subjects([1, 3]).X)[0], atol=1e-6)
 
 
 def test_train_all_keeps_the_last_epoch_and_says_so(windows, tmp_path):
@@ -142,6 +161,7 @@ def test_overrides_are_parsed_by_type():
     ("ema=maybe", r"'ema'.*not a valid bool"),
     ("epochs", r"key=value"),
     ("lr=-1", r"lr=-1.0 must be > 0"),
+    ("train_hop=0", r"train_hop=0 must be in 1..128"),
     ("model_opts.hidden=3", r"unknown config key\(s\) \['model_opts'\]"),
 ])
 def test_bad_overrides_are_named(override, message):

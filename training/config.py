@@ -37,7 +37,10 @@ class TrainConfig:
     ema: bool = False                      # seed improvement 11: evaluate/save an EMA of the weights
     ema_decay: float = 0.999
     seed: int = 0
+    rotate_degrees: float = 0.0            # augmentation: rotate each training window by up to this many degrees
     # data and split
+    train_hop: int = 64                    # samples between training windows; validation and the device keep
+                                           # the front-end's hop 64. Smaller = overlapping windows shifted in time
     data: str = "../shared/data/HAPT_RawData_train_users.zip"  # relative: to cwd, else to the repo root
     subjects: list = field(default_factory=list)  # restrict to these subjects ([] = all in the data)
     val_subjects: list = field(default_factory=list)  # held-out subjects; [] = fold `val_fold` of `folds`
@@ -159,6 +162,10 @@ def validate(config: TrainConfig) -> None:
     for key in ("warmup_epochs", "max_batches_per_epoch", "val_fold", "grad_clip", "weight_decay"):
         if getattr(config, key) < 0:
             problems.append(f"{key}={getattr(config, key)} must be >= 0")
+    if not 1 <= config.train_hop <= 128:
+        problems.append(f"train_hop={config.train_hop} must be in 1..128 (the window is 128 samples)")
+    if not 0.0 <= config.rotate_degrees <= 180.0:
+        problems.append(f"rotate_degrees={config.rotate_degrees} must be in 0..180")
     if config.lr <= 0:
         problems.append(f"lr={config.lr} must be > 0")
     if not 0.0 < config.ema_decay < 1.0:

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from training.config import ConfigError, TrainConfig
-from training.data import load_hapt_windows, subject_folds
+from training.data import subject_folds
 from training.metrics import classification_report, confusion_text
 
 
 def cross_validate(config: TrainConfig, out_dir: str | Path) -> dict:
-    from training.train import fit  # late import keeps `har-train models` light
+    from training.train import fit, load_windows  # late import keeps `har-train models` light
 
     if config.train_all:
         raise ConfigError("cross-validation holds subjects out: set train_all=false")
@@ -26,13 +26,13 @@ def cross_validate(config: TrainConfig, out_dir: str | Path) -> dict:
         raise ConfigError("cross-validation chooses the held-out subjects itself: leave val_subjects empty")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    windows = load_hapt_windows(config.data_path(), subjects=config.subjects or None)
+    windows, train_windows = load_windows(config)
     folds = subject_folds(np.unique(windows.subject), config.folds, config.seed)
 
     per_fold, y_true, y_pred = [], [], []
     for i, (train_subjects, val_subjects) in enumerate(folds):
         fold_config = replace(config, val_subjects=list(val_subjects), val_fold=0)
-        metrics = fit(fold_config, out_dir / f"fold_{i}", windows=windows)
+        metrics = fit(fold_config, out_dir / f"fold_{i}", windows=windows, train_windows=train_windows)
         confusion = np.asarray(metrics["val"]["confusion"])  # (6, 6) true x predicted
         for t in range(confusion.shape[0]):  # rebuild label pairs to pool all held-out windows
             for p in range(confusion.shape[1]):

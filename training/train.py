@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from edge.frontend import FrontEndConfig
+from training.augment import RandomRotation
 from training.checkpoint import make_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import WindowSet, fit_normalization, load_hapt_windows, normalize, subject_folds
@@ -81,9 +82,22 @@ def evaluate(model, X: torch.Tensor, y: torch.Tensor, classes, batch_size: int) 
     return report
 
 
-def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = None) -> dict:
+def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
+    """-> (windows at the front-end's hop, as the device cuts them: validation; windows at `train_hop`: training).
+    The same front-end and the same labelled segments make both; only the spacing of window starts differs."""
+    subjects = config.subjects or None
+    device_windows = load_hapt_windows(config.data_path(), subjects=subjects)
+    if config.train_hop == FrontEndConfig().hop:
+        return device_windows, device_windows
+    return device_windows, load_hapt_windows(config.data_path(), subjects=subjects,
+                                             config=FrontEndConfig(hop=config.train_hop))
+
+
+def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = None,
+        train_windows: WindowSet | None = None) -> dict:
     """Train one model per `config`, write the report into out_dir, return metrics.json's content.
-    `windows` (un-normalized) may be given to skip loading the data (cross-validation loads once)."""
+    `windows` (device hop) and `train_windows` (train_hop; default `windows`), un-normalized, may be given to
+    skip loading the data (cross-validation loads once)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.num_threads)
@@ -91,11 +105,13 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     model = create_model(config.model, **config.model_overrides())  # first: a bad name fails before loading data
 
     if windows is None:
-        windows = load_hapt_windows(config.data_path(), subjects=config.subjects or None)
+        windows, train_windows = load_windows(config)
     elif config.subjects:
         windows = windows.of_subjects(config.subjects)
+    if train_windows is None:
+        train_windows = windows
     train_subjects, val_subjects = split_subjects(config, windows.subject)
-    train_set = windows.of_subjects(train_subjects)
+    train_set = train_windows.of_subjects(train_subjects)
     val_set = windows.of_subjects(val_subjects) if val_subjects else None
 
     # Statistics from the training subjects only: validation windows are normalized with them.
@@ -119,6 +135,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     evaluated = lambda: ema.module if ema is not None else model  # noqa: E731  the weights we judge and save
 
     generator = torch.Generator().manual_seed(config.seed)
+    rotate = RandomRotation(config.rotate_degrees, mean, std, config.seed) if config.rotate_degrees > 0 else None
     history: list[dict] = []
     best = {"score": -1.0, "epoch": 0, "state": None}
     for epoch in range(1, config.epochs + 1):
@@ -132,6 +149,8 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         for b in bar:
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             xb, yb = X_train[idx], y_train[idx]  # (b, 128, 9), (b,)
+            if rotate is not None:
+                xb = rotate(xb)  # (b, 128, 9) the same windows seen from a slightly rotated sensor
             loss, parts = model.training_loss(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
