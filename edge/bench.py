@@ -48,8 +48,6 @@ def stats_ms(seconds) -> dict:
             "slowest_ms": [round(float(v), 3) for v in np.sort(a)[-5:][::-1]]}
 
 
-
-
 def default_recording(workdir: Path) -> Path:
     """The example shipped with the package (HAPT user 1, labelled), else HAPT experiment 1 of
     user 1 from the shared data, extracted to workdir."""

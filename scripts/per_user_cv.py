@@ -17,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.data import DEFAULT_HAPT_PATH, load_hapt_windows, normalize  # noqa: E402
+from training.train import predict  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +38,8 @@ def main() -> None:
         std = np.asarray(checkpoint["norm"]["std"], dtype=np.float32)
         for user in checkpoint["subjects"]["val"]:
             held_out = windows.of_subjects([user])
-            with torch.no_grad():
-                predicted = model(torch.from_numpy(normalize(held_out.X, mean, std))).argmax(1).numpy()  # (n,)
+            logits = predict(model, torch.from_numpy(normalize(held_out.X, mean, std)), batch_size=512)  # (n, 6)
+            predicted = logits.argmax(1).numpy()  # (n,)
             truth = held_out.y
             print(f"{path.parent.name[5:]:>4} {user:>4} {len(truth):>7} {np.mean(predicted == truth):>8.3f}  "
                   f"{int(np.sum(predicted[truth == sitting] == standing)):>7} of {int(np.sum(truth == sitting)):<4}"

@@ -56,12 +56,16 @@ def cv_section(default: str) -> tuple[list[str], dict]:
     from training.metrics import plot_confusion
     from training.models import create_model, model_summary
 
+    # Keys that say what was trained on or how the run was executed, not how the model was trained.
+    not_recipe = {"model", "model_options", "epochs", "data", "subjects", "val_subjects", "folds", "val_fold",
+                  "train_all", "num_threads", "eval_batch_size", "max_batches_per_epoch", "progress"}
+
     def recipe(cfg: dict) -> str:
-        """'30 ep' plus the training options a run set away from their defaults (seed, augmentation, ...)."""
+        """'30 ep' plus every training option the run set away from its default (seed, augmentation, ...);
+        a new option shows up here without being listed."""
         defaults = TrainConfig().to_dict()
-        keys = ("seed", "train_hop", "rotate_degrees", "ema", "pre_norm", "drop_path", "physics_lambda", "lr",
-                "batch_size", "weight_decay")
-        return " ".join([f"{cfg['epochs']} ep"] + [f"{k}={cfg[k]}" for k in keys if k in cfg and cfg[k] != defaults[k]])
+        changed = [f"{k}={v}" for k, v in cfg.items() if k in defaults and k not in not_recipe and v != defaults[k]]
+        return " ".join([f"{cfg['epochs']} ep"] + changed)
 
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted(CV_DIR.glob("*/cv_summary.json"))}
     if not summaries:
