@@ -120,12 +120,15 @@ def test_disconnect_reconnect_moves_the_link(walk, tmp_path):
         deadline = time.monotonic() + 60
         while not dev.finished and time.monotonic() < deadline:
             try:
-                opened.append(os.readlink(link))  # the kernel may reuse the pty number
-            except FileNotFoundError:
+                target = os.readlink(link)  # the kernel may reuse the pty number
+                frames += read_port(str(link), dev, decoder)
+            except (FileNotFoundError, serial.SerialException):
+                # The port is gone, or went between readlink and open (a race the host
+                # cannot avoid): a host retries.
                 missing += 1
-                time.sleep(0.01)  # the port is gone: a host retries
+                time.sleep(0.01)
                 continue
-            frames += read_port(str(link), dev, decoder)
+            opened.append(target)
         dev.wait(10)
     finally:
         dev.stop()
