@@ -1,11 +1,12 @@
-"""Rotation augmentation: a rotated window is what the front-end makes of a rotated sensor (real recording)."""
+"""Augmentation: a rotated window is what the front-end makes of a rotated sensor (real recording); a
+movement-scaled window keeps its gravity."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from edge.frontend import filter_recording
-from training.augment import RandomRotation, random_rotations, rotate_windows
+from training.augment import WindowAugmentation, random_rotations, rotate_windows, scale_movement
 from training.data import _Source, read_hapt_experiment
 
 
@@ -36,10 +37,31 @@ def test_rotating_windows_matches_filtering_a_rotated_sensor(hapt_user1_dir):
 def test_random_rotation_works_on_normalized_windows():
     x = torch.randn(16, 128, 9)
     mean, std = torch.randn(9), torch.rand(9) + 0.5
-    same = RandomRotation(0.0, mean, std, seed=0)(x)
+    same = WindowAugmentation(mean, std, seed=0)(x)
     assert torch.allclose(same, x, atol=1e-5)  # a zero angle changes nothing, the un-normalize is exact
-    turned = RandomRotation(15.0, mean, std, seed=0)(x)
+    turned = WindowAugmentation(mean, std, seed=0, max_degrees=15.0)(x)
     raw, raw_turned = x * std + mean, turned * std + mean
     for g in range(3):  # each triad keeps its norm per time step
         assert torch.allclose(raw[..., 3 * g:3 * g + 3].norm(dim=-1), raw_turned[..., 3 * g:3 * g + 3].norm(dim=-1),
                               atol=1e-4)
+
+
+def test_scaling_the_movement_keeps_gravity(hapt_user1_dir):
+    raw = read_hapt_experiment(_Source(hapt_user1_dir), 1, 1)[:3000]        # (3000, 6)
+    window = torch.from_numpy(filter_recording(raw)[1000:1128][None].astype(np.float32))  # (1, 128, 9)
+    scaled = scale_movement(window, torch.tensor([1.2]))[0]
+    gravity = window[0, :, 6:9] - window[0, :, 0:3]                         # (128, 3) low-passed tilt
+    assert torch.allclose(scaled[:, 6:9] - scaled[:, 0:3], gravity, atol=1e-6)
+    assert torch.allclose(scaled[:, 0:6], 1.2 * window[0, :, 0:6])
+    assert torch.allclose(scale_movement(window, torch.tensor([1.0])), window)
+
+
+def test_intensity_augmentation_draws_scales_within_range():
+    mean, std = torch.randn(9), torch.rand(9) + 0.5
+    raw = torch.randn(256, 128, 9)
+    x = (raw - mean) / std
+    augmented = WindowAugmentation(mean, std, seed=0, intensity=0.2)(x) * std + mean
+    body, body_augmented = raw[..., 0:6], augmented[..., 0:6]
+    ratio = (body_augmented * body).sum(dim=(1, 2)) / body.pow(2).sum(dim=(1, 2))  # (256,) each window's scale
+    assert ratio.min() >= 0.8 - 1e-4 and ratio.max() <= 1.2 + 1e-4 and ratio.std() > 0.05
+    assert not WindowAugmentation(mean, std, seed=0).active

@@ -58,6 +58,29 @@ def test_loss_goes_down_on_real_windows(windows):
     assert end < 0.7 * start, (start, end)
 
 
+@pytest.mark.parametrize("name", ["tcn_tiny", "bilm"])
+def test_label_smoothing_reaches_the_training_loss(name, windows, monkeypatch):
+    # The option reaches the loss each architecture trains on: same weights, same logits, smoothed CE.
+    torch.manual_seed(0)
+    mean, std = fit_normalization(windows.X)
+    X = torch.from_numpy((windows.X[:64] - mean) / std)  # (64, 128, 9)
+    y = torch.from_numpy(windows.y[:64])
+    config = _quick(model=name, label_smoothing=0.2)
+    plain, smoothed = create_model(name), create_model(name, **config.model_overrides())  # as fit() builds it
+    smoothed.load_state_dict(plain.state_dict())
+    if name == "bilm":  # classify mu instead of a random draw, so both losses see the same logits
+        monkeypatch.setattr(type(plain), "reparameterize", staticmethod(lambda mu, logvar: mu))
+    for model in (plain, smoothed):
+        model.eval()  # no dropout, BN running statistics
+    with torch.no_grad():
+        logits = plain.classifier_module()(X)  # (64, 6)
+        ce_plain = float(torch.nn.functional.cross_entropy(logits, y))
+        ce_smooth = float(torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.2))
+        assert float(plain.training_loss(X, y)[1]["ce"]) == pytest.approx(ce_plain, rel=1e-5)
+        assert float(smoothed.training_loss(X, y)[1]["ce"]) == pytest.approx(ce_smooth, rel=1e-5)
+    assert smoothed.config.label_smoothing == 0.2 and abs(ce_smooth - ce_plain) > 1e-5
+
+
 def test_fit_writes_the_report_and_uses_train_subjects_only(windows, tmp_path):
     metrics = fit(_quick(val_subjects=[5]), tmp_path, windows=windows)
     for name in ("model.pt", "metrics.json", "confusion.txt", "confusion.png", "curves.png", "norm.json"):
@@ -162,6 +185,8 @@ def test_overrides_are_parsed_by_type():
     ("epochs", r"key=value"),
     ("lr=-1", r"lr=-1.0 must be > 0"),
     ("train_hop=0", r"train_hop=0 must be in 1..128"),
+    ("intensity_scale=1.5", r"intensity_scale=1.5 must be in \[0, 1\)"),
+    ("label_smoothing=1", r"label_smoothing=1.0 must be in \[0, 1\)"),
     ("model_opts.hidden=3", r"unknown config key\(s\) \['model_opts'\]"),
 ])
 def test_bad_overrides_are_named(override, message):

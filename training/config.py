@@ -27,6 +27,7 @@ class TrainConfig:
     pre_norm: bool = False                 # seed improvement 7: BatchNorm at the start of each TCN block
     drop_path: float = 0.0                 # seed improvement 8: stochastic depth (max rate)
     physics_lambda: float = 0.05           # seed improvement 9: weight of the physics loss
+    label_smoothing: float = 0.0           # cross-entropy target smoothing
     # optimisation (seed 000: AdamW 5e-4 / 0.01, clip 1.0; improvement 5: warm-up then cosine)
     epochs: int = 30
     batch_size: int = 64
@@ -38,6 +39,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     seed: int = 0
     rotate_degrees: float = 0.0            # augmentation: rotate each training window by up to this many degrees
+    intensity_scale: float = 0.0           # augmentation: scale each window's movement (not gravity) by 1 +- this
     # data and split
     train_hop: int = 64                    # samples between training windows; validation and the device keep
                                            # the front-end's hop 64. Smaller = overlapping windows shifted in time
@@ -59,7 +61,8 @@ class TrainConfig:
     def model_overrides(self) -> dict:
         """ModelConfig overrides: the named improvement options, then model_options."""
         return {"pre_norm": self.pre_norm, "drop_path": self.drop_path,
-                "physics_lambda": self.physics_lambda, **self.model_options}
+                "physics_lambda": self.physics_lambda, "label_smoothing": self.label_smoothing,
+                **self.model_options}
 
     def data_path(self) -> Path:
         """`data` as given if absolute or present relative to the cwd, else relative to the repo root."""
@@ -166,6 +169,10 @@ def validate(config: TrainConfig) -> None:
         problems.append(f"train_hop={config.train_hop} must be in 1..128 (the window is 128 samples)")
     if not 0.0 <= config.rotate_degrees <= 180.0:
         problems.append(f"rotate_degrees={config.rotate_degrees} must be in 0..180")
+    if not 0.0 <= config.intensity_scale < 1.0:
+        problems.append(f"intensity_scale={config.intensity_scale} must be in [0, 1)")
+    if not 0.0 <= config.label_smoothing < 1.0:
+        problems.append(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
     if config.lr <= 0:
         problems.append(f"lr={config.lr} must be > 0")
     if not 0.0 < config.ema_decay < 1.0:

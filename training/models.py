@@ -67,6 +67,7 @@ class ModelConfig:
     physics_lambda: float = 0.05           # loss = CE + lambda * SmoothL1
     pre_norm: bool = False                 # BatchNorm at the start of each TCN block (seed improvement 7)
     drop_path: float = 0.0                 # stochastic depth, max rate (linear over blocks, timm style)
+    label_smoothing: float = 0.0           # cross-entropy target smoothing (training loss only)
     # --- BiLM -------------------------------------------------------------------------------------
     latent_dim: int = 64
     num_joints: int = 32
@@ -97,6 +98,8 @@ class ModelConfig:
             problems.append(f"large_kernel={self.large_kernel} must be odd")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing={self.label_smoothing} must be in [0, 1)")
         if not 0.0 <= self.drop_path < 1.0:
             problems.append(f"drop_path={self.drop_path} must be in [0, 1)")
         for name in ("physics_lambda", "recon_weight", "kl_weight", "biomech_weight"):
@@ -291,7 +294,7 @@ class BaseModernTCNHAR(nn.Module):
         return self.classify(self.features(x))  # (B, n_classes)
 
     def training_loss(self, x, y):
-        ce = F.cross_entropy(self(x), y)
+        ce = F.cross_entropy(self(x), y, label_smoothing=self.config.label_smoothing)
         return ce, {"ce": ce.detach()}
 
     def classifier_module(self) -> nn.Module:
@@ -322,7 +325,7 @@ class PhysicsModernTCNHAR(nn.Module):
 
     def training_loss(self, x, y):
         logits, physics = self.forward_with_physics(x)
-        ce = F.cross_entropy(logits, y)
+        ce = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
         phys = (F.smooth_l1_loss(physics[..., 0:3], x[..., 0:3])     # body_acc
                 + F.smooth_l1_loss(physics[..., 3:6], x[..., 3:6]))  # body_gyro
         loss = ce + self.config.physics_lambda * phys
@@ -503,7 +506,7 @@ class BiLMClassifier(nn.Module):
         cfg = self.config
         mu, logvar, trajectory = self.encoder.encode_with_trajectory(x)  # (B, D), (B, D), (B, S, D)
         z = self.reparameterize(mu, logvar)  # (B, D)
-        ce = F.cross_entropy(self.classifier(z), y)
+        ce = F.cross_entropy(self.classifier(z), y, label_smoothing=cfg.label_smoothing)
         recon = F.mse_loss(self.decoder(z), x.transpose(1, 2))  # decoder output (B, 9, T)
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / x.shape[0]
         biomech, _ = self.biomech_module.biomechanical_loss(trajectory, mu)

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from edge.frontend import FrontEndConfig
-from training.augment import RandomRotation
+from training.augment import WindowAugmentation
 from training.checkpoint import make_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig
 from training.data import WindowSet, fit_normalization, load_hapt_windows, normalize, subject_folds
@@ -135,7 +135,8 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     evaluated = lambda: ema.module if ema is not None else model  # noqa: E731  the weights we judge and save
 
     generator = torch.Generator().manual_seed(config.seed)
-    rotate = RandomRotation(config.rotate_degrees, mean, std, config.seed) if config.rotate_degrees > 0 else None
+    augment = WindowAugmentation(mean, std, config.seed, max_degrees=config.rotate_degrees,
+                                 intensity=config.intensity_scale)
     history: list[dict] = []
     best = {"score": -1.0, "epoch": 0, "state": None}
     for epoch in range(1, config.epochs + 1):
@@ -149,8 +150,8 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         for b in bar:
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             xb, yb = X_train[idx], y_train[idx]  # (b, 128, 9), (b,)
-            if rotate is not None:
-                xb = rotate(xb)  # (b, 128, 9) the same windows seen from a slightly rotated sensor
+            if augment.active:
+                xb = augment(xb)  # (b, 128, 9) the same movements, other mounting angle or vigour
             loss, parts = model.training_loss(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
