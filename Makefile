@@ -34,9 +34,9 @@ cv:
 	$(CV) --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_seed1
 	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_seed2
 	$(CV) --model bilm --set epochs=30 --set label_smoothing=0.1 --out runs/cv/bilm_e30_ls01
+	$(CV) --model bilm --set epochs=30 --set intensity_scale=0.2 --out runs/cv/bilm_e30_int02
 	$(CV) --model tcn_physics --set epochs=8 --out runs/cv/tcn_physics_h128
 	$(CV) --model tcn_base --set epochs=8 --out runs/cv/tcn_base_h128
-	$(CV) --model bilm --set epochs=30 --set intensity_scale=0.2 --out runs/cv/bilm_e30_int02
 
 # docs/results.md from the CV runs, the shipped bundle, benchmarks and a held-out replay.
 results:
