@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.frontend import FrontEnd
-from edge.runtime import EXAMPLE_RECORDING, Pipeline, load_model
+from edge.runtime import EXAMPLE_RECORDING, Pipeline, StageTimers, load_model
 
 ENGINES = (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32"))
 REPO = Path(__file__).resolve().parent.parent
@@ -253,7 +253,7 @@ def format_table(f: dict) -> str:
     s = f["stages"]
     lines += ["", f"per-stage cost, live path ({s['samples']} samples one frame per read, {s['windows']} windows)",
               f"  {'stage':<12s} {'us/sample':>10s} {'us/window':>10s}"]
-    for stage in ("decode", "gaps", "frontend", "normalize", "inference", "postprocess", "pipeline"):
+    for stage in StageTimers.STAGES:
         lines.append(f"  {stage:<12s} {s[stage]['us_per_sample']:10.2f} {s[stage]['us_per_window']:10.1f}")
     r = f["replay"]
     lines += ["", f"replay ({r['engine']}): {r['samples']} samples ({r['stream_seconds']:.0f} s of stream), "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.frontend import FrontEndConfig, FrontEndError
+from edge.mount import MountConfig, MountError
 
 SCHEMA_VERSION = "har-bundle/1"
 BUNDLE_JSON = "bundle.json"
@@ -82,6 +83,7 @@ class Bundle:
     source_checkpoint: dict
     metrics: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
+    mount: MountConfig | None = None   # windows are mount-aligned before normalization (edge/mount.py)
 
     @property
     def n_classes(self) -> int:
@@ -293,8 +295,13 @@ def parse_bundle(root: str | Path, data: dict) -> Bundle:
         models[key] = entry
     source = r.get(data, "source_checkpoint", "", dict)
     metrics = r.get(data, "metrics", "", dict, optional=True) or {}
+    mount_obj = r.get(data, "mount", "", dict, optional=True)
+    try:
+        mount = MountConfig.from_dict(mount_obj, str(r.json_path) + ": mount") if mount_obj else None
+    except MountError as e:
+        raise BundleError(f"{e}; {REEXPORT}") from None
     return Bundle(root, version, classes, channels, tuple(units), rate, window, hop, mean, std, dict(frontend),
-                  frontend_config, models, files, source, metrics, data)
+                  frontend_config, models, files, source, metrics, data, mount)
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -53,6 +53,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     s.add_argument("--votes", type=int, default=2, metavar="K", help="votes needed with --smoothing vote (default 2)")
     s.add_argument("--threshold", type=float, default=0.5,
                    help="confidence below which the label is 'uncertain' (default 0.5; 0 disables)")
+    p.add_argument("--mount-calibration", metavar="FILE",
+                   help="the wearer's mount calibration (bundles trained with mount alignment): read at start "
+                        "when FILE exists, learnt from moving windows otherwise, written back on exit")
     p.add_argument("--quiet", action="store_true", help="no live label lines on the terminal")
 
 
@@ -159,6 +162,45 @@ def _stopper(duration: float | None):
     return lambda: time.perf_counter() >= deadline
 
 
+def _calibration(args, model):
+    """The saved mount calibration of --mount-calibration FILE, or None (learn it from the stream)."""
+    from edge.mount import MountCalibration, MountError
+
+    path = getattr(args, "mount_calibration", None)
+    if not path:
+        return None
+    if model.mount is None:
+        _say(f"warning: {model.description} was trained without mount alignment; --mount-calibration is not used")
+        return None
+    path = Path(path)
+    if not path.exists():
+        _say(f"{path} does not exist yet: the mount is calibrated from this stream's moving windows and saved there")
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return MountCalibration.from_dict(model.mount, data if isinstance(data, dict) else {}, str(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path} is not a mount calibration JSON file ({exc}); delete it to calibrate afresh") from None
+    except MountError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _save_calibration(args, pipeline) -> None:
+    path = getattr(args, "mount_calibration", None)
+    if not path or pipeline.calibration is None:
+        return
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(pipeline.calibration.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        _say(f"warning: could not save the mount calibration to {path}: {exc}")
+        return
+    state = "calibrated" if pipeline.calibration.calibrated else "not yet calibrated"
+    _say(f"mount calibration ({state}, {pipeline.calibration.windows} moving windows) saved to {path}")
+
+
 # -- commands -------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
@@ -168,12 +210,13 @@ def cmd_run(args) -> int:
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     smoothing = _smoothing(args)
     sinks = _sinks(args, model.frontend_config.sample_rate_hz, live=True)
-    pipeline = Pipeline(model, smoothing, decoder=_decoder(args))
+    pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model))
     pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
     _stop_signals_as_interrupt()
     run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_stopper(args.duration))
+    _save_calibration(args, pipeline)
     return 0
 
 
@@ -193,11 +236,12 @@ def cmd_replay(args) -> int:
         _say(f"warning: {args.recording} was sampled at {recording.rate_hz:.2f} Hz; the model expects {rate:g} Hz")
     memory = MemorySink()
     sinks = [memory] + _sinks(args, rate, live=args.realtime)
-    pipeline = Pipeline(model, _smoothing(args), notify=_say)
+    pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model))
     source = RecordingSource(recording.samples, realtime=args.realtime, rate_hz=rate)
     _stop_signals_as_interrupt()
     started = time.perf_counter()
     report = run_loop(source, pipeline, sinks, report_every_s=10.0 if args.realtime else None, report=lambda m: None)
+    _save_calibration(args, pipeline)
     elapsed = time.perf_counter() - started
     counters = report.counters
     n = len(recording)
@@ -292,10 +336,12 @@ def cmd_record(args) -> int:
                  f"reconnects {source.reconnects}")
         else:
             model = load_model(args.bundle, args.backend, args.precision, args.threads)
-            pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args))
+            pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args),
+                                calibration=_calibration(args, model))
             pipeline.warm_up()
             run_loop(tee, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
                      report_every_s=args.report_every or None, stop=_stopper(args.duration))
+            _save_calibration(args, pipeline)
     finally:
         if raw_file is not None:
             raw_file.close()

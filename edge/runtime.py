@@ -1,7 +1,8 @@
 """The streaming pipeline, from bytes (or decoded samples) to labelled windows.
 
     source -> protocol decoder -> gap handling -> front-end (filter + window 128 / hop 64)
-           -> normalization (bundle statistics) -> inference -> post-processing -> sinks
+           -> mount alignment (when the bundle has one) -> normalization (bundle statistics)
+           -> inference -> post-processing -> sinks
 
 `Pipeline.process(item)` runs one source item through every stage and returns the window
 results it completed; `run_loop` is the main loop: read, process, emit, report counters.
@@ -28,6 +29,7 @@ import numpy as np
 
 from edge.frontend import FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
+from edge.mount import MountCalibration, MountConfig
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 
@@ -51,12 +53,13 @@ class Model:
     session: object  # .predict(windows (k, 128, 9) float32 normalized) -> logits (k, C)
     description: str = ""
     bundle: object = None  # the edge.bundle.Bundle it came from, when it came from one
+    mount: MountConfig | None = None  # the model was trained on mount-aligned windows (edge/mount.py)
 
 
 def model_from_bundle(bundle, session, description: str = "") -> Model:
     """The pipeline's view of an `edge.bundle.Bundle` (already validated by load_bundle)."""
     return Model(tuple(bundle.classes), np.asarray(bundle.mean, np.float32), np.asarray(bundle.std, np.float32),
-                 bundle.frontend_config, session, description)
+                 bundle.frontend_config, session, description, mount=bundle.mount)
 
 
 def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite", precision: str = "int8",
@@ -85,7 +88,7 @@ _NO_ENDS = np.zeros(0, dtype=np.int64)
 class StageTimers:
     """Seconds spent per stage and how many calls / items went through it."""
 
-    STAGES = ("decode", "gaps", "frontend", "normalize", "inference", "postprocess", "pipeline")
+    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "postprocess", "pipeline")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
@@ -117,7 +120,7 @@ class Pipeline:
 
     def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
                  gaps: GapConfig | None = None, decoder=None,
-                 notify: Callable[[str], None] | None = None):
+                 notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None):
         self.model = model
         self.classes = model.classes
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
@@ -125,6 +128,11 @@ class Pipeline:
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
         self.frontend = FrontEnd(model.frontend_config)
         self.smoother = LabelSmoother(model.classes, smoothing)
+        # The wearer's mount reference outlives front-end resets (same board on the same body); a saved one
+        # (`--mount-calibration FILE`) can be given, else it is learnt from this stream's moving windows.
+        self.calibration = None
+        if model.mount is not None:
+            self.calibration = calibration if calibration is not None else MountCalibration(model.mount)
         self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
         self.timers = StageTimers()
         self.offset = 0  # stream position of the front-end's first sample since its last reset
@@ -160,7 +168,7 @@ class Pipeline:
             windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
             if len(ends) == 0:
                 continue
-            logits = self.infer(self.normalize(windows))  # (k, C)
+            logits = self.infer(self.normalize(self.align(windows)))  # (k, C)
             results.extend(self.postprocess(logits, ends, item.arrival))
         self.timers.add("pipeline", time.perf_counter() - started, len(results))
         message = self.gaps.rate.check()
@@ -228,6 +236,22 @@ class Pipeline:
         self.timers.add("frontend", time.perf_counter() - t0, len(chunk))
         return windows, ends
 
+    def align(self, windows: np.ndarray) -> np.ndarray:
+        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it."""
+        if self.calibration is None:
+            return windows
+        t0 = time.perf_counter()
+        aligned = np.empty_like(windows)  # (k, 128, 9)
+        for i, window in enumerate(windows):
+            was_calibrated = self.calibration.calibrated
+            self.calibration.update(window)
+            if self.calibration.calibrated and not was_calibrated:
+                self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
+                            "windows are aligned from now on")
+            aligned[i] = self.calibration.align(window)
+        self.timers.add("align", time.perf_counter() - t0, len(windows))
+        return aligned
+
     def normalize(self, windows: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()
         x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
@@ -292,6 +316,8 @@ class Pipeline:
             "rate_hz": None if self.gaps.rate.rate_hz is None else round(self.gaps.rate.rate_hz, 3),
             "rate_warnings": self.gaps.rate.warnings,
         }
+        if self.calibration is not None:
+            out["mount"] = {"calibrated": self.calibration.calibrated, "moving_windows": self.calibration.windows}
         if self.decoder is not None:
             out["decoder"] = self.decoder.counters.as_dict()
         return out
@@ -317,6 +343,10 @@ def format_counters(counters: dict) -> str:
         parts.append(f"garbage bytes {dec.get('garbage_bytes', 0)}")
     rate = counters["rate_hz"]
     parts.append("rate " + ("measuring" if rate is None else f"{rate:.2f} Hz"))
+    if "mount" in counters:
+        mount = counters["mount"]
+        parts.append("mount " + ("calibrated" if mount["calibrated"] else "calibrating")
+                     + f" ({mount['moving_windows']} moving windows)")
     return ", ".join(parts)
 
 

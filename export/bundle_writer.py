@@ -62,7 +62,7 @@ def file_entry(path: Path) -> dict:
 
 
 def write_bundle(out_dir: str | Path, *, classes, channels, channel_units, mean, std, frontend: dict,
-                 source_checkpoint: dict, export_info: dict, metrics: dict | None = None,
+                 source_checkpoint: dict, export_info: dict, metrics: dict | None = None, mount: dict | None = None,
                  model_files: dict[str, str] = MODEL_FILES):
     """Describe the model files in `out_dir` in bundle.json (plus metrics.json when given) -> Bundle."""
     out = Path(out_dir)
@@ -87,6 +87,7 @@ def write_bundle(out_dir: str | Path, *, classes, channels, channel_units, mean,
         "hop": int(frontend["hop"]),
         "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "frontend": dict(frontend),
+        "mount": dict(mount) if mount else None,
         "models": models,
         "files": files,
         "source_checkpoint": source_checkpoint,

@@ -46,7 +46,7 @@ def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def load_windows(ckpt: dict, data_path: Path, n_calibration: int, max_eval: int | None):
     """-> (calibration (n,128,9), eval windows (k,128,9), eval labels (k,), eval description); normalized."""
     from edge.frontend import FrontEndConfig
-    from training.data import DataError, load_hapt_windows, normalize
+    from training.data import DataError, checkpoint_inputs, load_hapt_windows
 
     train_subjects = [int(s) for s in ckpt["subjects"].get("train", [])]
     val_subjects = [int(s) for s in ckpt["subjects"].get("val", [])]
@@ -57,9 +57,7 @@ def load_windows(ckpt: dict, data_path: Path, n_calibration: int, max_eval: int 
     except (DataError, OSError, ValueError) as e:
         raise ExportError(f"cannot read calibration/validation windows from {data_path}: {e} "
                           "(pass the HAPT raw data with --data)") from None
-    mean = np.asarray(ckpt["norm"]["mean"], np.float32)
-    std = np.asarray(ckpt["norm"]["std"], np.float32)
-    X = normalize(windows.X, mean, std)    # (N, 128, 9)
+    X = checkpoint_inputs(windows, ckpt)   # (N, 128, 9) mount-aligned per subject if trained so, normalized
     train_mask = np.isin(windows.subject, train_subjects) if train_subjects else np.ones(len(X), bool)
     val_mask = np.isin(windows.subject, val_subjects) if val_subjects else np.zeros(len(X), bool)
     if not train_mask.any():
@@ -133,7 +131,7 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path = D
 
     bundle_args = dict(
         classes=ckpt["classes"], channels=ckpt["channels"], channel_units=list(CHANNEL_UNITS),
-        mean=ckpt["norm"]["mean"], std=ckpt["norm"]["std"], frontend=ckpt["frontend"],
+        mean=ckpt["norm"]["mean"], std=ckpt["norm"]["std"], frontend=ckpt["frontend"], mount=ckpt.get("mount"),
         source_checkpoint={"file": checkpoint.name, "sha256": sha256_file(checkpoint),
                            "model_name": ckpt["model_name"], "model_config": ckpt["model_config"],
                            "subjects": ckpt["subjects"]},

@@ -16,7 +16,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.checkpoint import load_checkpoint  # noqa: E402
-from training.data import DEFAULT_HAPT_PATH, load_hapt_windows, normalize  # noqa: E402
+from training.config import ConfigError  # noqa: E402
+from training.cv import fold_checkpoints  # noqa: E402
+from training.data import DEFAULT_HAPT_PATH, checkpoint_inputs, load_hapt_windows  # noqa: E402
 from training.train import predict  # noqa: E402
 
 
@@ -26,19 +28,18 @@ def main() -> None:
     parser.add_argument("--data", default=DEFAULT_HAPT_PATH)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    folds = sorted(args.run.glob("fold_*/model.pt"))
-    if not folds:
-        raise SystemExit(f"per_user_cv: no fold_K/model.pt in {args.run}; run `har-train cv --out {args.run}` first")
+    try:
+        folds = fold_checkpoints(args.run)
+    except ConfigError as exc:
+        raise SystemExit(f"per_user_cv: {exc}") from None
     windows = load_hapt_windows(args.data)
     sitting, standing = windows.classes.index("SITTING"), windows.classes.index("STANDING")
     print(f"{'fold':>4} {'user':>4} {'windows':>7} {'accuracy':>8}  sitting->standing  standing->sitting")
     for path in folds:
         model, checkpoint = load_checkpoint(path)
-        mean = np.asarray(checkpoint["norm"]["mean"], dtype=np.float32)
-        std = np.asarray(checkpoint["norm"]["std"], dtype=np.float32)
         for user in checkpoint["subjects"]["val"]:
             held_out = windows.of_subjects([user])
-            logits = predict(model, torch.from_numpy(normalize(held_out.X, mean, std)), batch_size=512)  # (n, 6)
+            logits = predict(model, torch.from_numpy(checkpoint_inputs(held_out, checkpoint)), batch_size=512)  # (n, 6)
             predicted = logits.argmax(1).numpy()  # (n,)
             truth = held_out.y
             print(f"{path.parent.name[5:]:>4} {user:>4} {len(truth):>7} {np.mean(predicted == truth):>8.3f}  "

@@ -58,14 +58,15 @@ def cv_section(default: str) -> tuple[list[str], dict]:
 
     # Keys that say what was trained on or how the run was executed, not how the model was trained.
     not_recipe = {"model", "model_options", "epochs", "data", "subjects", "val_subjects", "folds", "val_fold",
-                  "train_all", "num_threads", "eval_batch_size", "max_batches_per_epoch", "progress"}
+                  "train_all", "num_threads", "eval_batch_size", "max_batches_per_epoch", "progress", "align_mount"}
 
     def recipe(cfg: dict) -> str:
         """'30 ep' plus every training option the run set away from its default (seed, augmentation, ...);
-        a new option shows up here without being listed."""
+        a new option shows up here without being listed. Mount alignment is named whenever on (runs made
+        before the option existed lack the key: they were not aligned)."""
         defaults = TrainConfig().to_dict()
         changed = [f"{k}={v}" for k, v in cfg.items() if k in defaults and k not in not_recipe and v != defaults[k]]
-        return " ".join([f"{cfg['epochs']} ep"] + changed)
+        return " ".join([f"{cfg['epochs']} ep"] + (["**mount-aligned**"] if cfg.get("align_mount") else []) + changed)
 
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sorted(CV_DIR.glob("*/cv_summary.json"))}
     if not summaries:
@@ -189,8 +190,10 @@ def heldout_section(default: str, summaries: dict) -> list[str]:
                 factors = []
                 for acc in sorted(raw_dir.glob(f"acc_exp*_user{user:02d}.txt")):
                     out_json = raw_dir / (acc.stem + ".json")
+                    # One calibration file per user: a fresh wearer on their first recording, carried into the next.
                     command = [sys.executable, "-m", "edge.cli", "replay", str(acc), "--bundle", str(bundle.relative_to(REPO)),
-                               "--quiet", "--summary-json", str(out_json)]
+                               "--quiet", "--summary-json", str(out_json),
+                               "--mount-calibration", str(raw_dir / f"mount_user{user:02d}.json")]
                     if plotted is None:
                         command += ["--plot", str(FIGURES / "timeline_heldout.png")]
                         plotted = (acc.name, fold["fold"])
@@ -211,7 +214,9 @@ def heldout_section(default: str, summaries: dict) -> list[str]:
         "runtime (`har-edge replay acc_expNN_userMM.txt --bundle runs/heldout_bundle/fold_K`, TFLite int8). Same "
         "front-end as training, but on the device's own 64-sample grid from the start of each recording rather than "
         "the training grid from each labelled segment's start; only windows that lie inside one labelled activity "
-        "are scored.", "",
+        "are scored. A mount-aligned model calibrates online as on the device: each user starts uncalibrated on "
+        "their first recording, and the calibration (`--mount-calibration`, one file per user) carries into the "
+        "next.", "",
         "| fold | window accuracy at training (torch fp32) % | streaming windows scored | streaming raw % "
         "| streaming smoothed % |", "|---|---|---|---|---|",
     ]
@@ -230,6 +235,26 @@ def heldout_section(default: str, summaries: dict) -> list[str]:
         lines.append(f"| {k} | {user} | {n} | {pct(raw_ok / n)} | {pct(smooth_ok / n)} | {factor:.0f} |")
     lines += ["", f"Label timeline of {plotted[0]} (held out in fold {plotted[1]}) against its true labels:", "",
               "![timeline](figures/timeline_heldout.png)", ""]
+    return lines
+
+
+def mount_section(summaries: dict) -> list[str]:
+    """Every mount-aligned CV run scored with the wearer calibrated, in a first session, and uncalibrated."""
+    runs = [name for name, s in summaries.items() if s["train_config"].get("align_mount")]
+    if not runs:
+        return []
+    lines = ["## Mount alignment: calibrated, first session, uncalibrated", "",
+             "A mount-aligned model (`--set align_mount=true`, `edge/mount.py`) sees each wearer's windows rotated so "
+             "that their gravity direction while walking is the training wearers' mean. The CV table above scores "
+             "each held-out wearer calibrated on their own moving windows (a wearer with a saved "
+             "`--mount-calibration` file). `python scripts/mount_cv.py runs/cv/NAME` also scores the same windows "
+             "as a first session (the device's online calibration, empty at the wearer's first recording, fed "
+             "every stream window in time order, carried into their second recording; identity until 20 moving "
+             "windows) and with no calibration at all. Labels only score.", ""]
+    command = [sys.executable, "scripts/mount_cv.py", *(str(CV_DIR / name) for name in runs)]
+    out = run(command)
+    lines += [f"`python scripts/mount_cv.py {' '.join('runs/cv/' + name for name in runs)}`:", "",
+              "```", out.rstrip(), "```", ""]
     return lines
 
 
@@ -279,6 +304,7 @@ def main() -> None:
                 if args.skip_bench or args.skip_heldout or args.skip_training_cost else ""), ""]
     cv_lines, summaries = cv_section(args.default)
     lines += cv_lines
+    lines += mount_section(summaries)
     export_heldout_bundles(args.default, summaries)
     lines += export_section(args.default)
     lines += (kept(previous, "## Training cost", "--skip-training-cost") if args.skip_training_cost

@@ -323,3 +323,38 @@ def test_demo_streams_the_example_through_a_virtual_device_like_replay(bundle_di
     assert summary["counters"]["gaps"]["lost_samples"] == 0 and summary["counters"]["decoder"]["crc_errors"] == 0
     assert summary["truth"]["scored_windows"] > 100
     assert sum(summary["labels"].values()) == len(demo)
+
+
+def with_mount(bundle_dir: Path, tmp_path: Path, mount) -> Path:
+    """A copy of the bundle whose bundle.json says the model wants mount-aligned windows."""
+    dst = tmp_path / "mount_bundle"
+    shutil.copytree(bundle_dir, dst)
+    data = json.loads((dst / "bundle.json").read_text())
+    data["mount"] = mount
+    (dst / "bundle.json").write_text(json.dumps(data))
+    return dst
+
+
+def test_mount_calibration_is_learnt_saved_and_reused(bundle_dir, hapt_recording, tmp_path, capsys):
+    bundle = with_mount(bundle_dir, tmp_path, {"canonical": [0.979, -0.185, -0.086], "moving_rms_g": 0.2,
+                                                "min_windows": 20})
+    wearer = tmp_path / "wearer.json"
+    rc, _, err = replay([hapt_recording, "--bundle", bundle, "--quiet", "--mount-calibration", wearer,
+                         "--jsonl", tmp_path / "first.jsonl"], capsys)
+    assert rc == 0, err
+    saved = json.loads(wearer.read_text())
+    assert saved["windows"] >= 20 and "mount calibrated from 20 moving windows" in err and "saved to" in err
+    # Second session: calibrated from its first window, so early windows may be labelled differently.
+    rc, _, err = replay([hapt_recording, "--bundle", bundle, "--quiet", "--mount-calibration", wearer,
+                         "--jsonl", tmp_path / "second.jsonl"], capsys)
+    assert rc == 0 and "mount calibrated from" not in err
+    assert json.loads(wearer.read_text())["windows"] == 2 * saved["windows"]
+    wearer.write_text("{not json")
+    rc, _, err = replay([hapt_recording, "--bundle", bundle, "--mount-calibration", wearer], capsys)
+    assert rc == 2 and "wearer.json" in err and "delete it" in err and "Traceback" not in err
+
+
+def test_a_bad_mount_in_the_bundle_is_named(bundle_dir, hapt_recording, tmp_path, capsys):
+    bundle = with_mount(bundle_dir, tmp_path, {"canonical": [0, 0, 0]})
+    rc, _, err = replay([hapt_recording, "--bundle", bundle], capsys)
+    assert rc == 2 and "bundle.json" in err and "mount" in err and "re-export" in err

@@ -28,6 +28,7 @@ from training.models import create_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 FP32_ATOL = 1e-4        # torch fused vs ONNX fp32 / TFLite fp32
+MOUNT = {"canonical": [0.979, -0.185, -0.086], "moving_rms_g": 0.2, "max_turn_deg": 10.0, "min_windows": 20}
 INT8_REL_TOL = 0.15     # int8 max |logit diff| <= 15% of the fp32 logit span (random-init tiny model)
 
 
@@ -99,7 +100,7 @@ def exported(tmp_path_factory, stored):
     _randomize_batchnorm_statistics(model)
     ckpt = make_checkpoint(model, model_name="tcn_tiny", train_config={}, classes=CLASS_NAMES, channels=CHANNELS,
                            mean=stored["mean"], std=stored["std"], frontend=FrontEndConfig().to_dict(),
-                           metrics={}, train_subjects=[1, 3], val_subjects=[5])
+                           metrics={}, train_subjects=[1, 3], val_subjects=[5], mount=MOUNT)
     ckpt_path = save_checkpoint(root / "model.pt", ckpt)
     windows = stored["windows"]
     result = run_export(ckpt_path, root / "bundle", runs=3,
@@ -107,6 +108,14 @@ def exported(tmp_path_factory, stored):
     reference_fused, _ = fuse_model(model.classifier_module())
     return {"result": result, "dir": root / "bundle", "ckpt_path": ckpt_path, "ckpt": ckpt, "model": model,
             "fused": reference_fused}
+
+
+def test_bundle_carries_the_checkpoints_mount_alignment(exported):
+    from edge.mount import MountConfig
+
+    bundle = load_bundle(exported["dir"])
+    assert bundle.mount == MountConfig.from_dict(MOUNT)  # the runtime aligns windows as training did
+    assert json.loads((exported["dir"] / "bundle.json").read_text())["mount"]["min_windows"] == 20
 
 
 def test_bundle_has_every_file_and_loads(exported):

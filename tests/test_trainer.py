@@ -27,8 +27,9 @@ def windows(hapt_zip):
 
 
 def _quick(**overrides) -> TrainConfig:
+    # Mount alignment off unless a test asks for it: the tests below compare with the raw windows' statistics.
     base = {"model": "tcn_tiny", "epochs": 2, "batch_size": 32, "max_batches_per_epoch": 6, "warmup_epochs": 1,
-            "num_threads": 1, "progress": False}
+            "num_threads": 1, "progress": False, "align_mount": False}
     return load_train_config(None, {**base, **overrides})
 
 
@@ -251,3 +252,26 @@ def test_cli_fit_end_to_end(hapt_zip, tmp_path, capsys):
     assert code == 0
     assert "val accuracy" in capsys.readouterr().out
     assert (out / "model.pt").exists()
+
+
+def test_align_mount_stores_the_mount_and_aligns_every_subject_by_its_own_reference(windows, tmp_path):
+    from edge.mount import MountConfig, align_by_subject, canonical_direction, reference_direction
+    from training.checkpoint import read_checkpoint
+    from training.data import checkpoint_inputs
+
+    fit(_quick(val_subjects=[5], epochs=1, align_mount=True), tmp_path, windows=windows)
+    checkpoint = read_checkpoint(tmp_path / "model.pt")
+    mount = MountConfig.from_dict(checkpoint["mount"])
+    # The canonical direction is the training subjects' (1, 3) mean reference, not the held-out subject's.
+    expected = canonical_direction([reference_direction(windows.X[windows.subject == s], mount) for s in (1, 3)])
+    np.testing.assert_allclose(mount.canonical, expected, atol=1e-9)
+    # Normalization was fitted on the aligned training windows; inputs for evaluation are aligned the same way.
+    train = windows.of_subjects([1, 3])
+    aligned_mean, _ = fit_normalization(align_by_subject(train.X, train.subject, mount))
+    np.testing.assert_allclose(checkpoint["norm"]["mean"], aligned_mean, atol=1e-6)
+    held_out = windows.of_subjects([5])
+    inputs = checkpoint_inputs(held_out, checkpoint)  # (n, 128, 9) normalized
+    un_normalized = inputs * np.asarray(checkpoint["norm"]["std"]) + np.asarray(checkpoint["norm"]["mean"])
+    np.testing.assert_allclose(reference_direction(un_normalized, mount), mount.canonical, atol=1e-4)
+    plain = fit(_quick(val_subjects=[5], epochs=1, align_mount=False), tmp_path / "plain", windows=windows)
+    assert plain["val_subjects"] == [5] and read_checkpoint(tmp_path / "plain" / "model.pt")["mount"] is None

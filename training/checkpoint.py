@@ -3,7 +3,8 @@
 
     {"format": "har-checkpoint/1", "model_name", "model_config" (ModelConfig as dict), "state_dict",
      "train_config" (TrainConfig as dict), "classes", "channels", "norm": {"mean": [9], "std": [9]},
-     "frontend" (FrontEndConfig as dict), "metrics", "subjects": {"train": [...], "val": [...]}}
+     "frontend" (FrontEndConfig as dict), "metrics", "subjects": {"train": [...], "val": [...]},
+     "mount" (edge.mount.MountConfig as dict, or None: windows are not mount-aligned; absent in older files)}
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class CheckpointError(ValueError):
 
 
 def make_checkpoint(model, *, model_name: str, train_config: dict, classes, channels, mean, std,
-                    frontend: dict, metrics: dict, train_subjects, val_subjects) -> dict:
+                    frontend: dict, metrics: dict, train_subjects, val_subjects, mount: dict | None = None) -> dict:
     return {
         "format": FORMAT,
         "model_name": model_name,
@@ -37,6 +38,7 @@ def make_checkpoint(model, *, model_name: str, train_config: dict, classes, chan
         "frontend": dict(frontend),
         "metrics": metrics,
         "subjects": {"train": [int(s) for s in train_subjects], "val": [int(s) for s in val_subjects]},
+        "mount": dict(mount) if mount is not None else None,
     }
 
 

@@ -17,6 +17,14 @@ from training.data import subject_folds
 from training.metrics import classification_report, confusion_text
 
 
+def fold_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The fold_K/model.pt files of a `har-train cv --out run_dir` folder, in fold order."""
+    folds = sorted(Path(run_dir).glob("fold_*/model.pt"))
+    if not folds:
+        raise ConfigError(f"no fold_K/model.pt in {run_dir}; run `har-train cv --out {run_dir}` first")
+    return folds
+
+
 def cross_validate(config: TrainConfig, out_dir: str | Path) -> dict:
     from training.train import fit, load_windows  # late import keeps `har-train models` light
 

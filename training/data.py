@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.frontend import CHANNELS, FrontEndConfig, filter_recording
+from edge.mount import MountConfig, align_by_subject
 
 from firmware_bridge.recording import CLASSES as CLASS_NAMES  # noqa: E402  (index = HAPT activity id - 1)
 
@@ -262,6 +263,17 @@ def fit_normalization(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def normalize(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((X - mean) / std).astype(np.float32)
+
+
+def checkpoint_inputs(windows: "WindowSet", checkpoint: dict) -> np.ndarray:
+    """Windows as a checkpoint's model expects them: mount-aligned per subject (each wearer calibrated on
+    their own moving windows) when the checkpoint was trained so, then normalized -> (N, 128, 9) float32."""
+    X = windows.X
+    if checkpoint.get("mount"):
+        X = align_by_subject(X, windows.subject, MountConfig.from_dict(checkpoint["mount"], "checkpoint mount"))
+    mean = np.asarray(checkpoint["norm"]["mean"], np.float32)
+    std = np.asarray(checkpoint["norm"]["std"], np.float32)
+    return normalize(X, mean, std)
 
 
 def subject_folds(subjects, k: int, seed: int = 0) -> list[tuple[list[int], list[int]]]:

@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from edge.frontend import FrontEndConfig
+from edge.mount import MountConfig, align_by_subject, canonical_direction, reference_direction
 from training.augment import WindowAugmentation
 from training.checkpoint import make_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig
@@ -82,6 +83,17 @@ def evaluate(model, X: torch.Tensor, y: torch.Tensor, classes, batch_size: int) 
     return report
 
 
+def fit_mount(windows: WindowSet) -> MountConfig:
+    """The mount canonical direction: the mean of the given subjects' moving-gravity references."""
+    detector = MountConfig(canonical=(1.0, 0.0, 0.0))  # default moving-window tests; canonical set below
+    references = [reference_direction(windows.X[windows.subject == s], detector) for s in np.unique(windows.subject)]
+    references = [r for r in references if r is not None]
+    if not references:
+        raise ConfigError("align_mount: no training window is moving (walking); train on recordings with walking "
+                          "or set align_mount=false")
+    return replace(detector, canonical=canonical_direction(references))
+
+
 def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
     """-> (windows at the front-end's hop, as the device cuts them: validation; windows at `train_hop`: training).
     The same front-end and the same labelled segments make both; only the spacing of window starts differs."""
@@ -113,6 +125,15 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     train_subjects, val_subjects = split_subjects(config, windows.subject)
     train_set = train_windows.of_subjects(train_subjects)
     val_set = windows.of_subjects(val_subjects) if val_subjects else None
+
+    mount = None
+    if config.align_mount:
+        # Each wearer rotated by their own moving-window reference (no labels used), onto the training wearers'
+        # mean; validation wearers count as calibrated (edge/mount.py: the device calibrates while worn).
+        mount = fit_mount(windows.of_subjects(train_subjects))
+        train_set = replace(train_set, X=align_by_subject(train_set.X, train_set.subject, mount))
+        if val_set is not None:
+            val_set = replace(val_set, X=align_by_subject(val_set.X, val_set.subject, mount))
 
     # Statistics from the training subjects only: validation windows are normalized with them.
     mean, std = fit_normalization(train_set.X)
@@ -224,7 +245,8 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         final, model_name=config.model, train_config=config.to_dict(), classes=classes,
         channels=list(windows.channels), mean=mean, std=std, frontend=frontend,
         metrics={k: v for k, v in metrics.items() if k != "history"},
-        train_subjects=train_subjects, val_subjects=val_subjects)
+        train_subjects=train_subjects, val_subjects=val_subjects,
+        mount=mount.to_dict() if mount is not None else None)
     save_checkpoint(out_dir / "model.pt", checkpoint)
     (out_dir / "norm.json").write_text(json.dumps(
         {"channels": list(windows.channels), "mean": checkpoint["norm"]["mean"], "std": checkpoint["norm"]["std"],

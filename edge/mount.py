@@ -1,0 +1,169 @@
+"""Mount alignment: undo how the wearer's board sits on the body before the model sees a window.
+
+Why: every HAPT user wears the phone on the waist at a slightly different angle (their gravity direction
+while walking differs by up to 21 degrees from the users' mean). Sitting and standing differ mainly by the
+tilt of the pelvis, a few to 30 degrees, so a mount tilted by a few degrees turns one user's standing into
+everyone's sitting: the errors left after training were whole-user biases of exactly this kind.
+
+How: while the wearer moves (walks, climbs stairs), the torso is upright; the mean gravity direction of
+those windows is the mount's *reference*. The rotation that takes the reference onto a fixed *canonical*
+direction (the training wearers' mean) is applied to every window's three triplets (body_acc, body_gyro,
+total_acc), so the model sees every wearer as if mounted the same way. No labels are needed: a window
+counts as moving when its body-acceleration RMS exceeds `moving_rms_g` (HAPT: every walking window is
+above 0.18 g, the median static one at 0.01 g) and its gravity direction turns by less than
+`max_turn_deg` from its first to its last 16 samples. The second test keeps out posture changes (sitting
+down, lying down: large body_acc while the 0.3 Hz gravity filter catches up, gravity turning by tens of
+degrees); 99% of HAPT's walking windows turn by less than 10 degrees.
+
+Offline (training, evaluation) each wearer's reference comes from all of their moving windows
+(`reference_direction`); online, `MountCalibration` builds it from the stream and can be saved per
+wearer, so the next session starts calibrated. numpy + scipy only (runs on the device).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))  # body_acc, body_gyro, total_acc (frontend.CHANNELS)
+
+
+class MountError(ValueError):
+    """A mount configuration or calibration file that cannot be used; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    canonical: tuple[float, float, float]  # unit gravity direction while moving, mean of the training wearers
+    moving_rms_g: float = 0.2              # a window is "moving" when its body_acc RMS magnitude exceeds this (g)
+    max_turn_deg: float = 10.0             # ... and its gravity direction turns less than this across the window
+    min_windows: int = 20                  # moving windows (about 25 s) before an online reference is trusted
+
+    def __post_init__(self):
+        canonical = np.asarray(self.canonical, dtype=np.float64)
+        if canonical.shape != (3,) or not np.all(np.isfinite(canonical)) or np.linalg.norm(canonical) < 1e-6:
+            raise MountError(f"mount canonical direction {self.canonical!r} must be three finite numbers, not all 0")
+        if not self.moving_rms_g > 0 or not 0 < self.max_turn_deg <= 180 or int(self.min_windows) < 1:
+            raise MountError(f"mount moving_rms_g={self.moving_rms_g} must be > 0, max_turn_deg={self.max_turn_deg} "
+                             f"in (0, 180] and min_windows={self.min_windows} >= 1")
+        object.__setattr__(self, "canonical", tuple(float(v) for v in canonical / np.linalg.norm(canonical)))
+        object.__setattr__(self, "min_windows", int(self.min_windows))
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"canonical": list(self.canonical)}
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "mount") -> "MountConfig":
+        try:
+            return cls(canonical=tuple(data["canonical"]), moving_rms_g=float(data.get("moving_rms_g", 0.2)),
+                       max_turn_deg=float(data.get("max_turn_deg", 10.0)), min_windows=int(data.get("min_windows", 20)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MountError(f"{where}: not a mount description ({exc}); expected "
+                             '{"canonical": [x, y, z], "moving_rms_g": g, "max_turn_deg": d, "min_windows": n}') from None
+
+
+def gravity_directions(windows: np.ndarray) -> np.ndarray:
+    """(N, 128, 9) un-normalized windows -> (N, 3) unit mean gravity direction (total_acc - body_acc)."""
+    gravity = (windows[:, :, 6:9] - windows[:, :, 0:3]).mean(axis=1).astype(np.float64)  # (N, 3)
+    return gravity / np.maximum(np.linalg.norm(gravity, axis=1, keepdims=True), 1e-9)
+
+
+def moving(windows: np.ndarray, config: MountConfig) -> np.ndarray:
+    """(N, 128, 9) -> (N,) bool: body-acceleration RMS above moving_rms_g and gravity turning less than
+    max_turn_deg between the window's first and last 16 samples (walking, not a posture change)."""
+    rms = np.sqrt((windows[:, :, 0:3].astype(np.float64) ** 2).sum(axis=2).mean(axis=1))  # (N,)
+    gravity = (windows[:, :, 6:9] - windows[:, :, 0:3]).astype(np.float64)  # (N, 128, 3)
+    first, last = gravity[:, :16].mean(axis=1), gravity[:, -16:].mean(axis=1)  # (N, 3) each
+    cosine = np.sum(first * last, axis=1) / np.maximum(
+        np.linalg.norm(first, axis=1) * np.linalg.norm(last, axis=1), 1e-12)  # (N,)
+    return (rms > config.moving_rms_g) & (cosine > np.cos(np.radians(config.max_turn_deg)))
+
+
+def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray | None:
+    """One wearer's windows (N, 128, 9) -> unit mean gravity direction of the moving ones, None if none move."""
+    mask = moving(windows, config)
+    if not mask.any():
+        return None
+    mean = gravity_directions(windows[mask]).sum(axis=0)  # (3,)
+    return mean / np.linalg.norm(mean)
+
+
+def rotation_onto(reference, canonical) -> np.ndarray:
+    """(3, 3) the smallest rotation that takes `reference` onto `canonical` (both unit 3-vectors)."""
+    rotation, _ = Rotation.align_vectors(np.asarray(canonical, float)[None], np.asarray(reference, float)[None])
+    return rotation.as_matrix()
+
+
+def rotate_windows(windows: np.ndarray, rotation: np.ndarray) -> np.ndarray:
+    """(..., 128, 9) -> same shape, each triplet rotated: v' = R v (channels stay in frontend.CHANNELS order)."""
+    out = np.array(windows, dtype=np.float32, copy=True)
+    matrix_t = np.asarray(rotation, dtype=np.float32).T  # (3, 3): rows @ R^T == (R @ v) per sample
+    for triplet in TRIPLETS:
+        out[..., triplet] = out[..., triplet] @ matrix_t
+    return out
+
+
+def canonical_direction(references) -> tuple[float, float, float]:
+    """The mean of the training wearers' unit references, normalized."""
+    mean = np.sum([np.asarray(r, float) for r in references], axis=0)
+    return tuple(float(v) for v in mean / np.linalg.norm(mean))
+
+
+def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountConfig) -> np.ndarray:
+    """Offline: every subject's windows rotated by the reference of that subject's own moving windows (a
+    calibrated wearer). A subject with no moving window is left as is."""
+    out = np.array(windows, dtype=np.float32, copy=True)
+    for subject in np.unique(subjects):
+        mask = subjects == subject
+        reference = reference_direction(windows[mask], config)
+        if reference is not None:
+            out[mask] = rotate_windows(windows[mask], rotation_onto(reference, config.canonical))
+    return out
+
+
+class MountCalibration:
+    """Online reference of one wearer: the running mean gravity direction of the moving windows seen so far.
+    Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated)."""
+
+    def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0):
+        self.config = config
+        self.direction_sum = np.asarray(direction_sum, dtype=np.float64)  # (3,) sum of unit directions
+        self.windows = int(windows)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.windows >= self.config.min_windows
+
+    def update(self, window: np.ndarray) -> bool:
+        """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
+        batch = window[None]
+        if not moving(batch, self.config)[0]:
+            return False
+        self.direction_sum += gravity_directions(batch)[0]
+        self.windows += 1
+        return True
+
+    def rotation(self) -> np.ndarray:
+        if not self.calibrated:
+            return np.eye(3)
+        return rotation_onto(self.direction_sum / np.linalg.norm(self.direction_sum), self.config.canonical)
+
+    def align(self, window: np.ndarray) -> np.ndarray:
+        """(128, 9) -> (128, 9) rotated by the current reference (identity while uncalibrated)."""
+        return rotate_windows(window, self.rotation())
+
+    def to_dict(self) -> dict:
+        return {"direction_sum": [float(v) for v in self.direction_sum], "windows": self.windows}
+
+    @classmethod
+    def from_dict(cls, config: MountConfig, data: dict, where: str = "calibration") -> "MountCalibration":
+        try:
+            direction_sum = [float(v) for v in data["direction_sum"]]
+            windows = int(data["windows"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MountError(f"{where}: not a mount calibration ({exc}); delete it to calibrate afresh") from None
+        if len(direction_sum) != 3 or not np.all(np.isfinite(direction_sum)) or windows < 0:
+            raise MountError(f"{where}: direction_sum must be 3 finite numbers and windows >= 0; "
+                             "delete it to calibrate afresh")
+        return cls(config, direction_sum, windows)
