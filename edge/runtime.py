@@ -128,12 +128,16 @@ class Pipeline:
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
         self.frontend = FrontEnd(model.frontend_config)
         self.smoother = LabelSmoother(model.classes, smoothing)
+        self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
         # The wearer's mount reference outlives front-end resets (same board on the same body); a saved one
         # (`--mount-calibration FILE`) can be given, else it is learnt from this stream's moving windows.
         self.calibration = None
         if model.mount is not None:
             self.calibration = calibration if calibration is not None else MountCalibration(model.mount)
-        self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+            if not self.calibration.calibrated:
+                seconds = model.mount.min_windows * model.frontend_config.hop / rate
+                self.notify(f"mount not calibrated yet: labels are less accurate until the wearer has walked for "
+                            f"about {seconds:.0f} s ({model.mount.min_windows} moving windows)")
         self.timers = StageTimers()
         self.offset = 0  # stream position of the front-end's first sample since its last reset
         self.windows = 0

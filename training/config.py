@@ -43,6 +43,7 @@ class TrainConfig:
     align_mount: bool = True               # rotate each wearer's windows so their gravity direction while walking
                                            # is the training wearers' mean (edge/mount.py; the device calibrates
                                            # online): +1.3 to +2.6 points in every CV partition (docs/results.md)
+    mount_unaligned_fraction: float = 0.0  # share of training windows left unaligned (as before calibration)
     # data and split
     train_hop: int = 64                    # samples between training windows; validation and the device keep
                                            # the front-end's hop 64. Smaller = overlapping windows shifted in time
@@ -174,6 +175,8 @@ def validate(config: TrainConfig) -> None:
         problems.append(f"rotate_degrees={config.rotate_degrees} must be in 0..180")
     if not 0.0 <= config.intensity_scale < 1.0:
         problems.append(f"intensity_scale={config.intensity_scale} must be in [0, 1)")
+    if not 0.0 <= config.mount_unaligned_fraction <= 1.0:
+        problems.append(f"mount_unaligned_fraction={config.mount_unaligned_fraction} must be in [0, 1]")
     if not 0.0 <= config.label_smoothing < 1.0:
         problems.append(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
     if config.lr <= 0:

@@ -127,10 +127,12 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     val_set = windows.of_subjects(val_subjects) if val_subjects else None
 
     mount = None
+    unaligned_train = None
     if config.align_mount:
         # Each wearer rotated by their own moving-window reference (no labels used), onto the training wearers'
         # mean; validation wearers count as calibrated (edge/mount.py: the device calibrates while worn).
         mount = fit_mount(windows.of_subjects(train_subjects))
+        unaligned_train = train_set.X  # (N, 128, 9): what the device feeds before its calibration
         train_set = replace(train_set, X=align_by_subject(train_set.X, train_set.subject, mount))
         if val_set is not None:
             val_set = replace(val_set, X=align_by_subject(val_set.X, val_set.subject, mount))
@@ -139,6 +141,9 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     mean, std = fit_normalization(train_set.X)
     X_train = torch.from_numpy(normalize(train_set.X, mean, std))  # (N, 128, 9)
     y_train = torch.from_numpy(train_set.y)  # (N,)
+    X_unaligned = None
+    if unaligned_train is not None and config.mount_unaligned_fraction > 0:
+        X_unaligned = torch.from_numpy(normalize(unaligned_train, mean, std))  # (N, 128, 9)
     if val_set is not None:
         X_val = torch.from_numpy(normalize(val_set.X, mean, std))  # (M, 128, 9)
         y_val = torch.from_numpy(val_set.y)  # (M,)
@@ -171,6 +176,9 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         for b in bar:
             idx = order[b * config.batch_size:(b + 1) * config.batch_size]
             xb, yb = X_train[idx], y_train[idx]  # (b, 128, 9), (b,)
+            if X_unaligned is not None:  # some windows as an uncalibrated device sees them
+                raw = torch.rand(len(idx), generator=generator) < config.mount_unaligned_fraction  # (b,)
+                xb = torch.where(raw[:, None, None], X_unaligned[idx], xb)  # (b, 128, 9)
             if augment.active:
                 xb = augment(xb)  # (b, 128, 9) the same movements, other mounting angle or vigour
             loss, parts = model.training_loss(xb, yb)
