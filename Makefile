@@ -5,7 +5,7 @@ PY ?= python3
 DEFAULT_MODEL ?= bilm
 EPOCHS ?= 30
 # Its cross-validation run (runs/cv/NAME), used by `make results`.
-DEFAULT_CV ?= bilm_e30_mount
+DEFAULT_CV ?= bilm_e30_mount_mix05
 CV_FOLDS ?= 3
 export OMP_NUM_THREADS ?= 1
 
@@ -39,9 +39,12 @@ cv:
 	$(CV) --set align_mount=false --model bilm --set epochs=30 --set model_options.latent_dim=32 --set 'model_options.encoder_channels=[16,32,64]' --out runs/cv/bilm_e30_small
 	$(CV) --set align_mount=false --model tcn_physics --set epochs=8 --out runs/cv/tcn_physics_h128
 	$(CV) --set align_mount=false --model tcn_base --set epochs=8 --out runs/cv/tcn_base_h128
-	$(CV) --model bilm --set epochs=30 --out runs/cv/bilm_e30_mount
-	$(CV) --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_mount_seed1
-	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_mount_seed2
+	$(CV) --set mount_unaligned_fraction=0 --model bilm --set epochs=30 --out runs/cv/bilm_e30_mount
+	$(CV) --set mount_unaligned_fraction=0 --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_mount_seed1
+	$(CV) --set mount_unaligned_fraction=0 --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_mount_seed2
+	$(CV) --model bilm --set epochs=30 --out runs/cv/bilm_e30_mount_mix05
+	$(CV) --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_mount_mix05_seed1
+	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_mount_mix05_seed2
 
 # docs/results.md from the CV runs, the shipped bundle, benchmarks and a held-out replay.
 results:
