@@ -11,7 +11,7 @@ import torch
 from training.cli import main
 from training.config import DEFAULT_CONFIG_PATH, ConfigError, TrainConfig, load_train_config, parse_override
 from training.cv import cross_validate
-from training.data import fit_normalization, load_hapt_windows
+from training.data import fit_normalization, load_hapt_windows, normalize
 from training.metrics import classification_report
 from training.models import create_model
 from training.train import fit, load_windows, lr_factor, split_subjects
@@ -275,3 +275,40 @@ def test_align_mount_stores_the_mount_and_aligns_every_subject_by_its_own_refere
     np.testing.assert_allclose(reference_direction(un_normalized, mount), mount.canonical, atol=1e-4)
     plain = fit(_quick(val_subjects=[5], epochs=1, align_mount=False), tmp_path / "plain", windows=windows)
     assert plain["val_subjects"] == [5] and read_checkpoint(tmp_path / "plain" / "model.pt")["mount"] is None
+
+
+def test_mount_unaligned_fraction_feeds_some_windows_as_an_uncalibrated_device_sees_them(windows, tmp_path,
+                                                                                        monkeypatch):
+    """With align_mount and mount_unaligned_fraction=0.5, every training batch is a mix: each window either
+    rotated by its wearer's reference or as recorded (both normalized with the same statistics)."""
+    from edge.mount import MountConfig, align_by_subject
+    from training.checkpoint import read_checkpoint
+    from training.models import create_model
+
+    seen = []
+    model_class = type(create_model("tcn_tiny"))
+    original = model_class.training_loss
+
+    def spy(self, x, y):
+        seen.append(x.detach().clone())
+        return original(self, x, y)
+
+    monkeypatch.setattr(model_class, "training_loss", spy)
+    config = _quick(val_subjects=[5], epochs=1, max_batches_per_epoch=4, align_mount=True,
+                    mount_unaligned_fraction=0.5)
+    fit(config, tmp_path, windows=windows)
+    checkpoint = read_checkpoint(tmp_path / "model.pt")
+    train = windows.of_subjects([1, 3])
+    mean, std = (np.asarray(checkpoint["norm"][k], np.float32) for k in ("mean", "std"))
+    aligned = normalize(align_by_subject(train.X, train.subject, MountConfig.from_dict(checkpoint["mount"])), mean, std)
+    raw = normalize(train.X, mean, std)
+    batch = torch.cat(seen).numpy()  # (4 * 32, 128, 9)
+    # Each window fed is one of the training windows, aligned or not (match by nearest row).
+    flat_aligned, flat_raw = aligned.reshape(len(train), -1), raw.reshape(len(train), -1)
+    kinds = []
+    for x in batch.reshape(len(batch), -1):
+        d_aligned = np.abs(flat_aligned - x).max(axis=1).min()
+        d_raw = np.abs(flat_raw - x).max(axis=1).min()
+        assert min(d_aligned, d_raw) < 1e-5
+        kinds.append(d_raw < d_aligned)
+    assert 0.3 < np.mean(kinds) < 0.7  # about half unaligned
