@@ -117,14 +117,26 @@ def canonical_direction(references) -> tuple[float, float, float]:
     return tuple(float(v) for v in mean / np.linalg.norm(mean))
 
 
-def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountConfig) -> np.ndarray:
-    """Offline: every subject's windows rotated by the reference of that subject's own moving windows (a
-    calibrated wearer). A subject with no moving window is left as is."""
-    out = np.array(windows, dtype=np.float32, copy=True)
+def subject_references(windows: np.ndarray, subjects: np.ndarray, config: MountConfig) -> dict[int, np.ndarray]:
+    """Offline: each subject's reference from their own moving windows (a subject with none is left out)."""
+    references = {}
     for subject in np.unique(subjects):
-        mask = subjects == subject
-        reference = reference_direction(windows[mask], config)
+        reference = reference_direction(windows[subjects == subject], config)
         if reference is not None:
+            references[int(subject)] = reference
+    return references
+
+
+def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountConfig,
+                     references: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """Offline: every subject's windows rotated by their reference (a calibrated wearer); `references`
+    (default: `subject_references` of these windows). A subject without a reference is left as is."""
+    if references is None:
+        references = subject_references(windows, subjects, config)
+    out = np.array(windows, dtype=np.float32, copy=True)
+    for subject, reference in references.items():
+        mask = subjects == subject
+        if mask.any():
             out[mask] = rotate_windows(windows[mask], rotation_onto(reference, config.canonical))
     return out
 
@@ -161,7 +173,9 @@ class MountCalibration:
         return self._cached[1]
 
     def align(self, window: np.ndarray) -> np.ndarray:
-        """(128, 9) -> (128, 9) rotated by the current reference (identity while uncalibrated)."""
+        """(128, 9) -> (128, 9) rotated by the current reference (as it is while uncalibrated)."""
+        if not self.calibrated:
+            return np.asarray(window, dtype=np.float32)
         return rotate_windows(window, self.rotation())
 
     def to_dict(self) -> dict:

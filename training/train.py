@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from edge.frontend import FrontEndConfig
-from edge.mount import MountConfig, align_by_subject, canonical_direction, reference_direction
+from edge.mount import MountConfig, align_by_subject, canonical_direction, subject_references
 from training.augment import WindowAugmentation
 from training.checkpoint import make_checkpoint, save_checkpoint
 from training.config import ConfigError, TrainConfig
@@ -83,15 +83,13 @@ def evaluate(model, X: torch.Tensor, y: torch.Tensor, classes, batch_size: int) 
     return report
 
 
-def fit_mount(windows: WindowSet) -> MountConfig:
-    """The mount canonical direction: the mean of the given subjects' moving-gravity references."""
-    detector = MountConfig(canonical=(1.0, 0.0, 0.0))  # default moving-window tests; canonical set below
-    references = [reference_direction(windows.X[windows.subject == s], detector) for s in np.unique(windows.subject)]
-    references = [r for r in references if r is not None]
-    if not references:
+def fit_mount(references: dict[int, np.ndarray], train_subjects) -> MountConfig:
+    """The mount of a model trained on `train_subjects`: canonical = the mean of their references."""
+    mine = [references[s] for s in train_subjects if s in references]
+    if not mine:
         raise ConfigError("align_mount: no training window is moving (walking); train on recordings with walking "
                           "or set align_mount=false")
-    return replace(detector, canonical=canonical_direction(references))
+    return MountConfig(canonical=canonical_direction(mine))
 
 
 def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
@@ -131,11 +129,13 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     if config.align_mount:
         # Each wearer rotated by their own moving-window reference (no labels used), onto the training wearers'
         # mean; validation wearers count as calibrated (edge/mount.py: the device calibrates while worn).
-        mount = fit_mount(windows.of_subjects(train_subjects))
+        # One reference per wearer, from their windows at the device's hop whatever train_hop cuts.
+        references = subject_references(windows.X, windows.subject, MountConfig(canonical=(1.0, 0.0, 0.0)))
+        mount = fit_mount(references, train_subjects)
         unaligned_train = train_set.X  # (N, 128, 9): what the device feeds before its calibration
-        train_set = replace(train_set, X=align_by_subject(train_set.X, train_set.subject, mount))
+        train_set = replace(train_set, X=align_by_subject(train_set.X, train_set.subject, mount, references))
         if val_set is not None:
-            val_set = replace(val_set, X=align_by_subject(val_set.X, val_set.subject, mount))
+            val_set = replace(val_set, X=align_by_subject(val_set.X, val_set.subject, mount, references))
 
     # Statistics from the training subjects only: validation windows are normalized with them.
     mean, std = fit_normalization(train_set.X)
