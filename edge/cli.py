@@ -5,6 +5,10 @@
     har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
     har-edge bench [--json] [--torch-checkpoint PATH]
     har-edge demo [--speed 10] [--faults]
+    har-edge monitor --mqtt mqtt://broker [--web 127.0.0.1:8080]
+
+run, replay and record also publish to MQTT (--mqtt URL --device-id ID) and serve a live page
+(--web HOST:PORT): docs/mqtt.md.
 
 Every command takes --bundle DIR, --backend tflite|onnx, --precision int8|fp32 and --jsonl PATH
 (`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2;
@@ -59,6 +63,14 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live label lines on the terminal")
 
 
+def _add_publishing(p: argparse.ArgumentParser) -> None:
+    from edge.mqtt import add_mqtt_arguments
+    from edge.web import add_web_arguments
+
+    add_mqtt_arguments(p)
+    add_web_arguments(p)
+
+
 def _add_serial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the IMU board, e.g. /dev/ttyACM0 or /dev/har-imu")
     p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
@@ -78,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="live recognition from the serial port")
     _add_serial(run)
     _add_common(run)
+    _add_publishing(run)
 
     replay = sub.add_parser("replay", help="the same pipeline over a recording")
     replay.add_argument("recording", help="recording CSV, raw serial capture (.bin) or HAPT acc_expNN_userMM.txt")
@@ -85,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--plot", metavar="FILE.png", help="draw the label timeline (with the true labels when known)")
     replay.add_argument("--summary-json", metavar="PATH", help="write counters, throughput and accuracy as JSON")
     _add_common(replay)
+    _add_publishing(replay)
 
     record = sub.add_parser("record", help="save a live stream for later replay (and show labels)")
     _add_serial(record)
@@ -92,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FILE.csv (decoded samples, the project's recording CSV) or FILE.bin (raw serial bytes)")
     record.add_argument("--no-model", action="store_true", help="only record; do not run the recognizer")
     _add_common(record)
+    _add_publishing(record)
 
     bench = sub.add_parser("bench", help="latency and throughput figures")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -103,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--e2e-seconds", type=float, default=60.0,
                        help="seconds of live streaming at 50 Hz through the virtual device (default 60; 0 skips)")
     _add_common(bench)
+
+    from edge.monitor import add_monitor_arguments
+
+    add_monitor_arguments(sub.add_parser("monitor", help="every wearer's live label from an MQTT broker, in a "
+                                                         "terminal table (and a web page with --web)"))
 
     from edge.demo import add_demo_arguments
 
@@ -131,6 +151,10 @@ def _sinks(args, rate_hz: float, live: bool):
         # JSON on stdout keeps stdout machine-readable: the human line goes to stderr then.
         stream = sys.stderr if args.jsonl == "-" else sys.stdout
         sinks.append(TerminalSink(stream, rate_hz=rate_hz))
+    from edge.mqtt import mqtt_sink
+    from edge.web import web_sink
+
+    sinks += [sink for sink in (mqtt_sink(args, _say), web_sink(args, _say)) if sink is not None]
     return sinks
 
 
@@ -362,6 +386,13 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_monitor(args) -> int:
+    from edge.monitor import run_monitor
+
+    _stop_signals_as_interrupt()
+    return run_monitor(args, _say)
+
+
 def cmd_demo(args) -> int:
     from edge.demo import print_summary, run_demo
 
@@ -387,7 +418,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [CliError, EdgeError, SinkError, SourceError, SmoothingConfigError, FrontEndError]
     for module, name in (("edge.bundle", "BundleError"), ("edge.inference", "InferenceError"),
-                         ("firmware_bridge.recording", "RecordingError"), ("edge.bench", "BenchError")):
+                         ("firmware_bridge.recording", "RecordingError"), ("edge.bench", "BenchError"),
+                         ("edge.mqtt", "MqttError"), ("edge.web", "WebError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
         except (ImportError, AttributeError):
@@ -395,7 +427,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo,
+            "monitor": cmd_monitor}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -361,6 +361,13 @@ class LoopReport:
     results: list = field(default_factory=list)
 
 
+def _report_to_sinks(sinks: list, counters: dict) -> None:
+    """Sinks that publish the counters too (MQTT, the web page) have a `counters` method."""
+    for sink in sinks:
+        if hasattr(sink, "counters"):
+            sink.counters(counters)
+
+
 def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: float | None = 10.0,
              report: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None) -> LoopReport:
     """The main loop: read -> process (decode .. post-process) -> emit, until the source ends,
@@ -374,7 +381,9 @@ def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: 
                 for sink in sinks:  # emit
                     sink.emit(result)
             if report_every_s and time.perf_counter() - last_report >= report_every_s:
-                report("counters: " + format_counters(pipeline.counters()))
+                counters = pipeline.counters()
+                report("counters: " + format_counters(counters))
+                _report_to_sinks(sinks, counters)
                 last_report = time.perf_counter()
             if stop is not None and stop():
                 break
@@ -384,6 +393,7 @@ def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: 
         close = getattr(source, "close", None)
         if close is not None:
             close()
+        _report_to_sinks(sinks, pipeline.counters())
         for sink in sinks:
             sink.close()
     counters = pipeline.counters()

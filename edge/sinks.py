@@ -14,6 +14,12 @@ class SinkError(OSError):
 class Sink(Protocol):
     def emit(self, result: dict) -> None: ...
     def close(self) -> None: ...
+    # Optional: `counters(counters: dict)`, called by run_loop at every counters report and at the end.
+
+
+def result_json(result: dict) -> str:
+    """A window result as one compact JSON object: a --jsonl line, an MQTT window message."""
+    return json.dumps(result, separators=(",", ":"))
 
 
 class JsonlSink:
@@ -34,7 +40,7 @@ class JsonlSink:
             self._owned = True
 
     def emit(self, result: dict) -> None:
-        self._stream.write(json.dumps(result, separators=(",", ":")) + "\n")
+        self._stream.write(result_json(result) + "\n")
         self._count += 1
         if self._count % self.flush_every == 0:
             self._stream.flush()
