@@ -421,7 +421,7 @@ setInterval(tickAges, 1000);
 """
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1rem; background: #fafafa; color: #212121; }
+body { font-family: system-ui, sans-serif; margin: 1rem; overflow-x: hidden; background: #fafafa; color: #212121; }
 h1 { font-size: 1.1rem; font-weight: 600; } #link { color: #757575; font-weight: normal; margin-left: .5rem; }
 #devices { display: grid; grid-template-columns: repeat(auto-fill, minmax(22rem, 1fr)); gap: 1rem; }
 .device { background: white; border-radius: .5rem; padding: .8rem 1rem; box-shadow: 0 1px 3px #0002; }
@@ -433,7 +433,7 @@ h1 { font-size: 1.1rem; font-weight: 600; } #link { color: #757575; font-weight:
 .confidence .bar { height: 100%; background: #90caf9; border-radius: .3rem; }
 .confidence .value { position: absolute; right: .4rem; top: 0; font-size: .8rem; }
 .timeline { width: 100%; height: 36px; margin-top: .6rem; background: #f0f0f0; display: block; }
-.legend { font-size: .75rem; margin: .2rem 0; } .key { border-left: .8rem solid; padding: 0 .5rem 0 .3rem; }
+.legend { font-size: .75rem; margin: .2rem 0; display: flex; flex-wrap: wrap; gap: .2rem .6rem; } .key { border-left: .8rem solid; padding: 0 .5rem 0 .3rem; }
 .state { font-size: .8rem; color: #424242; margin: .3rem 0; }
 .counters { font-size: .75rem; border-collapse: collapse; } .counters th { text-align: left; font-weight: normal;
   color: #616161; padding-right: 1rem; }
