@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import IO, Callable
 
@@ -25,6 +26,7 @@ from edge.mqtt import ConnectionReporter, MqttError, add_broker_arguments, check
 from edge.web import Fleet, add_web_arguments, start_server
 
 KINDS = ("window", "state", "status", "counters")
+HISTORY = 10_000  # windows remembered per device (3.5 h): a monitor that runs for months stays bounded
 
 
 def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,8 +37,8 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--quiet", action="store_true", help="no table or label lines")
     p.add_argument("--stats-json", metavar="PATH",
-                   help="on exit, write per device the window messages received, distinct windows, duplicates and "
-                        "the delay from window to monitor (benchmarks, audits)")
+                   help="on exit, write per device the window messages received, duplicates, the delay from window "
+                        "to monitor and the last windows' [sample_end, t, arrival] (benchmarks, audits)")
 
 
 class Monitor:
@@ -48,9 +50,10 @@ class Monitor:
         self.fleet = fleet
         self.notify = notify
         self.on_window = on_window
-        self.received: dict[str, int] = {}
-        self.ends: dict[str, set] = {}
-        self.delays: dict[str, list] = {}  # seconds from the window's result (its `t`) to its arrival here
+        self.received: dict[str, int] = {}  # window messages, duplicates included
+        self.duplicates: dict[str, int] = {}
+        self.history: dict[str, deque] = {}  # the last HISTORY (sample_end, t, arrival) per device
+        self._recent: dict[str, set] = {}  # (sample_end, t) in history: a resend has both, a restarted publisher not
         self.malformed = 0
         self._lock = threading.Lock()
         self.connection = ConnectionReporter(broker, notify, "the table shows what arrived so far")
@@ -93,24 +96,37 @@ class Monitor:
             return
         if kind == "window":
             with self._lock:
-                self.received[device] = self.received.get(device, 0) + 1
-                self.ends.setdefault(device, set()).add(end)
-                self.delays.setdefault(device, []).append(arrival - t)
+                self._count(device, end, t, arrival)
             if self.on_window is not None:
                 self.on_window(device, data)
 
-    def stats(self) -> dict:
+    def _count(self, device: str, end: int, t: float, arrival: float) -> None:
+        history = self.history.setdefault(device, deque())
+        recent = self._recent.setdefault(device, set())
+        self.received[device] = self.received.get(device, 0) + 1
+        if (end, t) in recent:  # QoS 1 is at least once: a resend after a reconnect
+            self.duplicates[device] = self.duplicates.get(device, 0) + 1
+            return
+        if len(history) == HISTORY:
+            recent.discard(history.popleft()[:2])
+        history.append((end, t, arrival))
+        recent.add((end, t))
+
+    def stats(self, with_history: bool = False) -> dict:
+        """Per device: window messages, duplicates, delay from window (`t`) to arrival here over its
+        history; with_history adds the history itself ([sample_end, t, arrival] rows)."""
         with self._lock:
             devices = {}
             for device, count in sorted(self.received.items()):
-                delays = np.asarray(self.delays[device]) * 1e3
-                devices[device] = {"window_messages": count, "distinct_windows": len(self.ends[device]),
-                                   "duplicates": count - len(self.ends[device]),
-                                   "delay_ms": delay_summary(delays)}
-            every = np.concatenate([np.asarray(d) for d in self.delays.values()]) * 1e3 if self.delays else np.zeros(0)
+                rows = np.asarray(self.history[device], dtype=np.float64).reshape(-1, 3)  # (n, 3)
+                devices[device] = {"window_messages": count, "duplicates": self.duplicates.get(device, 0),
+                                   "delay_ms": delay_summary((rows[:, 2] - rows[:, 1]) * 1e3)}
+                if with_history:
+                    devices[device]["history"] = [[int(e), t, a] for e, t, a in self.history[device]]
+            every = np.concatenate([[a - t for _, t, a in h] for h in self.history.values()]) if self.history else []
             return {"devices": devices, "window_messages": sum(self.received.values()),
-                    "distinct_windows": sum(len(e) for e in self.ends.values()), "malformed": self.malformed,
-                    "delay_ms": delay_summary(every)}
+                    "duplicates": sum(self.duplicates.values()), "malformed": self.malformed,
+                    "history_per_device": HISTORY, "delay_ms": delay_summary(np.asarray(every) * 1e3)}
 
 
 def delay_summary(ms: np.ndarray) -> dict:
@@ -189,11 +205,11 @@ def run_monitor(args, notify: Callable[[str], None], stream: IO[str] | None = No
         monitor.stop()
         if server is not None:
             server.close()
-    stats = monitor.stats()
+    stats = monitor.stats(with_history=bool(args.stats_json))
     if not args.quiet and not tty:
         stream.write(format_table(fleet.snapshot()) + "\n")
     notify(("interrupted; " if interrupted else "") + f"{len(stats['devices'])} devices, {stats['window_messages']} "
-           f"window messages ({stats['distinct_windows']} distinct), {stats['malformed']} malformed; "
+           f"window messages ({stats['duplicates']} duplicates), {stats['malformed']} malformed; "
            f"delay window -> monitor median {stats['delay_ms'].get('median', '-')} ms")
     if args.stats_json:
         _write_json(args.stats_json, stats)

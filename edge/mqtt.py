@@ -29,7 +29,7 @@ from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PREFIX = "har"
-DEFAULT_QUEUE = 10_000  # messages; a window message is ~0.5 kB, so at most ~5 MB (3.5 h of windows)
+DEFAULT_QUEUE = 10_000  # messages; a window message is ~0.3 kB: at most ~3 MB, about 3 h of windows and counters
 PASSWORD_ENV = "HAR_MQTT_PASSWORD"
 DISCOVERY_PREFIX = "homeassistant"
 TOPIC_KINDS = ("window", "state", "status", "counters")

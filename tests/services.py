@@ -101,7 +101,7 @@ class Subscriber:
     """An independent paho client that keeps every message it receives, in arrival order."""
 
     def __init__(self, port: int, topics: list[str], client_id: str = "", persistent: bool = False,
-                 username: str | None = None, password: str | None = None):
+                 username: str | None = None, password: str | None = None, ca_file: str | None = None):
         import paho.mqtt.client as paho
 
         self.messages: list[tuple[str, bytes, bool]] = []  # (topic, payload, retain)
@@ -111,6 +111,8 @@ class Subscriber:
                                   clean_session=not persistent)
         if username:
             self.client.username_pw_set(username, password)
+        if ca_file:
+            self.client.tls_set(ca_certs=ca_file)
 
         def on_connect(client, userdata, flags, reason_code, properties):
             if reason_code.is_failure:
@@ -122,7 +124,7 @@ class Subscriber:
         self.client.on_subscribe = lambda client, userdata, mid, codes, properties: self.connected.set()
         self.client.on_message = lambda client, userdata, m: self.messages.append((m.topic, m.payload, m.retain))
         self.client.reconnect_delay_set(0.2, 1)
-        self.client.connect_async("127.0.0.1", port)
+        self.client.connect_async("localhost" if ca_file else "127.0.0.1", port)
         self.client.loop_start()
 
     def wait_subscribed(self) -> "Subscriber":

@@ -260,9 +260,51 @@ def test_monitor_shows_every_device_and_counts_every_window(broker, bundle_dir, 
     result = json.loads(stats.read_text())
     for device, path in jsonl.items():
         lines = read_jsonl(path)
-        assert result["devices"][device]["distinct_windows"] == len(lines), (result, log)
+        seen = result["devices"][device]
+        assert [row[0] for row in seen["history"]] == [line["sample_end"] for line in lines], (result, log)
+        assert seen["window_messages"] == len(lines) and seen["duplicates"] == 0
         row = next(line for line in table.splitlines() if line.startswith(device))
         assert lines[-1]["label"] in row and "offline" in row and f" {len(lines)} " in row
+
+
+def make_certificates(root: Path) -> dict:
+    """A private CA and a broker certificate for localhost / 127.0.0.1, signed by it (openssl)."""
+    openssl = need("openssl", "openssl")
+    root.mkdir(parents=True, exist_ok=True)
+    files = {name: root / f"{name}.pem" for name in ("ca", "ca_key", "cert", "key", "csr")}
+    (root / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for command in (["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", files["ca_key"], "-out", files["ca"],
+                     "-days", "2", "-subj", "/CN=har-edge test CA"],
+                    ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", files["key"], "-out", files["csr"],
+                     "-subj", "/CN=localhost"],
+                    ["x509", "-req", "-in", files["csr"], "-CA", files["ca"], "-CAkey", files["ca_key"],
+                     "-CAcreateserial", "-out", files["cert"], "-days", "2", "-extfile", root / "san.ext"]):
+        subprocess.run([openssl, *map(str, command)], check=True, capture_output=True)
+    return files
+
+
+@pytest.mark.slow
+def test_mqtts_with_a_private_ca(bundle_dir, hapt_recording, tmp_path, capsys):
+    certs = make_certificates(tmp_path / "certs")
+    broker = Mosquitto(tmp_path / "broker", extra=f"cafile {certs['ca']}\ncertfile {certs['cert']}\n"
+                                                  f"keyfile {certs['key']}\n").start()
+    try:
+        subscriber = Subscriber(broker.port, ["har/#"], ca_file=str(certs["ca"])).wait_subscribed()
+        recording = excerpt(hapt_recording, tmp_path, 3000)
+        rc = main(["replay", str(recording), "--bundle", str(bundle_dir), "--quiet", "--jsonl", str(tmp_path / "r.jsonl"),
+                   "--mqtt", f"mqtts://localhost:{broker.port}", "--mqtt-ca", str(certs["ca"]), "--device-id", "w1"])
+        assert rc == 0, capsys.readouterr().err
+        lines = read_jsonl(tmp_path / "r.jsonl")
+        wait_until(lambda: len(subscriber.on("har/w1/window")) == len(lines), "every window over TLS")
+        assert window_messages(subscriber, "har/w1/window") == lines
+        subscriber.close()
+        # The system's CAs do not know the private CA: the certificate is refused, nothing is sent in clear.
+        rc = main(["replay", str(recording), "--bundle", str(bundle_dir), "--quiet",
+                   "--mqtt", f"mqtts://localhost:{broker.port}", "--device-id", "w1"])
+        err = capsys.readouterr().err
+        assert rc == 0 and "NOT delivered" in err and "Traceback" not in err
+    finally:
+        broker.stop()
 
 
 @pytest.mark.parametrize("options, words", [
