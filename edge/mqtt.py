@@ -150,8 +150,10 @@ def new_client(broker: Broker, client_id: str = "", **kwargs):
     """A paho client with the broker's credentials and TLS set up (raises MqttError on a bad CA file)."""
     import ssl
 
-    import paho.mqtt.client as paho
-
+    try:
+        import paho.mqtt.client as paho
+    except ImportError:
+        raise MqttError("MQTT needs paho-mqtt: pip install 'paho-mqtt>=2.0' (it is in har-edge[edge])") from None
     client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
     if broker.username is not None:
         client.username_pw_set(broker.username, broker.password)
@@ -354,10 +356,6 @@ def mqtt_sink(args, notify: Callable[[str], None]) -> MqttSink | None:
     """The sink for `--mqtt URL`, or None without it (raises MqttError on bad options)."""
     if not getattr(args, "mqtt", None):
         return None
-    try:
-        import paho.mqtt.client  # noqa: F401
-    except ImportError:
-        raise MqttError("--mqtt needs paho-mqtt: pip install 'paho-mqtt>=2.0' (it is in har-edge[edge])") from None
     broker = parse_broker(args.mqtt, args.mqtt_ca, args.mqtt_password_file, warn=notify)
     return MqttSink(broker, args.device_id or default_device_id(), args.mqtt_prefix, args.mqtt_queue,
                     args.mqtt_discovery, notify)
