@@ -7,7 +7,9 @@ from the shipped example, looped, at the real 50 Hz) on its own pty, read by its
 `har-edge run --mqtt ... --jsonl ...` process. One Mosquitto broker, one `har-edge monitor`.
 The virtual devices run as threads of this script (their CPU is this script's, not a wearer's).
 
-After every wearer has produced its first window the monitor subscribes, and for --seconds:
+--baseline more wearers run the same pipeline without --mqtt, in the same run: the difference of
+their CPU is what publishing costs. After every wearer has produced its first window the monitor
+subscribes, and for --seconds:
   - CPU per wearer: utime + stime of each `har-edge run` process over the measurement (/proc);
   - end-to-end delay: from the window's result in the wearer (its `t`) to its arrival at the
     monitor (same clock: one machine);
@@ -62,6 +64,8 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wearers", type=int, default=50)
+    parser.add_argument("--baseline", type=int, default=5,
+                        help="extra wearers without --mqtt in the same run: MQTT's own CPU cost, side by side (default 5)")
     parser.add_argument("--seconds", type=float, default=60.0, help="measurement length (default 60)")
     parser.add_argument("--recording", default=str(EXAMPLE_RECORDING))
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
@@ -74,20 +78,22 @@ def main() -> int:
         devices, wearers, outputs = [], [], []
         try:
             started = time.time()
-            for i in range(args.wearers):
+            total = args.wearers + args.baseline
+            for i in range(total):  # the first args.wearers publish; the baseline ones only recognize
                 device = VirtualDevice(args.recording, speed=1.0, loop=True, link=root / f"imu{i:02d}")
                 device.start()
                 devices.append(device)
+                mqtt = ["--mqtt", broker.url, "--device-id", f"wearer{i:02d}"] if i < args.wearers else []
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "edge.cli", "run", "--port", str(root / f"imu{i:02d}"), "--quiet",
-                     "--mqtt", broker.url, "--device-id", f"wearer{i:02d}", "--jsonl", str(root / f"w{i:02d}.jsonl"),
-                     "--report-every", "10"],
+                    [sys.executable, "-m", "edge.cli", "run", "--port", str(root / f"imu{i:02d}"), "--quiet", *mqtt,
+                     "--jsonl", str(root / f"w{i:02d}.jsonl"), "--report-every", "10"],
                     cwd=REPO, env=env, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 wearers.append(proc)
                 outputs.append(Output(proc.stderr))
-            print(f"bench_fleet: {args.wearers} wearers started; waiting for each one's first window", flush=True)
+            print(f"bench_fleet: {args.wearers} publishing + {args.baseline} baseline wearers started; waiting for "
+                  "each one's first window", flush=True)
             wait_until(lambda: all((root / f"w{i:02d}.jsonl").exists() and (root / f"w{i:02d}.jsonl").stat().st_size
-                                   for i in range(args.wearers)), "every wearer's first window", 600, 0.5)
+                                   for i in range(total)), "every wearer's first window", 600, 0.5)
             print(f"bench_fleet: all wearers recognizing after {time.time() - started:.0f} s; monitor subscribing",
                   flush=True)
             stats_path = root / "monitor.json"
@@ -137,7 +143,8 @@ def main() -> int:
             received += len(sent & got)
             lost += len(sent - got)
             delays += [(arrival - t) * 1e3 for end, t, arrival in rows if (end, t) in sent]
-        cpu = [100 * (b - a) / elapsed for a, b in zip(cpu0, cpu1)]
+        cpu_all = [100 * (b - a) / elapsed for a, b in zip(cpu0, cpu1)]
+        cpu, cpu_baseline = cpu_all[:args.wearers], cpu_all[args.wearers:]
         figures = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "wearers": args.wearers, "seconds": round(elapsed, 1), "cores": os.cpu_count(),
@@ -148,7 +155,9 @@ def main() -> int:
                          "p99": round(percentile(delays, 99), 1), "max": round(max(delays), 1)} if delays else None,
             "cpu_per_wearer_pct_of_one_core": {"median": round(statistics.median(cpu), 2),
                                                "max": round(max(cpu), 2), "sum": round(sum(cpu), 1)},
-            "rss_per_wearer_mb_median": round(statistics.median(rss), 1),
+            "cpu_per_baseline_wearer_without_mqtt_pct": {"median": round(statistics.median(cpu_baseline), 2),
+                                                         "n": len(cpu_baseline)} if cpu_baseline else None,
+            "rss_per_wearer_mb_median": round(statistics.median(rss[:args.wearers]), 1),
             "cpu_pct_of_one_core": {name: round(100 * (side1[name] - side0[name]) / elapsed, 1) for name in side0},
         }
     print(json.dumps(figures, indent=2))
