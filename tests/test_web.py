@@ -54,10 +54,14 @@ def test_the_page_shows_the_live_label_of_the_jsonl(chromium, bundle_dir, hapt_r
             return device.finished and jsonl_count(out) == expected_windows(3000) and max(seen, default=0) == LAST_END
         wait_until(page_caught_up, f"the page to show the last window (har-edge said: {err.text[-1500:]})", 120, 0.1)
         final = chromium.evaluate(SHOWN)
+        counters = dict(chromium.evaluate(
+            "[...document.querySelectorAll('.counters tr')].map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])"))
         stop(proc, err)
     by_end = {line["sample_end"]: line["label"] for line in read_jsonl(out)}
     assert len(seen) >= 2  # the page followed the stream, not only its end
     assert {end: by_end[end] for end in seen} == seen
+    # The counters report of every second: the pipeline's fault counters, on the page.
+    assert 0 < int(counters["windows"]) <= len(by_end) and counters["lost samples"] == "0"
     assert final == [{"device": "wearer1", "end": max(by_end), "label": by_end[max(by_end)], "status": "online",
                       "timeline": len(by_end)}]
 
