@@ -200,7 +200,6 @@ def test_wrong_password_is_refused_and_a_device_cannot_publish_outside_its_topic
 
 @pytest.mark.slow
 def test_an_unreachable_broker_never_stops_recognition_and_drops_are_counted(bundle_dir, hapt_recording, tmp_path):
-    need("mosquitto", "mosquitto")  # the same command line is what the other tests run against the broker
     recording = excerpt(hapt_recording, tmp_path, 3000)
     port = free_port()  # nothing listens there
     lines, stderr = stream_live(recording, tmp_path, ["--bundle", bundle_dir, "--device-id", "wearer1",
