@@ -21,7 +21,7 @@ import pytest
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 from firmware_bridge.recording import read_recording, write_recording_csv
-from firmware_bridge.simulate import VirtualDevice
+from firmware_bridge.simulate import Faults, VirtualDevice
 
 from edge.runtime import Pipeline, run_loop
 from edge.sinks import MemorySink
@@ -123,7 +123,7 @@ def test_clean_stream_gives_the_same_labels_as_replay(model, samples, tmp_path):
 
 
 def test_drops_corruption_duplicates_garbage_are_counted_and_survived(model, samples, tmp_path):
-    device = VirtualDevice(samples, speed=SPEED, drop=0.01, corrupt=0.01, duplicate=0.01, garbage=0.01, seed=7)
+    device = VirtualDevice(samples, Faults(drop=0.01, corrupt=0.01, duplicate=0.01, garbage=0.01, seed=7), speed=SPEED)
     pipeline, results, _ = live(model, device)
     inj = device.injected
     assert inj.dropped > 20 and inj.corrupted > 20 and inj.duplicated > 20 and inj.garbage_bursts > 20
@@ -141,7 +141,7 @@ def test_drops_corruption_duplicates_garbage_are_counted_and_survived(model, sam
 
 def test_unplug_reconnects_with_backoff_and_resets(model, samples, tmp_path):
     # Unplugged for 3 s of stream every 30 s; the device keeps sampling meanwhile (samples lost).
-    device = VirtualDevice(samples, speed=SPEED, link=tmp_path / "imu", disconnect_every=30.0, disconnect_for=3.0)
+    device = VirtualDevice(samples, Faults(disconnect_every=30.0, disconnect_for=3.0), speed=SPEED, link=tmp_path / "imu")
     messages = []
     pipeline, results, _ = live(model, device, messages=messages)
     inj = device.injected
