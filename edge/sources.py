@@ -251,3 +251,52 @@ class ByteFileSource:
 
     def close(self) -> None:
         pass
+
+
+# USB ids of the boards the firmware runs on (the same list as deploy/99-har-imu.rules).
+IMU_USB_IDS = {
+    (0x2341, 0x0043): "Arduino Uno R3",
+    (0x2341, 0x0001): "Arduino Uno",
+    (0x1A86, 0x7523): "CH340 USB-serial (Uno / Nano clone)",
+}
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    device: str
+    description: str
+    vid: int | None
+    pid: int | None
+    serial_number: str | None
+
+    @property
+    def looks_like_imu(self) -> bool:
+        return (self.vid, self.pid) in IMU_USB_IDS
+
+    def describe(self) -> str:
+        ids = f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None and self.pid is not None else "no USB id"
+        board = f"  <- looks like the IMU board ({IMU_USB_IDS[(self.vid, self.pid)]})" if self.looks_like_imu else ""
+        serial_number = f" serial {self.serial_number}" if self.serial_number else ""
+        return f"{self.device}  {ids}{serial_number}  {self.description}{board}"
+
+
+def list_ports() -> list[PortInfo]:
+    """The serial ports pyserial finds (serial.tools.list_ports), with their USB ids."""
+    from serial.tools import list_ports as pyserial_ports
+
+    return [PortInfo(p.device, p.description or "", p.vid, p.pid, p.serial_number)
+            for p in sorted(pyserial_ports.comports(), key=lambda p: p.device)]
+
+
+def find_imu_port(ports: list[PortInfo] | None = None) -> str:
+    """--port auto: the one port whose USB id is an IMU board's; SourceError when none or several."""
+    ports = list_ports() if ports is None else ports
+    imu = [p for p in ports if p.looks_like_imu]
+    if len(imu) == 1:
+        return imu[0].device
+    if not imu:
+        seen = ", ".join(p.device for p in ports) or "no serial ports at all"
+        raise SourceError(f"--port auto: no port looks like the IMU board ({seen}); plug it in, or give --port "
+                          "(`har-edge ports` lists them)")
+    raise SourceError(f"--port auto: {len(imu)} ports look like the IMU board ({', '.join(p.device for p in imu)}); "
+                      "give --port explicitly")
