@@ -380,6 +380,8 @@ def format_counters(counters: dict) -> str:
         f"windows {counters['windows']}",
         f"samples {gaps['samples']}",
         f"lost {gaps['lost_samples']}",
+        f"lost in outages {gaps['outage_samples']}",
+        f"out of order {gaps['out_of_order']}",
         f"interpolated {gaps['interpolated_samples']} ({gaps['short_gaps']} gaps)",
         f"long gaps {gaps['long_gaps']}",
         f"duplicates {gaps['duplicates'] + counters.get('decoder', {}).get('duplicates', 0)}",

@@ -84,6 +84,9 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
     return f"{port}: {text}"
 
 
+QUEUE_ITEMS = 1024  # chunks read but not yet processed
+
+
 class SerialSource:
     """Live bytes from a serial port, read by a reader thread that reconnects on loss."""
 
@@ -100,7 +103,9 @@ class SerialSource:
         self.connect_timeout_s = connect_timeout_s
         self._open_port = open_port or self._default_open
         self._log = log or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
-        self._queue: queue.Queue = queue.Queue()
+        # Bounded: a pipeline that falls behind makes the reader wait (the port's buffer, then the device,
+        # holds the bytes) instead of growing this process without limit.
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_ITEMS)
         self._alive = threading.Event()
         self._serial = None
         self._thread = threading.Thread(target=self._run, name=f"serial-reader {port}", daemon=True)
@@ -132,7 +137,7 @@ class SerialSource:
             if ever_connected:
                 self.reconnects += 1
             ever_connected = True
-            self._queue.put(LinkEvent("connected", self.port, outage_s=outage))
+            self._put(LinkEvent("connected", self.port, outage_s=outage))
             error = self._read_until_lost(port)
             try:
                 port.close()
@@ -143,7 +148,16 @@ class SerialSource:
                 return
             self.disconnects += 1
             lost_at = time.perf_counter()
-            self._queue.put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
+            self._put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
+
+    def _put(self, item) -> None:
+        """Queue an item, waiting while the queue is full; gives up when the source is closed."""
+        while self._alive.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def _connect(self, started: float | None):
         """Open the port, retrying with back-off; None when stopped or timed out."""
@@ -157,11 +171,11 @@ class SerialSource:
             except Exception as exc:  # pyserial raises SerialException (an IOError) or ValueError
                 message = describe_serial_error(self.port, exc)
                 if message != last_message:
-                    self._queue.put(LinkEvent("waiting", self.port, detail=message))
+                    self._put(LinkEvent("waiting", self.port, detail=message))
                     last_message = message
                 if started is not None and self.connect_timeout_s is not None \
                         and time.perf_counter() - started > self.connect_timeout_s:
-                    self._queue.put(SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}"))
+                    self._put(SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}"))
                     return None
                 time.sleep(next(delays))
         return None
@@ -175,7 +189,7 @@ class SerialSource:
                 return exc
             if data:
                 self.bytes_read += len(data)
-                self._queue.put(ByteChunk(bytes(data), time.perf_counter()))
+                self._put(ByteChunk(bytes(data), time.perf_counter()))
         return None
 
     # -- consumer side ----------------------------------------------------------------------

@@ -13,7 +13,8 @@
 
 Behaviour (also in PROTOCOL.md, "Virtual device"):
 - The device is a fresh device: seq counts from 0 and t_us from 0 at 1 / rate_hz per sample
-  (20 ms at 50 Hz); the values come from the recording (looped with ``loop=True``).
+  (20 ms at 50 Hz); the values come from the recording (looped with ``loop=True``, or until
+  ``samples`` stream samples when that is given).
 - Frame mode starts every connection with a 0x00 and a HELLO, then a HELLO every 5 s of
   stream time. HELLO frames are never faulted. Text mode sends ``t_ms,ax,ay,az,gx,gy,gz``
   lines and no HELLO. Frames come from the protocol's own encoder.
@@ -69,6 +70,7 @@ from firmware_bridge.recording import Recording, read_recording
 
 READER_SETTLE_S = 0.2  # wall seconds between a reader opening the pty and the first byte
 HELLO_EVERY_S = 5.0  # stream seconds between HELLO frames (as the firmware does)
+WRITE_CHUNK = 4096  # bytes held at most before a write, when the device runs behind its schedule
 
 
 class SimulationError(ValueError):
@@ -180,14 +182,17 @@ class FaultStream:
 
     def __init__(self, values: Sequence[tuple[float, ...]], faults: Faults = Faults(), *, rate_hz: float = 50.0,
                  text: bool = False, loop: bool = False, sensor: str = "virtual",
-                 hello_every: float = HELLO_EVERY_S) -> None:
+                 hello_every: float = HELLO_EVERY_S, samples: int | None = None) -> None:
         if not values:
             raise SimulationError("the recording has no samples; nothing to play")
         if not (math.isfinite(rate_hz) and 0 < rate_hz <= 0xFFFF):
             raise SimulationError(f"rate {rate_hz} Hz is not a usable sample rate")
         if not hello_every > 0:
             raise SimulationError(f"hello_every {hello_every} must be positive")
+        if samples is not None and samples < 1:
+            raise SimulationError(f"--samples {samples} must be a positive number of stream samples")
         self.values = list(values)
+        self.limit = samples if samples is not None else (None if loop else len(self.values))
         self.faults = faults
         self.rate_hz = float(rate_hz)
         self.text, self.loop = text, loop
@@ -213,7 +218,8 @@ class FaultStream:
         reboots = list(f.reboot_at)
         boot = 0  # stream index of the last (re)boot: seq and device time count from there
         index = 0
-        while self.loop or index < total:
+        limit = self.limit
+        while limit is None or index < limit:
             t = index / rate
             if f.stall_at is not None and not stalled and t >= f.stall_at:
                 stalled = True
@@ -222,15 +228,15 @@ class FaultStream:
             if next_disconnect is not None and t >= next_disconnect:
                 inj.disconnects += 1
                 skipped = round(f.disconnect_for * rate)  # the device keeps sampling meanwhile
-                if not self.loop:
-                    skipped = min(skipped, total - index)
+                if limit is not None:
+                    skipped = min(skipped, limit - index)
                 inj.lost_indices.extend(range(index, index + skipped))
                 inj.samples_total += skipped
                 inj.lost_in_disconnect += skipped
                 index += skipped
                 next_disconnect += f.disconnect_every + f.disconnect_for
                 yield Unplug(f.disconnect_for)
-                if not self.loop and index >= total:
+                if limit is not None and index >= limit:
                     return
                 yield Chunk(index / rate, self.connection_start())
                 continue
@@ -296,7 +302,7 @@ class VirtualDevice:
 
     def __init__(self, recording: Recording | str | Path | list[Sample], faults: Faults = Faults(), *,
                  speed: float = 1.0, link: str | Path | None = None, text: bool = False, loop: bool = False,
-                 sensor: str = "virtual", rate_hz: float | None = None) -> None:
+                 sensor: str = "virtual", rate_hz: float | None = None, samples: int | None = None) -> None:
         if isinstance(recording, (str, Path)):
             recording = read_recording(recording)
         if isinstance(recording, Recording):
@@ -306,7 +312,8 @@ class VirtualDevice:
             values = [s.values() for s in recording]
         if not (math.isfinite(speed) and speed > 0):
             raise SimulationError(f"--speed {speed} must be positive (1 = real time, 10 = ten times faster)")
-        self.stream = FaultStream(values, faults, rate_hz=float(rate_hz or 50.0), text=text, loop=loop, sensor=sensor)
+        self.stream = FaultStream(values, faults, rate_hz=float(rate_hz or 50.0), text=text, loop=loop, sensor=sensor,
+                                  samples=samples)
         self.speed = float(speed)
         self.link = Path(link) if link is not None else None
         self.error: BaseException | None = None
@@ -516,6 +523,9 @@ class VirtualDevice:
                         delay = origin + step.t / self.speed - time.monotonic()
                     self._sleep(delay)
                 pending += step.data
+                if len(pending) >= WRITE_CHUNK:  # behind schedule (a fast speed): do not hold the stream in memory
+                    origin += self._write(pending)
+                    pending.clear()
                 continue
             origin += self._write(pending)
             pending.clear()
