@@ -137,7 +137,7 @@ class InvalidWatch:
             self.said = False
         elif invalid_run >= self.window and not self.said:
             self.said = True
-            self.status.say("invalid_samples", f"the last {invalid_run} samples were all invalid (NaN, infinite, or "
+            self.status.say("invalid_samples", f"{self.window} samples in a row were all invalid (NaN, infinite, or "
                                                "beyond +-16 g / +-35 rad/s), so no window can be labelled: check the "
                                                "sensor wiring and that the firmware sends g and rad/s",
                             stream_position=position)
