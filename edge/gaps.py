@@ -187,6 +187,7 @@ class GapHandler:
         self._after_hello = False  # a HELLO came just before the next sample (maybe a boot HELLO)
         self._recent_lost: set[int] = set()  # positions counted lost within duplicate_horizon of the last
         self.invalid_run = 0  # invalid samples in a row, up to the last one
+        self._period_us = 1e6 / config.rate_hz  # device time per sample, as last measured
 
     def note_hello(self) -> None:
         """A HELLO frame arrived: if the next sample does not continue the stream (seq backwards, the
@@ -224,9 +225,7 @@ class GapHandler:
         step = (seq - last_seq) % SEQ_MODULO
         if not 0 < step < SEQ_MODULO // 2:
             return fallback
-        expected_us = step * 1e6 / self.config.rate_hz
-        elapsed_us = (t_us - last_t) % T_US_MODULO
-        if abs(elapsed_us - expected_us) > 0.1 * expected_us + 1e6:
+        if not self._clock_agrees(step, (t_us - last_t) % T_US_MODULO):
             return fallback  # seq and clock disagree: a rebooted device, not a continuation
         self.counters.outage_samples += step - 1
         return self._last_pos + step
@@ -258,6 +257,8 @@ class GapHandler:
             self._last_valid_pos, self._last_valid_raw = self._last_pos, raw[-1]
             self.counters.samples += n
             self.invalid_run = 0
+            if n >= 2 and 0 < (t_us[-1] - t_us[-2]) % T_US_MODULO < 1e6:
+                self._period_us = int((t_us[-1] - t_us[-2]) % T_US_MODULO)
             self.rate.update(positions, t_us)
             return [Segment(start, raw, reset=False)]
         return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid.tolist())
@@ -278,6 +279,8 @@ class GapHandler:
         back_in_time = (t - self._last_t) % T_US_MODULO >= T_US_MODULO // 2
         after_hello, self._after_hello = self._after_hello, False
         if step == 1 and not back_in_time:
+            if (t - self._last_t) % T_US_MODULO < 1e6:
+                self._period_us = (t - self._last_t) % T_US_MODULO or self._period_us
             return "next", self._last_pos + 1
         if after_hello and (back_in_time or step == 0 or step >= SEQ_MODULO // 2):
             return "restart", self._last_pos + 1  # a boot HELLO, then a seq that does not continue
@@ -285,9 +288,17 @@ class GapHandler:
         if behind <= self.config.duplicate_horizon:
             position = self._last_pos - behind
             return ("late" if position in self._recent_lost else "duplicate"), position
-        if step >= SEQ_MODULO // 2 or back_in_time:
+        if step >= SEQ_MODULO // 2 or back_in_time or not self._clock_agrees(step, (t - self._last_t) % T_US_MODULO):
+            # seq went back, the clock went back, or seq jumped ahead by more than the clock moved (a reboot
+            # whose clock restarted near the u32 wrap of the last one looks "forward" in both)
             return "restart", self._last_pos + 1
         return "gap", self._last_pos + step
+
+    def _clock_agrees(self, step: int, elapsed_us: int) -> bool:
+        """`step` samples took `elapsed_us` of device time, as this device samples (its own period,
+        measured between consecutive samples, so a 25 Hz board is judged by 40 ms)."""
+        expected_us = step * self._period_us
+        return abs(elapsed_us - expected_us) <= 0.1 * expected_us + 1e6
 
     def _remember_lost(self, first: int, end: int) -> None:
         """Positions first..end-1 were counted lost; keep those a late sample could still fill."""

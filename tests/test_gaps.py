@@ -204,3 +204,25 @@ def test_out_of_order_samples_count_once_not_as_lost_and_duplicate(raw):
     # A true repeat is still a duplicate.
     handler.push(seq[299:300], t_us[299:300], raw[299:300])
     assert (handler.counters.duplicates, handler.counters.out_of_order) == (1, 3)
+
+
+def test_a_reboot_whose_clock_lands_forward_of_the_last_is_still_a_restart(raw):
+    """The soak's second reboot: the last boot's clock was near the u32 wrap and seq at 58,207, so seq 0 and
+    t_us 0 look forward in both (7,329 samples, 64.8 s), but 7,329 samples take 146.6 s: not a gap."""
+    seq_a, t_a = stream(1000, first_seq=57_208, first_t=4_230_196_224 - 999 * 20_000)
+    seq_b, t_b = stream(500)
+    handler = GapHandler()
+    segments = handler.push(seq_a, t_a, raw[:1000])
+    handler.note_hello()
+    segments = merge_segments(segments + handler.push(seq_b, t_b, raw[1000:1500]))
+    assert [(s.start, s.reset) for s in segments] == [(0, True), (1000, True)]
+    assert (handler.counters.device_restarts, handler.counters.lost_samples) == (1, 0)
+
+
+@pytest.mark.parametrize("rate_hz", [25.0, 100.0])
+def test_a_gap_of_an_off_rate_device_is_a_gap(raw, rate_hz):
+    seq, t_us = stream(1000, rate_hz=rate_hz)
+    keep = np.r_[0:400, 430:1000]  # 30 samples lost
+    handler = GapHandler()
+    feed(handler, seq[keep], t_us[keep], raw[keep], chunk=1)
+    assert (handler.counters.lost_samples, handler.counters.long_gaps, handler.counters.device_restarts) == (30, 1, 0)
