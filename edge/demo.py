@@ -5,7 +5,7 @@
 A virtual IMU device (`firmware_bridge.simulate.VirtualDevice`) plays the recording as protocol
 frames on a pseudo-terminal; the live runtime reads that port exactly as it reads a real board
 (serial source -> decoder -> gaps -> front-end -> window -> normalize -> infer -> smooth -> emit),
-prints a line per label, and closes with a summary: label counts, accuracy against the true labels,
+prints a line each time the label changes, and closes with a summary: label counts, accuracy against the true labels,
 latency percentiles and the fault counters.
 """
 from __future__ import annotations

@@ -70,8 +70,9 @@ class JsonlSink:
 
 
 class TerminalSink:
-    """A live line per label: on a terminal the current line is rewritten in place and a new
-    line starts whenever the label changes; elsewhere one line per label change."""
+    """A live line per label change: on a terminal the current line is rewritten in place (time,
+    confidence) and a new line starts whenever the label changes; elsewhere (a pipe, the journal)
+    only the line of each change is printed. The README says the same."""
 
     def __init__(self, stream: IO[str] | None = None, rate_hz: float = 50.0):
         self.stream = stream if stream is not None else sys.stdout

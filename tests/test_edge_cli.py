@@ -415,3 +415,14 @@ def test_a_bad_mount_in_the_bundle_is_named(bundle_dir, hapt_recording, tmp_path
     bundle = with_mount(bundle_dir, tmp_path, {"canonical": [0, 0, 0]})
     rc, _, err = replay([hapt_recording, "--bundle", bundle], capsys)
     assert rc == 2 and "bundle.json" in err and "mount" in err and "re-export" in err
+
+
+def test_the_first_screen_shows_only_what_the_product_says(tmp_path):
+    """No TFLite delegate INFO line, no warnings of libraries: every stderr line is har-edge's own."""
+    from edge.runtime import EXAMPLE_RECORDING
+
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(EXAMPLE_RECORDING), "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines and all(line.startswith("har-edge: ") for line in lines), lines
