@@ -116,3 +116,17 @@ def test_calibration_is_saved_atomically_and_reloads(tmp_path):
     again = MountCalibration.load(CONFIG, path)
     assert again.windows == 50 and again.direction_sum.tolist() == [48.2, -9.0, -4.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wearer.json"]  # no temp file left behind
+
+
+def test_live_display_off_a_terminal_prints_one_line_per_label_change():
+    import io
+
+    from edge.sinks import TerminalSink
+
+    stream = io.StringIO()
+    sink = TerminalSink(stream)
+    for end, label in zip(range(128, 128 + 64 * 6, 64), ["WALKING", "WALKING", "SITTING", "SITTING", "SITTING", "WALKING"]):
+        sink.emit({"sample_end": end, "label": label, "raw_label": label, "confidence": 0.9})
+    sink.close()
+    lines = stream.getvalue().splitlines()
+    assert [line.split()[1] for line in lines] == ["WALKING", "SITTING", "WALKING"]  # as the README says
