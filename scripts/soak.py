@@ -1,6 +1,6 @@
 """Accelerated 24-hour soak: 4.32 M samples (24 h at 50 Hz) through `har-edge run` over the virtual device.
 
-    python scripts/soak.py [--samples 4320000] [--speed 1000] [--out runs/soak]
+    python scripts/soak.py [--samples 4320000] [--speed 1000] [--out runs/soak] [--record]
 
 The virtual device (firmware_bridge.simulate) loops the shipped example recording with faults: drops,
 CRC errors, duplicates and garbage (0.05% of samples each), two reboots with the port kept open (at 20,000
@@ -13,6 +13,9 @@ resident memory is sampled every few seconds. At the end the script checks, and 
   each reboot and reconnect), emitted once, in order, on its segment's grid;
 - counters: lost, lost in outages, duplicates, CRC errors + malformed, garbage bytes, device restarts
   and reconnects equal to what the device injected; status events one per reboot and per link change.
+
+With `--record` the command is `har-edge record --out soak.csv` (with the model, so the same checks
+apply) and the recording is checked too: one row per sample that arrived, written as it came.
 
 Exit 0 when every check holds. Not part of the test suite (minutes of CPU); docs/results.md has a run.
 """
@@ -133,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default="runs/soak", help="folder for the JSONL and soak.json")
     parser.add_argument("--rss-every", type=float, default=5.0, metavar="S")
+    parser.add_argument("--record", action="store_true", help="run `har-edge record --out soak.csv` instead of `run`")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -143,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         link = Path(tmp) / "imu"
         device = VirtualDevice(EXAMPLE_RECORDING, faults, speed=args.speed, link=link, samples=args.samples)
         device.start()
-        command = [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--bundle", str(DEFAULT_BUNDLE),
-                   "--jsonl", str(jsonl), "--quiet", "--report-every", "0"]
+        command = [sys.executable, "-m", "edge.cli", "record" if args.record else "run", "--port", str(link),
+                   "--bundle", str(DEFAULT_BUNDLE), "--jsonl", str(jsonl), "--quiet", "--report-every", "0"]
+        if args.record:
+            command += ["--out", str(out / "soak.csv")]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
         proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
         rss: list[tuple[int, int]] = []  # (stream samples produced so far, VmRSS KiB)
@@ -200,8 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                           statuses.get("reconnected"), statuses.get("connected")) == (2, 2, 2, 1),
         "memory flat within 5%": bool(after_warmup) and max(after_warmup) <= 1.05 * min(after_warmup),
     }
+    if args.record:
+        with (out / "soak.csv").open() as f:
+            rows = sum(1 for _ in f) - 1  # the header
+        checks["recording: one row per sample that arrived"] = rows == inj.samples_sent
     result = {
-        "date": time.strftime("%Y-%m-%d", time.gmtime()), "samples": args.samples, "speed": args.speed,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()), "command": "record" if args.record else "run",
+        "samples": args.samples, "speed": args.speed,
         "seed": args.seed, "wall_seconds": round(wall, 1), "samples_per_second": round(args.samples / wall),
         "faults": faults.active(), "injected": inj.as_dict(), "counters": counters, "status_events": statuses,
         "windows": len(windows), "expected_windows": len(expect["ends"]),

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,6 @@ import numpy as np
 import pytest
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
-from firmware_bridge.recording import read_recording, write_recording_csv
 from firmware_bridge.simulate import Faults, VirtualDevice
 
 from edge.runtime import Pipeline, run_loop
