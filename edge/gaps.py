@@ -32,7 +32,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO  # the wire's u16 seq and u32 microseconds
+from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO, clock_agrees  # the wire's u16 seq, u32 microseconds
 
 SMALL_BATCH = 8  # up to this many samples per push take the plain-Python path
 
@@ -297,8 +297,7 @@ class GapHandler:
     def _clock_agrees(self, step: int, elapsed_us: int) -> bool:
         """`step` samples took `elapsed_us` of device time, as this device samples (its own period,
         measured between consecutive samples, so a 25 Hz board is judged by 40 ms)."""
-        expected_us = step * self._period_us
-        return abs(elapsed_us - expected_us) <= 0.1 * expected_us + 1e6
+        return clock_agrees(step, elapsed_us, self._period_us)
 
     def _remember_lost(self, first: int, end: int) -> None:
         """Positions first..end-1 were counted lost; keep those a late sample could still fill."""

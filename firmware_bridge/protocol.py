@@ -142,6 +142,14 @@ class DecoderCounters:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def clock_agrees(step: int, elapsed_us: int, period_us: float) -> bool:
+    """Whether a seq jump of `step` samples and `elapsed_us` of device time (both wrap-aware, forward)
+    tell the same story for a device sampling every `period_us`: a gap does, a reboot (seq and clock
+    restarted, which can land "forward" of the last values in both) does not."""
+    expected_us = step * period_us
+    return abs(elapsed_us - expected_us) <= 0.1 * expected_us + 1e6
+
+
 class _SeqTracker:
     """Wrap-around aware sequence accounting of the frame decoder."""
 
@@ -149,17 +157,23 @@ class _SeqTracker:
         self.counters = counters
         self.last: int | None = None
         self.last_t = 0
+        self.period_us = 1e6 / DEFAULT_RATE_HZ  # device time per sample, as last measured
 
     def accept(self, seq: int, t_us: int) -> bool:
         """Counts gaps/duplicates; returns False for a duplicate that should be dropped."""
         if self.last is not None:
             step = (seq - self.last) % SEQ_MODULO
-            back_in_time = (t_us - self.last_t) % T_US_MODULO >= T_US_MODULO // 2
+            elapsed = (t_us - self.last_t) % T_US_MODULO
+            back_in_time = elapsed >= T_US_MODULO // 2
             if step == 0 and t_us == self.last_t:
                 self.counters.duplicates += 1
                 return False
-            if step == 0 or step >= SEQ_MODULO // 2 or back_in_time:
-                # Backwards in seq or in device time: a reboot (at any seq), not a gap of 30000+.
+            if step == 1 and 0 < elapsed < 1_000_000:
+                self.period_us = elapsed
+            if step == 0 or step >= SEQ_MODULO // 2 or back_in_time or \
+                    (step > 1 and not clock_agrees(step, elapsed, self.period_us)):
+                # Backwards in seq or in device time, or a jump the clock does not match: a reboot
+                # (at any seq), not a gap of 30000+.
                 self.counters.seq_resets += 1
             elif step > 1:
                 self.counters.seq_gaps += 1
