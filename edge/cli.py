@@ -77,6 +77,9 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
                    help="print the fault counters every S seconds (default 10; 0 = only on exit)")
     p.add_argument("--stall-after", type=float, default=10.0, metavar="S",
                    help="say so when no sample arrived for S seconds on an open port (default 10)")
+    p.add_argument("--mount-save-every", type=float, default=60.0, metavar="S",
+                   help="with --mount-calibration: save it every S seconds while it changes, not only on exit "
+                        "(default 60: a crash loses at most a minute of what was learnt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +173,7 @@ def validate_options(args) -> None:
     _check_number("--report-every", getattr(args, "report_every", None), strict=False)  # 0: only on exit
     _check_number("--connect-timeout", getattr(args, "connect_timeout", None), strict=False)
     _check_number("--stall-after", getattr(args, "stall_after", None))
+    _check_number("--mount-save-every", getattr(args, "mount_save_every", None))
     _check_number("--e2e-seconds", getattr(args, "e2e_seconds", None), strict=False)
     if hasattr(args, "smoothing"):
         _smoothing(args)  # SmoothingConfigError names the bad setting
@@ -247,9 +251,6 @@ def _calibration(args, model):
         raise CliError(str(exc)) from None
 
 
-CALIBRATION_SAVE_EVERY_S = 60.0  # a crash or power cut loses at most this much of what was learnt
-
-
 def _save_calibration(args, pipeline, final: bool = True) -> None:
     path = getattr(args, "mount_calibration", None)
     if not path or pipeline.calibration is None:
@@ -272,7 +273,7 @@ def _loop_stop(args, pipeline=None):
     def stop() -> bool:
         now = time.perf_counter()
         calibration = None if pipeline is None else pipeline.calibration
-        if calibration is not None and now - saved["at"] >= CALIBRATION_SAVE_EVERY_S:
+        if calibration is not None and now - saved["at"] >= args.mount_save_every:
             saved["at"] = now
             if calibration.windows != saved["windows"]:
                 saved["windows"] = calibration.windows

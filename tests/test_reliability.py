@@ -130,3 +130,26 @@ def test_live_display_off_a_terminal_prints_one_line_per_label_change():
     sink.close()
     lines = stream.getvalue().splitlines()
     assert [line.split()[1] for line in lines] == ["WALKING", "SITTING", "WALKING"]  # as the README says
+
+
+@pytest.mark.slow
+def test_mount_calibration_is_saved_while_running_so_a_crash_keeps_it(tmp_path):
+    """`har-edge run` killed with SIGKILL (no exit handler runs) still leaves what it had learnt."""
+    from edge.runtime import DEFAULT_BUNDLE, EXAMPLE_RECORDING
+
+    wearer, link = tmp_path / "wearer.json", tmp_path / "imu"
+    assert json.loads((DEFAULT_BUNDLE / "bundle.json").read_text()).get("mount"), "the shipped model is mount-aligned"
+    with VirtualDevice(EXAMPLE_RECORDING, speed=20.0, link=link):
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--quiet",
+                                 "--mount-calibration", str(wearer), "--mount-save-every", "0.5"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if wearer.exists() and json.loads(wearer.read_text())["windows"] >= 20:  # atomic: never half a file
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    saved = MountCalibration.load(MountConfig.from_dict(json.loads((DEFAULT_BUNDLE / "bundle.json").read_text())["mount"]),
+                                  wearer)
+    assert saved.calibrated and saved.windows >= 20
