@@ -70,9 +70,9 @@ class StallWatch:
         self.last_sample = self.stalled_since = None  # a lost port is said as such, not as a stall
 
     def samples(self, now: float, position: int) -> None:
-        if self.stalled_since is not None:
-            self.status.say("resumed", f"samples again after {now - self.stalled_since + self.after_s:.1f} s "
-                                       "without any", stream_position=position)
+        if self.stalled_since is not None and self.last_sample is not None:
+            self.status.say("resumed", f"samples again after {now - self.last_sample:.1f} s without any",
+                            stream_position=position)
             self.stalled_since = None
         self.last_sample = now
 
