@@ -181,7 +181,10 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
         latencies = []
         try:
             for line in proc.stdout:
-                latencies.append(json.loads(line)["latency_ms"] / 1e3)
+                result = json.loads(line)
+                if "type" in result:  # a status line (docs/edge.md, "Status events"), not a window
+                    continue
+                latencies.append(result["latency_ms"] / 1e3)
                 memory = _rss_kib(proc.pid) or memory
             proc.wait(timeout=30)
         finally:

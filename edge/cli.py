@@ -6,19 +6,23 @@
     har-edge bench [--json] [--torch-checkpoint PATH]
     har-edge demo [--speed 10] [--faults]
     har-edge monitor --mqtt mqtt://broker [--web 127.0.0.1:8080]
+    har-edge ports
+    har-edge --version
 
 run, replay and record also publish to MQTT (--mqtt URL --device-id ID) and serve a live page
 (--web HOST:PORT): docs/mqtt.md.
 
 Every command takes --bundle DIR, --backend tflite|onnx, --precision int8|fp32 and --jsonl PATH
-(`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2;
-Ctrl-C (or SIGTERM from systemd) flushes the outputs, prints the counters and exits 0.
+(`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2, and
+every option and output path is checked before any work starts (`validate_options`); Ctrl-C (or
+SIGTERM from systemd) flushes the outputs, prints the counters and exits 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import time
@@ -72,7 +76,9 @@ def _add_publishing(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serial(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", required=True, help="serial port of the IMU board, e.g. /dev/ttyACM0 or /dev/har-imu")
+    p.add_argument("--port", required=True,
+                   help="serial port of the IMU board, e.g. /dev/ttyACM0 or /dev/har-imu; 'auto' picks the one "
+                        "board `har-edge ports` flags as the IMU")
     p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
     p.add_argument("--text", action="store_true",
                    help="plain CSV-lines mode ('[t_ms,]ax,ay,az,gx,gy,gz' per line) instead of binary frames")
@@ -81,11 +87,19 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     p.add_argument("--report-every", type=float, default=10.0, metavar="S",
                    help="print the fault counters every S seconds (default 10; 0 = only on exit)")
+    p.add_argument("--stall-after", type=float, default=10.0, metavar="S",
+                   help="say so when no sample arrived for S seconds on an open port (default 10)")
+    p.add_argument("--mount-save-every", type=float, default=60.0, metavar="S",
+                   help="with --mount-calibration: save it every S seconds while it changes, not only on exit "
+                        "(default 60: a crash loses at most a minute of what was learnt)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="har-edge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("ports", help="list the serial ports with their USB ids and say which looks like the IMU board")
 
     run = sub.add_parser("run", help="live recognition from the serial port")
     _add_serial(run)
@@ -131,6 +145,68 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     _add_common(demo)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("har-edge")
+    except PackageNotFoundError:
+        return "(not installed: run from a source tree)"
+
+
+# -- option validation: every option and output path, before any work -------------------------------
+
+def _check_output(option: str, path: str | None, suffixes: tuple[str, ...] = ()) -> None:
+    """An output file the command will write: a writable file in an existing folder, with a known suffix."""
+    from edge.sinks import output_path_problem
+
+    if path is None or path == "-":
+        return
+    if suffixes and Path(path).suffix.lower() not in suffixes:
+        raise CliError(f"{option} {path}: unknown file type {Path(path).suffix or '(none)'!r}; "
+                       f"use a name ending in {' or '.join(suffixes)}")
+    problem = output_path_problem(path)
+    if problem:
+        raise CliError(f"{option} {path}: {problem}")
+
+
+def _check_number(option: str, value: float | None, minimum: float = 0.0, strict: bool = True,
+                  unit: str = "seconds") -> None:
+    if value is None:
+        return
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise CliError(f"{option} {value:g}: give {unit} {'>' if strict else '>='} {minimum:g}")
+
+
+def _plot_suffixes() -> tuple[str, ...]:
+    from matplotlib.figure import Figure
+
+    return tuple(f".{ext}" for ext in Figure().canvas.get_supported_filetypes())
+
+
+def validate_options(args) -> None:
+    """Every option and output path checked before the model loads or a byte is read: one CliError."""
+    _check_number("--speed", getattr(args, "speed", None), unit="times real time")
+    _check_number("--duration", getattr(args, "duration", None))
+    _check_number("--report-every", getattr(args, "report_every", None), strict=False)  # 0: only on exit
+    _check_number("--connect-timeout", getattr(args, "connect_timeout", None), strict=False)
+    _check_number("--stall-after", getattr(args, "stall_after", None))
+    _check_number("--mount-save-every", getattr(args, "mount_save_every", None))
+    _check_number("--e2e-seconds", getattr(args, "e2e_seconds", None), strict=False)
+    if hasattr(args, "smoothing"):
+        _smoothing(args)  # SmoothingConfigError names the bad setting
+        _check_output("--jsonl", args.jsonl)
+        if args.mount_calibration:
+            _check_output("--mount-calibration", args.mount_calibration)
+    _check_output("--summary-json", getattr(args, "summary_json", None), (".json",))
+    if getattr(args, "plot", None):
+        _check_output("--plot", args.plot, _plot_suffixes())
+    if args.command == "record":
+        _check_output("--out", args.out, (".csv", ".bin"))
+        if args.text and Path(args.out).suffix.lower() == ".bin":
+            raise CliError("--text with a .bin capture: a .bin recording holds binary frames; record text mode to .csv")
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -179,13 +255,6 @@ def _decoder(args):
     return CsvLineDecoder() if args.text else FrameDecoder()
 
 
-def _stopper(duration: float | None):
-    if duration is None:
-        return None
-    deadline = time.perf_counter() + duration
-    return lambda: time.perf_counter() >= deadline
-
-
 def _calibration(args, model):
     """The saved mount calibration of --mount-calibration FILE, or None (learn it from the stream)."""
     from edge.mount import MountCalibration, MountError
@@ -201,28 +270,54 @@ def _calibration(args, model):
         _say(f"{path} does not exist yet: the mount is calibrated from this stream's moving windows and saved there")
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return MountCalibration.from_dict(model.mount, data if isinstance(data, dict) else {}, str(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CliError(f"{path} is not a mount calibration JSON file ({exc}); delete it to calibrate afresh") from None
+        return MountCalibration.load(model.mount, path)
     except MountError as exc:
         raise CliError(str(exc)) from None
 
 
-def _save_calibration(args, pipeline) -> None:
+def _save_calibration(args, pipeline, final: bool = True) -> None:
     path = getattr(args, "mount_calibration", None)
     if not path or pipeline.calibration is None:
         return
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(pipeline.calibration.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        pipeline.calibration.save(path)
     except OSError as exc:
-        _say(f"warning: could not save the mount calibration to {path}: {exc}")
+        _say(f"warning: could not save the mount calibration to {path}: {exc.strerror or exc}")
         return
-    state = "calibrated" if pipeline.calibration.calibrated else "not yet calibrated"
-    _say(f"mount calibration ({state}, {pipeline.calibration.windows} moving windows) saved to {path}")
+    if final:
+        state = "calibrated" if pipeline.calibration.calibrated else "not yet calibrated"
+        _say(f"mount calibration ({state}, {pipeline.calibration.windows} moving windows) saved to {path}")
+
+
+def _loop_stop(args, pipeline=None):
+    """run_loop's stop(): --duration, and on the way the periodic save of a changed mount calibration."""
+    deadline = None if getattr(args, "duration", None) is None else time.perf_counter() + args.duration
+    saved = {"at": time.perf_counter(), "windows": None}
+
+    def stop() -> bool:
+        now = time.perf_counter()
+        calibration = None if pipeline is None else pipeline.calibration
+        if calibration is not None and now - saved["at"] >= args.mount_save_every:
+            saved["at"] = now
+            if calibration.windows != saved["windows"]:
+                saved["windows"] = calibration.windows
+                _save_calibration(args, pipeline, final=False)
+        return deadline is not None and now >= deadline
+
+    return stop
+
+
+def _resolve_port(args) -> None:
+    """--port auto: the one port that looks like the IMU board."""
+    if getattr(args, "port", None) != "auto":
+        return
+    from edge.sources import SourceError, find_imu_port
+
+    try:
+        args.port = find_imu_port()
+    except SourceError as exc:
+        raise CliError(str(exc)) from None
+    _say(f"--port auto: {args.port}")
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -234,12 +329,13 @@ def cmd_run(args) -> int:
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     smoothing = _smoothing(args)
     sinks = _sinks(args, model.frontend_config.sample_rate_hz, live=True)
-    pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model))
+    pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model),
+                        stall_after_s=args.stall_after)
     pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
     _stop_signals_as_interrupt()
-    run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_stopper(args.duration))
+    run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))
     _save_calibration(args, pipeline)
     return 0
 
@@ -286,6 +382,9 @@ def cmd_replay(args) -> int:
     if summary["realtime_factor"] and not args.realtime:
         line += f" = {summary['realtime_factor']:.0f}x real time (+{load_s:.2f} s reading the file)"
     _say(line)
+    if n and not memory.results:
+        _say(f"warning: no window from {n} samples (a window needs {model.frontend_config.window} valid samples in "
+             "a row): see the status lines above")
     truth = summary.get("truth")
     if truth and truth["scored_windows"]:
         _say(f"against the true labels ({truth['scored_windows']} windows inside one labelled activity): "
@@ -298,83 +397,69 @@ def cmd_replay(args) -> int:
                       title=f"{Path(args.recording).name} - {model.description}")
         _say(f"wrote {args.plot}")
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        _write_json(args.summary_json, summary)
     return 0
 
 
+def _write_json(path: str, data: dict) -> None:
+    """Atomically (temp file + rename): a reader never sees half a summary."""
+    import os
+    import tempfile
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, target)
+
+
 def cmd_record(args) -> int:
-    from firmware_bridge.recording import write_recording_csv
+    """Recording is a sink of the one pipeline: the decode stage feeds it, it streams to disk (edge/sinks.py)."""
+    from edge.gaps import samples_to_arrays
+    from edge.runtime import Pipeline, load_model, run_loop
+    from edge.sinks import RecordingSink
+    from edge.sources import ByteChunk, LinkEvent, SerialSource
 
-    from edge.runtime import Pipeline, format_counters, load_model, run_loop
-    from edge.sources import ByteChunk, SerialSource
-
-    out = Path(args.out)
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".bin"):
-        raise CliError(f"--out {out}: use a .csv (decoded samples) or .bin (raw serial bytes) file name")
-    if args.text and suffix == ".bin":
-        raise CliError("--text with a .bin capture: a .bin recording holds binary frames; record text mode to .csv")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        raw_file = open(out, "wb") if suffix == ".bin" else None
-        if raw_file is None:
-            out.touch()
-    except OSError as exc:
-        raise CliError(f"cannot write {out}: {exc.strerror}; choose a writable path for --out") from None
-    samples: list = []
-
-    class Tee:
-        """Passes items on, keeping what the recording needs (raw bytes or decoded samples)."""
-
-        def __init__(self, source, decoder):
-            self.source, self.decoder = source, decoder
-
-        def __iter__(self):
-            for item in self.source:
-                if isinstance(item, ByteChunk):
-                    if raw_file is not None:
-                        raw_file.write(item.data)
-                    else:
-                        samples.extend(f for f in self.decoder.feed(item.data) if hasattr(f, "seq"))
-                yield item
-
-        def close(self):
-            self.source.close()
-
+    model = None if args.no_model else load_model(args.bundle, args.backend, args.precision, args.threads)
+    recorder = RecordingSink(args.out)
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
-    tee = Tee(source, _decoder(args))
     _stop_signals_as_interrupt()
     try:
-        if args.no_model:
+        if model is None:  # only the decode stage: no windows to make
+            decoder = _decoder(args)
+            stop = _loop_stop(args)
             interrupted = False
-            stop = _stopper(args.duration)
             try:
-                for _ in tee:
-                    if stop is not None and stop():
+                for item in source:
+                    if isinstance(item, ByteChunk):
+                        samples = [f for f in decoder.feed(item.data) if hasattr(f, "seq")]
+                        recorder.record_bytes(item.data)
+                        if samples:
+                            recorder.record_samples(*samples_to_arrays(samples))
+                    elif isinstance(item, LinkEvent) and item.kind != "idle":
+                        _say(f"{item.kind} {item.port} {item.detail}".rstrip())
+                    recorder.tick()
+                    if stop():
                         break
             except KeyboardInterrupt:
                 interrupted = True
             finally:
-                tee.close()
+                source.close()
             _say(("interrupted; " if interrupted else "") + f"read {source.bytes_read} bytes, "
-                 f"reconnects {source.reconnects}")
+                 f"reconnects {source.reconnects}; decoder counters {decoder.counters.as_dict()}")
         else:
-            model = load_model(args.bundle, args.backend, args.precision, args.threads)
-            pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args),
-                                calibration=_calibration(args, model))
+            pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args), calibration=_calibration(args, model),
+                                stall_after_s=args.stall_after, recorder=recorder)
             pipeline.warm_up()
-            run_loop(tee, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
-                     report_every_s=args.report_every or None, stop=_stopper(args.duration))
+            run_loop(source, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
+                     report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))
             _save_calibration(args, pipeline)
     finally:
-        if raw_file is not None:
-            raw_file.close()
-        else:
-            if samples:
-                write_recording_csv(out, samples)
-    _say(f"saved {out} ({len(samples)} samples)" if raw_file is None else f"saved {out} ({out.stat().st_size} bytes)")
-    if raw_file is None and not samples:
-        _say(f"warning: no samples arrived; {out} is empty")
+        recorder.close()
+    what = f"{recorder.bytes} bytes" if recorder.raw else f"{recorder.samples} samples"
+    _say(f"saved {args.out} ({what}, synced to disk every {recorder.sync_every_s:g} s)")
+    if recorder.bytes == 0 or (not recorder.raw and recorder.samples == 0):
+        _say(f"warning: no samples arrived; {args.out} holds none")
     return 0
 
 
@@ -400,7 +485,26 @@ def cmd_demo(args) -> int:
     summary = run_demo(args, _smoothing(args), lambda rate: _sinks(args, rate, live=True))
     print_summary(summary)
     if args.summary_json:
-        Path(args.summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+        _write_json(args.summary_json, summary)
+    return 0
+
+
+def cmd_ports(args) -> int:
+    from edge.sources import list_ports
+
+    ports = list_ports()
+    if not ports:
+        print("no serial ports found; is the IMU board plugged in? (USB cable with data lines, then ls /dev/ttyACM*)")
+        return 0
+    for port in ports:
+        print(port.describe())
+    imu = [p for p in ports if p.looks_like_imu]
+    if len(imu) == 1:
+        print(f"likely IMU board: {imu[0].device} (use --port {imu[0].device}, or --port auto)")
+    elif not imu:
+        print("none looks like the IMU board (an Arduino Uno 2341:0043/0001 or a CH340 clone 1a86:7523)")
+    else:
+        print(f"{len(imu)} ports look like the IMU board; give --port explicitly")
     return 0
 
 
@@ -428,13 +532,15 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo,
-            "monitor": cmd_monitor}
+            "monitor": cmd_monitor, "ports": cmd_ports}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     errors = _user_errors()
     try:
+        validate_options(args)
+        _resolve_port(args)
         return COMMANDS[args.command](args)
     except errors as exc:
         print(f"har-edge {args.command}: error: {exc}", file=sys.stderr)

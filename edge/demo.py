@@ -5,7 +5,7 @@
 A virtual IMU device (`firmware_bridge.simulate.VirtualDevice`) plays the recording as protocol
 frames on a pseudo-terminal; the live runtime reads that port exactly as it reads a real board
 (serial source -> decoder -> gaps -> front-end -> window -> normalize -> infer -> smooth -> emit),
-prints a line per label, and closes with a summary: label counts, accuracy against the true labels,
+prints a line each time the label changes, and closes with a summary: label counts, accuracy against the true labels,
 latency percentiles and the fault counters.
 """
 from __future__ import annotations
@@ -24,9 +24,6 @@ from edge.runtime import EXAMPLE_RECORDING, Pipeline, format_counters, load_mode
 from edge.sinks import MemorySink
 from edge.sources import SerialSource
 
-# Mild faults for --faults: what a flaky USB cable and a noisy line look like.
-DEMO_FAULTS = dict(drop=0.003, corrupt=0.003, duplicate=0.002, garbage=0.002)
-
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     """The demo's own options; --bundle, --backend, --precision, smoothing and --quiet come from har-edge."""
@@ -41,11 +38,11 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], list]) -> dict:
     """Stream args.recording through a virtual device into the live runtime; returns the summary."""
     from firmware_bridge.recording import read_recording
-    from firmware_bridge.simulate import VirtualDevice
+    from firmware_bridge.simulate import Faults, VirtualDevice
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     recording = read_recording(args.recording)
-    faults = DEMO_FAULTS if args.faults else {}
+    faults = Faults.flaky_cable() if args.faults else Faults()
     memory = MemorySink()
     sinks = [memory] + make_sinks(model.frontend_config.sample_rate_hz)  # terminal lines, --jsonl
     pipeline = Pipeline(model, smoothing)
@@ -54,9 +51,9 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
     print(f"demo: {Path(args.recording).name}: {len(recording)} samples ({len(recording) / recording.rate_hz:.0f} s "
           f"of motion) played at {args.speed:g}x through a virtual serial device, about {seconds:.0f} s; "
           f"model {model.description}", flush=True)
-    with VirtualDevice(recording, speed=args.speed, **faults) as device:
+    with VirtualDevice(recording, faults, speed=args.speed) as device:
         port = device.port
-        print(f"demo: virtual IMU on {port}" + (f", injecting faults {faults}" if faults else ""), flush=True)
+        print(f"demo: virtual IMU on {port}" + (f", injecting faults {faults.active()}" if faults.active() else ""), flush=True)
         finished_at: list[float] = []
 
         def stop() -> bool:  # the device has played everything and the line has been quiet a moment

@@ -4,7 +4,9 @@ The device numbers its samples (`seq`, 16 bits, wrapping). From those numbers th
 places every sample at its *stream position* (samples since the stream started, counting
 missing ones), and repairs or cuts the stream before the causal filters see it:
 
-- a duplicate (same seq again, or a seq a few samples in the past) is dropped;
+- a duplicate (same seq again, or a seq a few samples in the past that already arrived) is
+  dropped; a sample arriving after a later one (its position was counted lost) is dropped
+  and counted once, as out of order, no longer as lost;
 - a sample with a NaN, an infinity or a physically impossible value is treated as missing
   (limits: any acceleration axis beyond +-16 g or any gyro axis beyond +-35 rad/s; those are
   the full-scale ranges of the MPU-6050, +-16 g and +-2000 deg/s = 34.9 rad/s, so a reading
@@ -14,8 +16,10 @@ missing ones), and repairs or cuts the stream before the causal filters see it:
 - a longer run of missing samples ends the segment: the next segment starts with
   `reset=True`, so the runtime resets the front-end and the window (filter state from before
   a long hole would be wrong, and a window must not straddle it);
-- seq jumping far backwards means the device restarted: a new segment starts right after the
-  last position.
+- the device restarted (rebooted with the port kept open, as an Uno's main chip does while its
+  USB chip stays up) when its seq does not continue after a boot HELLO (`note_hello`), when seq
+  jumps far backwards, or when its clock `t_us` goes backwards: one device restart, nothing
+  counted lost, a new segment right after the last position (whatever seq the reboot came at).
 
 It also estimates the device's real sample rate from its timestamps (`t_us`, microseconds,
 wrapping at 2**32) and says so when it is more than 2% off the nominal 50 Hz.
@@ -28,8 +32,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-SEQ_MODULO = 1 << 16  # the wire protocol's seq is a u16 (firmware_bridge.protocol.SEQ_MODULO)
-T_US_MODULO = 1 << 32  # device timestamps are a u32 of microseconds
+from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO, clock_agrees  # the wire's u16 seq, u32 microseconds
+
 SMALL_BATCH = 8  # up to this many samples per push take the plain-Python path
 
 
@@ -51,6 +55,7 @@ class GapCounters:
     samples: int = 0  # valid samples passed on (interpolated ones not included)
     duplicates: int = 0  # dropped: seq already seen
     lost_samples: int = 0  # seq positions that never arrived
+    out_of_order: int = 0  # arrived after a later sample: dropped (the filters moved on), not counted lost
     invalid_samples: int = 0  # arrived but NaN / inf / impossible: treated as missing
     short_gaps: int = 0  # holes of 1..max_interpolated missing samples, interpolated
     interpolated_samples: int = 0
@@ -104,7 +109,7 @@ class RateEstimator:
         self.config = config
         self.reset()
         self.warnings = 0
-        self._off = False
+        self.off = False  # the last check found the rate out of tolerance
 
     def reset(self) -> None:
         self._anchor_pos: int | None = None
@@ -143,9 +148,9 @@ class RateEstimator:
         if rate is None:
             return None
         off = abs(rate / self.config.rate_hz - 1.0) > self.config.rate_tolerance
-        if off == self._off:
+        if off == self.off:
             return None
-        self._off = off
+        self.off = off
         if off:
             self.warnings += 1
             return (
@@ -179,6 +184,15 @@ class GapHandler:
         self._last_valid_pos: int | None = None  # position of the last valid sample of the current segment
         self._last_valid_raw: np.ndarray | None = None  # (6,)
         self._skip_on_restart = 0
+        self._after_hello = False  # a HELLO came just before the next sample (maybe a boot HELLO)
+        self._recent_lost: set[int] = set()  # positions counted lost within duplicate_horizon of the last
+        self.invalid_run = 0  # invalid samples in a row, up to the last one
+        self._period_us = 1e6 / config.rate_hz  # device time per sample, as last measured
+
+    def note_hello(self) -> None:
+        """A HELLO frame arrived: if the next sample does not continue the stream (seq backwards, the
+        same seq, or device time backwards), the device rebooted, whatever its seq."""
+        self._after_hello = True
 
     @property
     def position(self) -> int:
@@ -197,6 +211,7 @@ class GapHandler:
             self._resume_from = (self._last_seq, self._last_t)
         self._last_seq = None
         self._last_valid_pos = None
+        self._recent_lost.clear()
         self._skip_on_restart += max(0, int(skipped))
         self.rate.reset()
 
@@ -210,9 +225,7 @@ class GapHandler:
         step = (seq - last_seq) % SEQ_MODULO
         if not 0 < step < SEQ_MODULO // 2:
             return fallback
-        expected_us = step * 1e6 / self.config.rate_hz
-        elapsed_us = (t_us - last_t) % T_US_MODULO
-        if abs(elapsed_us - expected_us) > 0.1 * expected_us + 1e6:
+        if not self._clock_agrees(step, (t_us - last_t) % T_US_MODULO):
             return fallback  # seq and clock disagree: a rebooted device, not a continuation
         self.counters.outage_samples += step - 1
         return self._last_pos + step
@@ -237,22 +250,61 @@ class GapHandler:
                             and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in raw.tolist()]
             return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid)
         invalid = invalid_rows(raw, self.config)  # (n,)
-        if self._is_clean_continuation(seq, invalid):
+        if not self._after_hello and self._is_clean_continuation(seq, t_us, invalid):
             start = self._last_pos + 1
             positions = np.arange(start, start + n, dtype=np.int64)  # (n,)
             self._last_seq, self._last_pos, self._last_t = int(seq[-1]), start + n - 1, int(t_us[-1])
             self._last_valid_pos, self._last_valid_raw = self._last_pos, raw[-1]
             self.counters.samples += n
+            self.invalid_run = 0
+            if n >= 2 and 0 < (t_us[-1] - t_us[-2]) % T_US_MODULO < 1e6:
+                self._period_us = int((t_us[-1] - t_us[-2]) % T_US_MODULO)
             self.rate.update(positions, t_us)
             return [Segment(start, raw, reset=False)]
         return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid.tolist())
 
-    def _is_clean_continuation(self, seq: np.ndarray, invalid: np.ndarray) -> bool:
-        """Every sample valid, each the next seq, following the last valid sample directly."""
+    def _is_clean_continuation(self, seq: np.ndarray, t_us: np.ndarray, invalid: np.ndarray) -> bool:
+        """Every sample valid, each the next seq, device time never going back, following the last
+        valid sample directly."""
         if self._last_seq is None or self._last_valid_pos != self._last_pos or invalid.any():
             return False
         steps = np.diff(np.concatenate([[self._last_seq], seq])) % SEQ_MODULO  # (n,)
-        return bool((steps == 1).all())
+        elapsed = np.diff(np.concatenate([[self._last_t], t_us])) % T_US_MODULO  # (n,) wrap-aware
+        return bool((steps == 1).all() and (elapsed < T_US_MODULO // 2).all())
+
+    def _classify(self, s: int, t: int) -> tuple[str, int]:
+        """The sample (seq s, device time t) after the last one -> (kind, stream position):
+        "next", "gap", "duplicate", "late" (arrived out of order) or "restart"."""
+        step = (s - self._last_seq) % SEQ_MODULO
+        back_in_time = (t - self._last_t) % T_US_MODULO >= T_US_MODULO // 2
+        after_hello, self._after_hello = self._after_hello, False
+        if step == 1 and not back_in_time:
+            if (t - self._last_t) % T_US_MODULO < 1e6:
+                self._period_us = (t - self._last_t) % T_US_MODULO or self._period_us
+            return "next", self._last_pos + 1
+        if after_hello and (back_in_time or step == 0 or step >= SEQ_MODULO // 2):
+            return "restart", self._last_pos + 1  # a boot HELLO, then a seq that does not continue
+        behind = (SEQ_MODULO - step) % SEQ_MODULO
+        if behind <= self.config.duplicate_horizon:
+            position = self._last_pos - behind
+            return ("late" if position in self._recent_lost else "duplicate"), position
+        if step >= SEQ_MODULO // 2 or back_in_time or not self._clock_agrees(step, (t - self._last_t) % T_US_MODULO):
+            # seq went back, the clock went back, or seq jumped ahead by more than the clock moved (a reboot
+            # whose clock restarted near the u32 wrap of the last one looks "forward" in both)
+            return "restart", self._last_pos + 1
+        return "gap", self._last_pos + step
+
+    def _clock_agrees(self, step: int, elapsed_us: int) -> bool:
+        """`step` samples took `elapsed_us` of device time, as this device samples (its own period,
+        measured between consecutive samples, so a 25 Hz board is judged by 40 ms)."""
+        return clock_agrees(step, elapsed_us, self._period_us)
+
+    def _remember_lost(self, first: int, end: int) -> None:
+        """Positions first..end-1 were counted lost; keep those a late sample could still fill."""
+        horizon = self.config.duplicate_horizon
+        self._recent_lost.update(range(max(first, end - horizon), end))
+        if len(self._recent_lost) > 4 * horizon:
+            self._recent_lost = {p for p in self._recent_lost if p >= end - horizon}
 
     def _push_slow(self, seq, t_us, raw, invalid) -> list[Segment]:
         cfg, counters = self.config, self.counters
@@ -271,25 +323,33 @@ class GapHandler:
         for s, t, row, bad in zip(seq, t_us, raw, invalid):
             if self._last_seq is None:
                 pos = self._resume_position(s, t)
+                self._after_hello = False
             else:
-                step = (s - self._last_seq) % SEQ_MODULO
-                if step == 0 or SEQ_MODULO - step <= cfg.duplicate_horizon:
+                kind, pos = self._classify(s, t)
+                if kind == "duplicate":
                     counters.duplicates += 1
                     continue
-                if step >= SEQ_MODULO // 2:
-                    # Far backwards: the device rebooted. Carry on right after the last position.
+                if kind == "late":  # counted lost when a later sample came; it did arrive, too late to use
+                    counters.out_of_order += 1
+                    counters.lost_samples -= 1
+                    self._recent_lost.discard(pos)
+                    continue
+                if kind == "restart":
+                    # The device rebooted: nothing lost; carry on right after the last position.
                     counters.device_restarts += 1
                     close()
                     self._last_valid_pos = None
+                    self._recent_lost.clear()
                     self.rate.reset()
-                    pos = self._last_pos + 1
-                else:
-                    pos = self._last_pos + step
-                    counters.lost_samples += step - 1
+                elif kind == "gap":
+                    counters.lost_samples += pos - self._last_pos - 1
+                    self._remember_lost(self._last_pos + 1, pos)
             self._last_seq, self._last_pos, self._last_t = s, pos, t
             if bad:
                 counters.invalid_samples += 1
+                self.invalid_run += 1
                 continue
+            self.invalid_run = 0
             counters.samples += 1
             missing = None if self._last_valid_pos is None else pos - self._last_valid_pos - 1
             if missing is None or missing > cfg.max_interpolated:

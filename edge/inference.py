@@ -11,6 +11,10 @@ installed, else `tflite_runtime`. No torch here, ever: this runs on the Raspberr
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -116,14 +120,42 @@ class _Session:
         return self._run(self._layout_in(x))  # (k, n_classes)
 
 
+# What the TFLite runtime prints on every start (to the process's stderr, from C++): not the product's
+# message, so it is kept off the user's screen; anything else it prints is passed on.
+TFLITE_START_NOISE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+
+
+@contextlib.contextmanager
+def _without_start_noise():
+    """Capture file descriptor 2 (C++ writes bypass sys.stderr), then re-emit it minus TFLITE_START_NOISE."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded use): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = [line for line in captured.read().splitlines(keepends=True) if not line.startswith(TFLITE_START_NOISE)]
+            if rest:
+                os.write(2, b"".join(rest))
+
+
 class TFLiteSession(_Session):
     def __init__(self, bundle: Bundle, entry: ModelEntry, num_threads: int = 1):
         Interpreter, runtime = import_tflite_interpreter()
         super().__init__(bundle, entry, runtime)
         self.delegate_note = ""
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            with _without_start_noise():
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             # XNNPACK refuses some int8 graphs (seen on a random-init model); the builtin kernels
             # still run them correctly, only slower, so fall back rather than fail.

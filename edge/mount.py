@@ -21,7 +21,11 @@ wearer, so the next session starts calibrated. numpy + scipy only (runs on the d
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -185,10 +189,49 @@ class MountCalibration:
     def from_dict(cls, config: MountConfig, data: dict, where: str = "calibration") -> "MountCalibration":
         try:
             direction_sum = [float(v) for v in data["direction_sum"]]
-            windows = int(data["windows"])
+            windows = data["windows"]
         except (KeyError, TypeError, ValueError) as exc:
             raise MountError(f"{where}: not a mount calibration ({exc}); delete it to calibrate afresh") from None
-        if len(direction_sum) != 3 or not np.all(np.isfinite(direction_sum)) or windows < 0:
-            raise MountError(f"{where}: direction_sum must be 3 finite numbers and windows >= 0; "
+        if len(direction_sum) != 3 or not np.all(np.isfinite(direction_sum)) or isinstance(windows, bool) \
+                or not isinstance(windows, int) or windows < 0:
+            raise MountError(f"{where}: direction_sum must be 3 finite numbers and windows a whole number >= 0; "
                              "delete it to calibrate afresh")
+        # A sum of `windows` unit vectors from one mount is about `windows` long; zero (or far longer)
+        # is no direction at all, and would fail at the first window instead of here.
+        length = float(np.linalg.norm(direction_sum))
+        if windows and not 0.5 * windows <= length <= windows * (1 + 1e-6):
+            raise MountError(f"{where}: direction_sum {direction_sum} is {length:.3g} long for {windows} moving windows "
+                             f"(a sum of {windows} unit directions is between {0.5 * windows:g} and {windows}); "
+                             "the file is damaged: delete it to calibrate afresh")
+        if not windows and length:
+            raise MountError(f"{where}: direction_sum is not zero with 0 windows; delete it to calibrate afresh")
         return cls(config, direction_sum, windows)
+
+    # -- the file (--mount-calibration FILE) ---------------------------------------------------------
+    @classmethod
+    def load(cls, config: MountConfig, path: str | Path) -> "MountCalibration":
+        """Read and validate a saved calibration (MountError naming the file and what to do)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise MountError(f"{path} is not a mount calibration JSON file ({exc}); delete it to calibrate afresh") from None
+        except OSError as exc:
+            raise MountError(f"cannot read {path}: {exc.strerror}; fix its permissions or delete it") from None
+        return cls.from_dict(config, data if isinstance(data, dict) else {}, str(path))
+
+    def save(self, path: str | Path) -> None:
+        """Atomically replace `path` (temp file in the same folder, fsync, rename): a crash leaves the old
+        file or the new one, never half of one. Raises OSError."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(json.dumps(self.to_dict(), indent=2) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+

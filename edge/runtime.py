@@ -32,6 +32,7 @@ from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
 from edge.mount import MountCalibration, MountConfig
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
+from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
 # The shipped example (scripts/make_example.py): the demo streams it, bench replays it by default.
@@ -120,15 +121,23 @@ class Pipeline:
 
     def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
                  gaps: GapConfig | None = None, decoder=None,
-                 notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None):
+                 notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None,
+                 stall_after_s: float = 10.0, recorder=None):
         self.model = model
         self.classes = model.classes
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
+        self.recorder = recorder  # sinks.RecordingSink: fed what the decode stage gives (har-edge record)
         rate = model.frontend_config.sample_rate_hz
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
         self.frontend = FrontEnd(model.frontend_config)
         self.smoother = LabelSmoother(model.classes, smoothing)
         self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+        # Said once each, on stderr, as JSONL status lines and in the counters (edge/status.py).
+        self.status = StatusEvents(self.notify)
+        self.stall = StallWatch(self.status, stall_after_s)
+        self.mode_check = ModeCheck(self.status)
+        self.invalid = InvalidWatch(self.status, model.frontend_config.window)
+        self.rate = RateWatch(self.status, rate)
         # The wearer's mount reference outlives front-end resets (same board on the same body); a saved one
         # (`--mount-calibration FILE`) can be given, else it is learnt from this stream's moving windows.
         self.calibration = None
@@ -162,11 +171,14 @@ class Pipeline:
         """One source item -> the window results it completes, in stream order."""
         if isinstance(item, LinkEvent):
             self.on_link_event(item)
+            if self.recorder is not None:
+                self.recorder.tick()
             return []
         started = time.perf_counter()
-        seq, t_us, raw = self.decode(item)
+        seq, t_us, raw, hello_at = self.decode(item)
         results: list[dict] = []
-        for segment in self.handle_gaps(seq, t_us, raw):
+        restarts = self.gaps.counters.device_restarts
+        for segment in self.handle_gaps(seq, t_us, raw, hello_at):
             if segment.reset:
                 self.restart_windows(segment.start)
             windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
@@ -175,15 +187,27 @@ class Pipeline:
             logits = self.infer(self.normalize(self.align(windows)))  # (k, C)
             results.extend(self.postprocess(logits, ends, item.arrival))
         self.timers.add("pipeline", time.perf_counter() - started, len(results))
-        message = self.gaps.rate.check()
-        if message:
-            self.notify(message)
+        self.watch(len(seq), item.arrival, restarts)
         return results
 
-    def decode(self, item) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """ByteChunk -> decoder -> samples; a SampleBlock is already decoded."""
+    def watch(self, n_samples: int, arrival: float, restarts_before: int) -> None:
+        """Status events from what this item brought (edge/status.py)."""
+        position = self.gaps.position
+        if n_samples:
+            self.stall.samples(arrival, position)
+        restarts = self.gaps.counters.device_restarts - restarts_before
+        if restarts:
+            self.status.say("device_restart", "the device restarted (its seq and clock started again); nothing "
+                                              "lost, window restarted", stream_position=position, restarts=restarts)
+        self.invalid.check(self.gaps.invalid_run, position)
+        rate = self.gaps.rate
+        self.rate.measured(rate.check(), rate.rate_hz, rate.off)
+
+    def decode(self, item) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """ByteChunk -> decoder -> samples and the indices of the samples that follow a HELLO;
+        a SampleBlock is already decoded."""
         if isinstance(item, SampleBlock):
-            return item.seq, item.t_us, item.raw
+            return item.seq, item.t_us, item.raw, []
         if not isinstance(item, ByteChunk):
             raise EdgeError(f"a source gave {type(item).__name__}; expected ByteChunk, SampleBlock or LinkEvent")
         if self.decoder is None:  # bytes without a decoder given: the binary protocol
@@ -192,18 +216,33 @@ class Pipeline:
             self.decoder = FrameDecoder()
         t0 = time.perf_counter()
         samples = []
+        hello_at = []
         for frame in self.decoder.feed(item.data):
             if hasattr(frame, "seq"):
                 samples.append(frame)
             else:
+                if hasattr(frame, "rate_hz"):
+                    hello_at.append(len(samples))
                 self.on_device_message(frame)
+        self.mode_check.feed(item.data, self.decoder, len(samples))
         arrays = samples_to_arrays(samples)
+        if self.recorder is not None:
+            self.recorder.record_bytes(item.data)
+            self.recorder.record_samples(*arrays)
         self.timers.add("decode", time.perf_counter() - t0, len(samples))
-        return arrays
+        return (*arrays, hello_at)
 
-    def handle_gaps(self, seq, t_us, raw) -> list[Segment]:
+    def handle_gaps(self, seq, t_us, raw, hello_at=()) -> list[Segment]:
+        """The gap handler learns of each HELLO right before the sample that followed it (a boot HELLO
+        tells a reboot from a late duplicate)."""
         t0 = time.perf_counter()
-        segments = self.gaps.push(seq, t_us, raw)
+        segments: list[Segment] = []
+        begin = 0
+        for at in (*hello_at, len(seq)):
+            segments += self.gaps.push(seq[begin:at], t_us[begin:at], raw[begin:at])
+            if at < len(seq):
+                self.gaps.note_hello()
+            begin = at
         self.timers.add("gaps", time.perf_counter() - t0, len(seq))
         return segments
 
@@ -277,6 +316,9 @@ class Pipeline:
             window_result(self.offset + end, decision, p, self.classes, arrival)
             for end, decision, p in zip(ends.tolist(), decisions, rounded)
         ]
+        if self.rate.device_rate_hz is not None:  # the model expects its own rate: these labels are suspect
+            for result in results:
+                result["device_rate_hz"] = self.rate.device_rate_hz
         self.windows += len(results)
         self.timers.add("postprocess", time.perf_counter() - t0, len(results))
         return results
@@ -285,27 +327,31 @@ class Pipeline:
     def on_link_event(self, event: LinkEvent) -> None:
         if event.kind == "connected":
             self.link["connects"] += 1
+            self.stall.connected(event.at)
             if event.outage_s > 0 or self.link["disconnects"]:
                 self.link["reconnects"] += 1
-                self.notify(f"{event.port} is back after {event.outage_s:.1f} s; front-end and window restart")
+                self.status.say("reconnected", f"{event.port} is back after {event.outage_s:.1f} s; front-end and "
+                                               "window restart", outage_s=round(event.outage_s, 3))
             else:
-                self.notify(f"reading {event.port}")
+                self.status.say("connected", f"reading {event.port}")
             # The outage as the host saw it keeps stream positions close to device time.
             self.gaps.restart(skipped=int(round(event.outage_s * self.model.frontend_config.sample_rate_hz)))
             if self.decoder is not None and hasattr(self.decoder, "reset_sequence"):
                 self.decoder.reset_sequence()
         elif event.kind == "lost":
             self.link["disconnects"] += 1
-            self.notify(f"lost the device: {event.detail}; reconnecting with back-off")
+            self.stall.disconnected()
+            self.status.say("disconnected", f"lost the device: {event.detail}; reconnecting with back-off",
+                            stream_position=self.gaps.position)
+        elif event.kind == "idle":
+            self.stall.check(event.at, self.gaps.position)
         elif event.kind == "waiting":
             self.notify(f"waiting for the device: {event.detail}")
 
     def on_device_message(self, frame) -> None:
         if hasattr(frame, "rate_hz"):  # Hello
             self.hello = frame
-            expected = self.model.frontend_config.sample_rate_hz
-            if frame.rate_hz and abs(frame.rate_hz - expected) > 0.5:
-                self.notify(f"warning: the device announces {frame.rate_hz} Hz but the model expects {expected:g} Hz")
+            self.rate.hello(frame.rate_hz)
         else:  # Log
             self.device_logs += 1
             self.notify(f"device: {getattr(frame, 'text', frame)}")
@@ -319,6 +365,7 @@ class Pipeline:
             "link": dict(self.link),
             "rate_hz": None if self.gaps.rate.rate_hz is None else round(self.gaps.rate.rate_hz, 3),
             "rate_warnings": self.gaps.rate.warnings,
+            "status": self.status.as_dict(),
         }
         if self.calibration is not None:
             out["mount"] = {"calibrated": self.calibration.calibrated, "moving_windows": self.calibration.windows}
@@ -333,6 +380,8 @@ def format_counters(counters: dict) -> str:
         f"windows {counters['windows']}",
         f"samples {gaps['samples']}",
         f"lost {gaps['lost_samples']}",
+        f"lost in outages {gaps['outage_samples']}",
+        f"out of order {gaps['out_of_order']}",
         f"interpolated {gaps['interpolated_samples']} ({gaps['short_gaps']} gaps)",
         f"long gaps {gaps['long_gaps']}",
         f"duplicates {gaps['duplicates'] + counters.get('decoder', {}).get('duplicates', 0)}",
@@ -380,6 +429,11 @@ def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: 
             for result in pipeline.process(item):  # decode, gaps, filter, window, normalize, infer, smooth
                 for sink in sinks:  # emit
                     sink.emit(result)
+            for event in pipeline.status.take():  # status events, among the window lines
+                for sink in sinks:
+                    emit_status = getattr(sink, "emit_status", None)  # a sink may ignore them (sinks.Sink)
+                    if emit_status is not None:
+                        emit_status(event)
             if report_every_s and time.perf_counter() - last_report >= report_every_s:
                 counters = pipeline.counters()
                 report("counters: " + format_counters(counters))

@@ -84,6 +84,9 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
     return f"{port}: {text}"
 
 
+QUEUE_ITEMS = 1024  # chunks read but not yet processed
+
+
 class SerialSource:
     """Live bytes from a serial port, read by a reader thread that reconnects on loss."""
 
@@ -100,7 +103,9 @@ class SerialSource:
         self.connect_timeout_s = connect_timeout_s
         self._open_port = open_port or self._default_open
         self._log = log or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
-        self._queue: queue.Queue = queue.Queue()
+        # Bounded: a pipeline that falls behind makes the reader wait (the port's buffer, then the device,
+        # holds the bytes) instead of growing this process without limit.
+        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_ITEMS)
         self._alive = threading.Event()
         self._serial = None
         self._thread = threading.Thread(target=self._run, name=f"serial-reader {port}", daemon=True)
@@ -132,7 +137,7 @@ class SerialSource:
             if ever_connected:
                 self.reconnects += 1
             ever_connected = True
-            self._queue.put(LinkEvent("connected", self.port, outage_s=outage))
+            self._put(LinkEvent("connected", self.port, outage_s=outage))
             error = self._read_until_lost(port)
             try:
                 port.close()
@@ -143,7 +148,16 @@ class SerialSource:
                 return
             self.disconnects += 1
             lost_at = time.perf_counter()
-            self._queue.put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
+            self._put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
+
+    def _put(self, item) -> None:
+        """Queue an item, waiting while the queue is full; gives up when the source is closed."""
+        while self._alive.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     def _connect(self, started: float | None):
         """Open the port, retrying with back-off; None when stopped or timed out."""
@@ -157,11 +171,11 @@ class SerialSource:
             except Exception as exc:  # pyserial raises SerialException (an IOError) or ValueError
                 message = describe_serial_error(self.port, exc)
                 if message != last_message:
-                    self._queue.put(LinkEvent("waiting", self.port, detail=message))
+                    self._put(LinkEvent("waiting", self.port, detail=message))
                     last_message = message
                 if started is not None and self.connect_timeout_s is not None \
                         and time.perf_counter() - started > self.connect_timeout_s:
-                    self._queue.put(SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}"))
+                    self._put(SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}"))
                     return None
                 time.sleep(next(delays))
         return None
@@ -175,7 +189,7 @@ class SerialSource:
                 return exc
             if data:
                 self.bytes_read += len(data)
-                self._queue.put(ByteChunk(bytes(data), time.perf_counter()))
+                self._put(ByteChunk(bytes(data), time.perf_counter()))
         return None
 
     # -- consumer side ----------------------------------------------------------------------
@@ -251,3 +265,52 @@ class ByteFileSource:
 
     def close(self) -> None:
         pass
+
+
+# USB ids of the boards the firmware runs on (the same list as deploy/99-har-imu.rules).
+IMU_USB_IDS = {
+    (0x2341, 0x0043): "Arduino Uno R3",
+    (0x2341, 0x0001): "Arduino Uno",
+    (0x1A86, 0x7523): "CH340 USB-serial (Uno / Nano clone)",
+}
+
+
+@dataclass(frozen=True)
+class PortInfo:
+    device: str
+    description: str
+    vid: int | None
+    pid: int | None
+    serial_number: str | None
+
+    @property
+    def looks_like_imu(self) -> bool:
+        return (self.vid, self.pid) in IMU_USB_IDS
+
+    def describe(self) -> str:
+        ids = f"{self.vid:04x}:{self.pid:04x}" if self.vid is not None and self.pid is not None else "no USB id"
+        board = f"  <- looks like the IMU board ({IMU_USB_IDS[(self.vid, self.pid)]})" if self.looks_like_imu else ""
+        serial_number = f" serial {self.serial_number}" if self.serial_number else ""
+        return f"{self.device}  {ids}{serial_number}  {self.description}{board}"
+
+
+def list_ports() -> list[PortInfo]:
+    """The serial ports pyserial finds (serial.tools.list_ports), with their USB ids."""
+    from serial.tools import list_ports as pyserial_ports
+
+    return [PortInfo(p.device, p.description or "", p.vid, p.pid, p.serial_number)
+            for p in sorted(pyserial_ports.comports(), key=lambda p: p.device)]
+
+
+def find_imu_port(ports: list[PortInfo] | None = None) -> str:
+    """--port auto: the one port whose USB id is an IMU board's; SourceError when none or several."""
+    ports = list_ports() if ports is None else ports
+    imu = [p for p in ports if p.looks_like_imu]
+    if len(imu) == 1:
+        return imu[0].device
+    if not imu:
+        seen = ", ".join(p.device for p in ports) or "no serial ports at all"
+        raise SourceError(f"--port auto: no port looks like the IMU board ({seen}); plug it in, or give --port "
+                          "(`har-edge ports` lists them)")
+    raise SourceError(f"--port auto: {len(imu)} ports look like the IMU board ({', '.join(p.device for p in imu)}); "
+                      "give --port explicitly")

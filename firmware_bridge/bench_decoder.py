@@ -12,7 +12,15 @@ import random
 import struct
 import time
 
-from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample, encode_sample, format_csv_line
+from firmware_bridge.protocol import (
+    SEQ_MODULO,
+    T_US_MODULO,
+    CsvLineDecoder,
+    FrameDecoder,
+    Sample,
+    encode_sample,
+    format_csv_line,
+)
 
 
 def run(decoder, data: bytes, chunk: int) -> tuple[float, int]:
@@ -39,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     random_bytes = rng.randbytes(args.bytes)
     n_samples = args.bytes // 35  # a SAMPLE frame is 35 bytes on the wire
-    samples = [Sample(i % 65536, (i * 20000) % 2**32, *(struct.unpack("<f", struct.pack("<f", rng.uniform(-2, 2)))[0] for _ in range(6)))
+    samples = [Sample(i % SEQ_MODULO, (i * 20000) % T_US_MODULO, *(struct.unpack("<f", struct.pack("<f", rng.uniform(-2, 2)))[0] for _ in range(6)))
                for i in range(n_samples)]
     valid = b"".join(encode_sample(s) for s in samples)
     damaged = bytearray(valid)

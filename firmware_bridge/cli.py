@@ -1,6 +1,6 @@
 """``har-bridge``: the virtual device, a frame decoder for ports and captures, recording conversion.
 
-    har-bridge simulate RECORDING [--speed N] [--link PATH] [--text] [--loop] [--drop P] ...
+    har-bridge simulate RECORDING [--speed N] [--link PATH] [--text] [--loop] [--drop P] [--reboot-at S] ...
     har-bridge decode FILE | --port PORT [--text] [--out FILE.csv|FILE.bin] [--seconds S] [--quiet]
     har-bridge convert RECORDING OUT.csv [--first N --count N]
     har-bridge emulate ELF [--seconds S]
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from firmware_bridge.protocol import DEFAULT_BAUD, CsvLineDecoder, FrameDecoder, Hello, Log, Sample
 from firmware_bridge.recording import RecordingError, read_recording, write_recording_csv
-from firmware_bridge.simulate import SimulationError, VirtualDevice
+from firmware_bridge.simulate import Faults, SimulationError, VirtualDevice
 
 
 def _print_err(message: str) -> None:
@@ -35,22 +35,24 @@ def _add_simulate(sub) -> None:
     p.add_argument("--corrupt", type=float, default=0.0, metavar="P", help="share of samples sent with one bit flipped")
     p.add_argument("--duplicate", type=float, default=0.0, metavar="P", help="share of samples sent twice")
     p.add_argument("--garbage", type=float, default=0.0, metavar="P", help="share of samples preceded by random bytes")
-    p.add_argument("--pause-at", type=float, metavar="S", help="stop streaming at this stream second ...")
-    p.add_argument("--pause-for", type=float, default=0.0, metavar="S", help="... for this many stream seconds")
+    p.add_argument("--stall-at", type=float, metavar="S", help="stop streaming at this stream second (a hung board) ...")
+    p.add_argument("--stall-for", type=float, default=0.0, metavar="S", help="... for this many stream seconds")
     p.add_argument("--disconnect-every", type=float, metavar="S", help="close the pty (and remove the link) every S stream seconds ...")
     p.add_argument("--disconnect-for", type=float, default=1.0, metavar="S", help="... for this long, then open a new one")
+    p.add_argument("--reboot-at", type=float, action="append", default=[], metavar="S",
+                   help="reboot at this stream second with the port kept open (HELLO, seq and time from 0); repeatable")
+    p.add_argument("--rate", type=float, metavar="HZ", help="sample (and announce) at this rate instead of the recording's")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
     p.add_argument("--sensor", default="virtual", help="sensor name in HELLO frames")
 
 
 def _simulate(args) -> int:
     try:
-        device = VirtualDevice(
-            args.recording, speed=args.speed, link=args.link, text=args.text, loop=args.loop,
-            drop=args.drop, corrupt=args.corrupt, duplicate=args.duplicate, garbage=args.garbage,
-            pause_at=args.pause_at, pause_for=args.pause_for, disconnect_every=args.disconnect_every,
-            disconnect_for=args.disconnect_for, seed=args.seed, sensor=args.sensor,
-        )
+        faults = Faults(drop=args.drop, corrupt=args.corrupt, duplicate=args.duplicate, garbage=args.garbage,
+                        stall_at=args.stall_at, stall_for=args.stall_for, disconnect_every=args.disconnect_every,
+                        disconnect_for=args.disconnect_for, reboot_at=tuple(args.reboot_at), seed=args.seed)
+        device = VirtualDevice(args.recording, faults, speed=args.speed, link=args.link, text=args.text,
+                               loop=args.loop, sensor=args.sensor, rate_hz=args.rate)
         path = device.start()
     except (RecordingError, SimulationError) as exc:
         _print_err(str(exc))

@@ -24,7 +24,7 @@ import time
 import tty
 from dataclasses import dataclass, field
 
-from firmware_bridge.protocol import FrameDecoder, Hello, Sample
+from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO, FrameDecoder, Hello, Sample
 
 QEMU = "qemu-system-avr"
 SYNTHETIC_PERIOD_TICKS = 500
@@ -64,10 +64,10 @@ def check_samples(samples: list[Sample], tolerance: float = 1e-3) -> list[str]:
     """Problems with a run of samples from the synthetic firmware (empty list: all good)."""
     problems = []
     for prev, cur in zip(samples, samples[1:]):
-        if (cur.seq - prev.seq) % 65536 != 1:
+        if (cur.seq - prev.seq) % SEQ_MODULO != 1:
             problems.append(f"seq jumps from {prev.seq} to {cur.seq}")
-        if (cur.t_us - prev.t_us) % (1 << 32) != 1_000_000 // RATE_HZ:
-            problems.append(f"t_us steps by {(cur.t_us - prev.t_us) % (1 << 32)} us at seq {cur.seq}, expected 20000")
+        if (cur.t_us - prev.t_us) % T_US_MODULO != 1_000_000 // RATE_HZ:
+            problems.append(f"t_us steps by {(cur.t_us - prev.t_us) % T_US_MODULO} us at seq {cur.seq}, expected 20000")
     for s in samples:
         expected = synthetic_signal(s.seq)
         worst = max(abs(a - b) for a, b in zip(s.values(), expected))

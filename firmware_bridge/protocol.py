@@ -136,37 +136,114 @@ class DecoderCounters:
     seq_gaps: int = 0  # places where seq jumped forward by more than one
     lost_samples: int = 0  # sum of the gap sizes (samples missing in between)
     duplicates: int = 0  # samples repeating the previous seq (dropped, not returned)
-    seq_resets: int = 0  # seq went backwards (device reboot or reordering): tracking restarts
+    seq_resets: int = 0  # seq went backwards, or device time did (device reboot or reordering): tracking restarts
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def clock_agrees(step: int, elapsed_us: int, period_us: float) -> bool:
+    """Whether a seq jump of `step` samples and `elapsed_us` of device time (both wrap-aware, forward)
+    tell the same story for a device sampling every `period_us`: a gap does, a reboot (seq and clock
+    restarted, which can land "forward" of the last values in both) does not."""
+    expected_us = step * period_us
+    return abs(elapsed_us - expected_us) <= 0.1 * expected_us + 1e6
+
+
 class _SeqTracker:
-    """Wrap-around aware sequence accounting shared by both decoders."""
+    """Wrap-around aware sequence accounting of the frame decoder."""
 
     def __init__(self, counters: DecoderCounters) -> None:
         self.counters = counters
         self.last: int | None = None
+        self.last_t = 0
+        self.period_us = 1e6 / DEFAULT_RATE_HZ  # device time per sample, as last measured
 
-    def accept(self, seq: int) -> bool:
+    def accept(self, seq: int, t_us: int) -> bool:
         """Counts gaps/duplicates; returns False for a duplicate that should be dropped."""
         if self.last is not None:
             step = (seq - self.last) % SEQ_MODULO
-            if step == 0:
+            elapsed = (t_us - self.last_t) % T_US_MODULO
+            back_in_time = elapsed >= T_US_MODULO // 2
+            if step == 0 and t_us == self.last_t:
                 self.counters.duplicates += 1
                 return False
-            if step >= SEQ_MODULO // 2:
-                # More than half the sequence space backwards: a reboot, not a gap of 30000+.
+            if step == 1 and 0 < elapsed < 1_000_000:
+                self.period_us = elapsed
+            if step == 0 or step >= SEQ_MODULO // 2 or back_in_time or \
+                    (step > 1 and not clock_agrees(step, elapsed, self.period_us)):
+                # Backwards in seq or in device time, or a jump the clock does not match: a reboot
+                # (at any seq), not a gap of 30000+.
                 self.counters.seq_resets += 1
             elif step > 1:
                 self.counters.seq_gaps += 1
                 self.counters.lost_samples += step - 1
-        self.last = seq
+        self.last, self.last_t = seq, t_us
         return True
 
 
-class FrameDecoder:
+class Packetizer:
+    """The buffering both decoders share, as pyserial's ``serial.threaded.Packetizer`` is shared by
+    its ``LineReader``: bytes are split at ``TERMINATOR`` and each packet (terminator excluded) goes
+    to ``handle_packet``. A packet growing past ``MAX_PACKET_LEN`` is thrown away up to the next
+    terminator (counted by ``handle_overflow`` and in ``counters.garbage_bytes``), so memory stays
+    bounded whatever arrives. Pure: no I/O, never raises."""
+
+    TERMINATOR = b"\x00"
+    MAX_PACKET_LEN = 0
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._overflow = False  # the current packet is too long: skip to the next terminator
+        self.counters: DecoderCounters | CsvCounters
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held for a packet whose terminator has not arrived yet."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list:
+        out: list = []
+        if not data:
+            return out
+        start = 0
+        view = bytes(data)
+        while True:
+            end = view.find(self.TERMINATOR, start)
+            if end < 0:
+                self._append(view[start:])
+                return out
+            self._append(view[start:end])
+            packet = bytes(self._buffer)
+            self._buffer.clear()
+            overflowed, self._overflow = self._overflow, False
+            item = self.handle_packet(packet, overflowed)
+            if item is not None:
+                out.append(item)
+            start = end + 1
+
+    def _append(self, part: bytes) -> None:
+        if self._overflow:
+            self.counters.garbage_bytes += len(part)
+            return
+        self._buffer += part
+        if len(self._buffer) > self.MAX_PACKET_LEN:
+            self.counters.garbage_bytes += len(self._buffer)
+            self.handle_overflow()
+            self._buffer.clear()
+            self._overflow = True
+
+    def handle_packet(self, packet: bytes, overflowed: bool):
+        """One packet ended by a terminator (``overflowed``: it was too long and is already thrown
+        away) -> the decoded item, or None."""
+        raise NotImplementedError
+
+    def handle_overflow(self) -> None:
+        """Count a packet that grew too long (its bytes are already in ``garbage_bytes``)."""
+        raise NotImplementedError
+
+
+class FrameDecoder(Packetizer):
     """Incremental, pure decoder of the framed protocol: ``feed(bytes) -> [Sample|Hello|Log]``.
 
     Never raises on any input. Bytes between delimiters that do not form a valid frame are
@@ -175,63 +252,30 @@ class FrameDecoder:
     failure counts as garbage only, not as a CRC error.
     """
 
+    TERMINATOR = b"\x00"
+    MAX_PACKET_LEN = MAX_ENCODED_FRAME_LEN
+
     def __init__(self) -> None:
+        super().__init__()
         self.counters = DecoderCounters()
-        self._buffer = bytearray()
-        self._overflow = False  # current chunk exceeded MAX_ENCODED_FRAME_LEN: skip to the next 0x00
         self._synced = False  # seen a delimiter yet
         self._seq = _SeqTracker(self.counters)
         self.last_hello: Hello | None = None
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes held for a frame whose delimiter has not arrived yet."""
-        return len(self._buffer)
 
     def reset_sequence(self) -> None:
         """Forget the last seq (after a reconnect, so the gap is not counted as loss)."""
         self._seq.last = None
 
-    def feed(self, data: bytes) -> list[Frame]:
-        out: list[Frame] = []
-        if not data:
-            return out
-        start = 0
-        view = bytes(data)
-        while True:
-            end = view.find(b"\x00", start)
-            if end < 0:
-                self._append(view[start:])
-                return out
-            self._append(view[start:end])
-            self._finish_chunk(out)
-            start = end + 1
+    def handle_overflow(self) -> None:
+        if self._synced:
+            self.counters.malformed += 1
 
-    def _append(self, part: bytes) -> None:
-        if self._overflow:
-            self.counters.garbage_bytes += len(part)
-            return
-        self._buffer += part
-        if len(self._buffer) > MAX_ENCODED_FRAME_LEN:
-            self.counters.garbage_bytes += len(self._buffer)
-            if self._synced:
-                self.counters.malformed += 1
-            self._buffer.clear()
-            self._overflow = True
-
-    def _finish_chunk(self, out: list[Frame]) -> None:
-        chunk = bytes(self._buffer)
-        self._buffer.clear()
-        was_synced = self._synced and not self._overflow
+    def handle_packet(self, packet: bytes, overflowed: bool) -> Frame | None:
+        was_synced = self._synced and not overflowed
         self._synced = True
-        if self._overflow:
-            self._overflow = False
-            return
-        if not chunk:
-            return  # an empty chunk (0x00 0x00) is a harmless resync marker
-        frame = self._decode_chunk(chunk, was_synced)
-        if frame is not None:
-            out.append(frame)
+        if overflowed or not packet:
+            return None  # an empty chunk (0x00 0x00) is a harmless resync marker
+        return self._decode_chunk(packet, was_synced)
 
     def _reject(self, chunk: bytes, was_synced: bool, crc: bool = False) -> None:
         self.counters.garbage_bytes += len(chunk)
@@ -261,7 +305,7 @@ class FrameDecoder:
                 return None
             self.counters.frames += 1
             sample = Sample(*SAMPLE_STRUCT.unpack(payload))
-            if not self._seq.accept(sample.seq):
+            if not self._seq.accept(sample.seq, sample.t_us):
                 return None
             self.counters.samples += 1
             return sample
@@ -299,7 +343,7 @@ class CsvCounters:
                 "garbage_bytes": self.garbage_bytes}
 
 
-class CsvLineDecoder:
+class CsvLineDecoder(Packetizer):
     """Plain-text mode: one line per sample, ``ax,ay,az,gx,gy,gz`` (g, rad/s), optionally
     preceded by a millisecond timestamp (7 fields). Lines end in LF or CRLF.
 
@@ -307,46 +351,21 @@ class CsvLineDecoder:
     is given, else seq-count / rate_hz. Never raises; bad lines are counted and skipped.
     """
 
-    MAX_LINE_LEN = 256
+    TERMINATOR = b"\n"
+    MAX_PACKET_LEN = MAX_LINE_LEN = 256
 
     def __init__(self, rate_hz: float = DEFAULT_RATE_HZ) -> None:
+        super().__init__()
         self.rate_hz = rate_hz
         self.counters = CsvCounters()
-        self._buffer = bytearray()
-        self._overflow = False
         self._count = 0
 
-    def feed(self, data: bytes) -> list[Sample]:
-        out: list[Sample] = []
-        start = 0
-        view = bytes(data)
-        while True:
-            end = view.find(b"\n", start)
-            if end < 0:
-                self._append(view[start:])
-                return out
-            self._append(view[start:end])
-            line = bytes(self._buffer)
-            self._buffer.clear()
-            if self._overflow:
-                self._overflow = False
-            else:
-                sample = self._parse(line)
-                if sample is not None:
-                    out.append(sample)
-            start = end + 1
+    def handle_overflow(self) -> None:
+        self.counters.lines += 1
+        self.counters.bad_lines += 1
 
-    def _append(self, part: bytes) -> None:
-        if self._overflow:
-            self.counters.garbage_bytes += len(part)
-            return
-        self._buffer += part
-        if len(self._buffer) > self.MAX_LINE_LEN:
-            self.counters.lines += 1
-            self.counters.bad_lines += 1
-            self.counters.garbage_bytes += len(self._buffer)
-            self._buffer.clear()
-            self._overflow = True
+    def handle_packet(self, packet: bytes, overflowed: bool) -> Sample | None:
+        return None if overflowed else self._parse(packet)
 
     def _bad(self, line: bytes) -> None:
         self.counters.bad_lines += 1

@@ -52,8 +52,10 @@ def replay(args, capsys):
     return rc, captured.out, captured.err
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def read_jsonl(path: Path, kind: str = "window") -> list[dict]:
+    """The window lines (no "type" key) or the status lines ("type": "status") of a JSONL output."""
+    objects = [json.loads(line) for line in path.read_text().splitlines()]
+    return [o for o in objects if o.get("type", "window") == kind]
 
 
 def labels_of(results):
@@ -220,11 +222,62 @@ def test_bad_bundles_are_rejected_clearly(bundle_dir, hapt_recording, tmp_path, 
 @pytest.mark.parametrize("options, words", [
     (["--threshold", "1.5"], "[0, 1]"),
     (["--smoothing", "vote", "--votes", "5"], "1 <= k <= n"),
-    (["--jsonl", "/nonexistent-dir/out.jsonl"], "cannot write JSON lines"),
+    (["--jsonl", "/nonexistent-dir/out.jsonl"], "--jsonl /nonexistent-dir/out.jsonl: the folder /nonexistent-dir does not exist"),
+    (["--summary-json", "/nonexistent-dir/s.json"], "--summary-json /nonexistent-dir/s.json: the folder /nonexistent-dir does not exist"),
+    (["--summary-json", "/proc/s.json"], "--summary-json /proc/s.json: cannot write in /proc"),  # read-only, even for root
+    (["--summary-json", "{tmp}/s.txt"], "--summary-json {tmp}/s.txt: unknown file type '.txt'; use a name ending in .json"),
+    (["--plot", "/nonexistent-dir/p.png"], "--plot /nonexistent-dir/p.png: the folder /nonexistent-dir does not exist"),
+    (["--plot", "{tmp}/p.xyz"], "--plot {tmp}/p.xyz: unknown file type '.xyz'"),
+    (["--mount-calibration", "{tmp}"], "--mount-calibration {tmp}: {tmp} is a directory; give a file name in it"),
+    (["--jsonl", "{tmp}"], "--jsonl {tmp}: {tmp} is a directory"),
 ])
-def test_bad_options_are_rejected_clearly(bundle_dir, hapt_recording, capsys, options, words):
-    rc, _, stderr = replay([hapt_recording, "--bundle", bundle_dir, *options], capsys)
-    assert rc == 2 and words in stderr and "Traceback" not in stderr
+def test_bad_options_are_rejected_before_any_work(bundle_dir, hapt_recording, tmp_path, capsys, options, words):
+    options = [o.replace("{tmp}", str(tmp_path)) for o in options]
+    rc, stdout, stderr = replay([hapt_recording, "--bundle", bundle_dir, *options], capsys)
+    # One line, exit 2, and nothing was replayed first (no window line, no counters).
+    assert rc == 2 and stderr == f"har-edge replay: error: {stderr.split('error: ', 1)[1]}"
+    assert words.replace("{tmp}", str(tmp_path)) in stderr and stderr.count("\n") == 1 and stdout == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["demo", "--speed", "0"], "har-edge demo: error: --speed 0: give times real time > 0\n"),
+    (["demo", "--speed", "-1"], "har-edge demo: error: --speed -1: give times real time > 0\n"),
+    (["demo", "--speed", "nan"], "har-edge demo: error: --speed nan: give times real time > 0\n"),
+    (["run", "--port", "/dev/null", "--report-every", "-1"], "har-edge run: error: --report-every -1: give seconds >= 0\n"),
+    (["run", "--port", "/dev/null", "--duration", "-1"], "har-edge run: error: --duration -1: give seconds > 0\n"),
+    (["run", "--port", "/dev/null", "--stall-after", "0"], "har-edge run: error: --stall-after 0: give seconds > 0\n"),
+    (["record", "--port", "/dev/null", "--out", "x.txt"],
+     "har-edge record: error: --out x.txt: unknown file type '.txt'; use a name ending in .csv or .bin\n"),
+    (["record", "--port", "/dev/null", "--out", "/nonexistent-dir/x.csv"],
+     "har-edge record: error: --out /nonexistent-dir/x.csv: the folder /nonexistent-dir does not exist; "
+     "create it or choose another path\n"),
+])
+def test_bad_numbers_and_paths_are_one_line_and_exit_2(argv, message, capsys):
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err == message and captured.out == ""
+
+
+def test_version_and_ports(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("har-edge 0.")
+    assert main(["ports"]) == 0
+    out = capsys.readouterr().out
+    assert "looks like the IMU board" in out or "no serial ports found" in out
+
+
+def test_port_auto_picks_the_one_imu_board_by_usb_id():
+    from edge.sources import PortInfo, SourceError, find_imu_port
+
+    uno = PortInfo("/dev/ttyACM0", "Arduino Uno", 0x2341, 0x0043, "7573530")
+    other = PortInfo("/dev/ttyUSB0", "FT232R", 0x0403, 0x6001, None)
+    assert find_imu_port([other, uno]) == "/dev/ttyACM0"
+    assert "looks like the IMU board (Arduino Uno R3)" in uno.describe() and "0403:6001" in other.describe()
+    with pytest.raises(SourceError, match="no port looks like the IMU board"):
+        find_imu_port([other])
+    with pytest.raises(SourceError, match="2 ports look like the IMU board"):
+        find_imu_port([uno, PortInfo("/dev/ttyUSB1", "CH340", 0x1A86, 0x7523, None)])
 
 
 def test_run_gives_up_on_a_missing_port_when_told(bundle_dir, tmp_path, capsys):
@@ -270,7 +323,7 @@ def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recordi
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONFAULTHANDLER": "1"})  # a hang below dumps every thread's stack
         deadline = time.time() + 60
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 5):
+        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 6):  # "connected" + 5 windows
             time.sleep(0.2)
         proc.send_signal(signum)
         try:
@@ -281,9 +334,12 @@ def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recordi
             pytest.fail(f"har-edge run did not exit 20 s after signal {signum}; its threads:\n{stderr[-6000:]}")
     assert proc.returncode == 0, stderr
     assert "interrupted; final counters: windows" in stderr and "Traceback" not in stderr
-    lines = out.read_text().splitlines()
-    assert len(lines) >= 5 and all(json.loads(line)["label"] for line in lines)  # every line complete
-    ends = [json.loads(line)["sample_end"] for line in lines]
+    objects = [json.loads(line) for line in out.read_text().splitlines()]  # every line complete
+    statuses = [o for o in objects if o.get("type") == "status"]
+    lines = [o for o in objects if "type" not in o]  # window lines carry no type (unchanged for consumers)
+    assert [s["event"] for s in statuses] == ["connected"] and statuses[0]["message"] == f"reading {tmp_path / 'imu'}"
+    assert len(lines) >= 5 and all(line["label"] for line in lines)
+    ends = [line["sample_end"] for line in lines]
     assert ends == list(range(128, 128 + 64 * len(ends), 64))
 
 
@@ -359,3 +415,14 @@ def test_a_bad_mount_in_the_bundle_is_named(bundle_dir, hapt_recording, tmp_path
     bundle = with_mount(bundle_dir, tmp_path, {"canonical": [0, 0, 0]})
     rc, _, err = replay([hapt_recording, "--bundle", bundle], capsys)
     assert rc == 2 and "bundle.json" in err and "mount" in err and "re-export" in err
+
+
+def test_the_first_screen_shows_only_what_the_product_says(tmp_path):
+    """No TFLite delegate INFO line, no warnings of libraries: every stderr line is har-edge's own."""
+    from edge.runtime import EXAMPLE_RECORDING
+
+    run = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(EXAMPLE_RECORDING), "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    lines = run.stderr.splitlines()
+    assert lines and all(line.startswith("har-edge: ") for line in lines), lines

@@ -155,3 +155,74 @@ def test_rate_is_not_judged_before_ten_seconds(raw):
     handler = GapHandler()
     handler.push(seq, t_us, raw[:400])
     assert handler.rate.rate_hz is None and handler.rate.check() is None
+
+
+@pytest.mark.parametrize("reboot_at", [100, 40_000])  # within 256 samples of boot; past seq 32768
+def test_a_reboot_with_the_port_kept_open_is_one_restart_at_any_seq(raw, reboot_at):
+    """An Uno's main chip resets while its USB chip keeps the port: a boot HELLO, then seq and clock from 0."""
+    seq_a, t_a = stream(reboot_at)
+    seq_b, t_b = stream(600)
+    values = np.resize(raw, (reboot_at + 600, 6))  # real samples, repeated to the length needed
+    handler = GapHandler()
+    segments = handler.push(seq_a, t_a, values[:reboot_at])
+    handler.note_hello()
+    segments = merge_segments(segments + handler.push(seq_b, t_b, values[reboot_at:]))
+    assert [(s.start, len(s.raw), s.reset) for s in segments] == [(0, reboot_at, True), (reboot_at, 600, True)]
+    c = handler.counters
+    assert (c.device_restarts, c.lost_samples, c.duplicates, c.samples) == (1, 0, 0, reboot_at + 600)
+
+
+def test_a_reboot_past_seq_32768_is_seen_from_the_clock_without_a_hello(raw):
+    seq_a, t_a = stream(1000, first_seq=40_000, first_t=800_000_000)
+    seq_b, t_b = stream(500)  # the HELLO was lost: seq 0 is "forward" from 40999, but the clock went back
+    handler = GapHandler()
+    segments = merge_segments(handler.push(seq_a, t_a, raw[:1000]) + handler.push(seq_b, t_b, raw[1000:1500]))
+    assert [(s.start, s.reset) for s in segments] == [(0, True), (1000, True)]
+    assert (handler.counters.device_restarts, handler.counters.lost_samples) == (1, 0)
+
+
+def test_a_periodic_hello_is_not_a_reboot(raw):
+    seq, t_us = stream(600)
+    handler = GapHandler()
+    segments = handler.push(seq[:250], t_us[:250], raw[:250])
+    handler.note_hello()  # the HELLO every 5 s; the next sample continues (here after one lost sample)
+    segments = merge_segments(segments + handler.push(seq[251:], t_us[251:], raw[251:600]))
+    assert [(s.start, s.reset) for s in segments] == [(0, True)]
+    assert (handler.counters.device_restarts, handler.counters.lost_samples, handler.counters.short_gaps) == (0, 1, 1)
+
+
+def test_out_of_order_samples_count_once_not_as_lost_and_duplicate(raw):
+    seq, t_us = stream(300)
+    order = list(range(300))
+    order[100], order[101] = 101, 100  # 101 overtakes 100
+    order[200:203] = [202, 200, 201]  # 202 overtakes two
+    order = np.array(order)
+    handler = GapHandler()
+    feed(handler, seq[order], t_us[order], raw[order], chunk=1)
+    c = handler.counters
+    assert (c.out_of_order, c.lost_samples, c.duplicates) == (3, 0, 0)
+    # A true repeat is still a duplicate.
+    handler.push(seq[299:300], t_us[299:300], raw[299:300])
+    assert (handler.counters.duplicates, handler.counters.out_of_order) == (1, 3)
+
+
+def test_a_reboot_whose_clock_lands_forward_of_the_last_is_still_a_restart(raw):
+    """The soak's second reboot: the last boot's clock was near the u32 wrap and seq at 58,207, so seq 0 and
+    t_us 0 look forward in both (7,329 samples, 64.8 s), but 7,329 samples take 146.6 s: not a gap."""
+    seq_a, t_a = stream(1000, first_seq=57_208, first_t=4_230_196_224 - 999 * 20_000)
+    seq_b, t_b = stream(500)
+    handler = GapHandler()
+    segments = handler.push(seq_a, t_a, raw[:1000])
+    handler.note_hello()
+    segments = merge_segments(segments + handler.push(seq_b, t_b, raw[1000:1500]))
+    assert [(s.start, s.reset) for s in segments] == [(0, True), (1000, True)]
+    assert (handler.counters.device_restarts, handler.counters.lost_samples) == (1, 0)
+
+
+@pytest.mark.parametrize("rate_hz", [25.0, 100.0])
+def test_a_gap_of_an_off_rate_device_is_a_gap(raw, rate_hz):
+    seq, t_us = stream(1000, rate_hz=rate_hz)
+    keep = np.r_[0:400, 430:1000]  # 30 samples lost
+    handler = GapHandler()
+    feed(handler, seq[keep], t_us[keep], raw[keep], chunk=1)
+    assert (handler.counters.lost_samples, handler.counters.long_gaps, handler.counters.device_restarts) == (30, 1, 0)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,8 +17,7 @@ import numpy as np
 import pytest
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
-from firmware_bridge.recording import read_recording, write_recording_csv
-from firmware_bridge.simulate import VirtualDevice
+from firmware_bridge.simulate import Faults, VirtualDevice
 
 from edge.runtime import Pipeline, run_loop
 from edge.sinks import MemorySink
@@ -76,13 +72,14 @@ class TappedFrameDecoder(FrameDecoder):
         return frames
 
 
-def live(model, device: VirtualDevice, text=False, messages=None):
+def live(model, device: VirtualDevice, text=False, messages=None, sink=None, **pipeline_options):
     """Run the pipeline on the device's port until the device has finished and the port is quiet."""
     device.start()
     source = SerialSource(device.port, backoff=Backoff(0.02, 2.0, 0.2), log=lambda m: None)
     notes = messages if messages is not None else []
-    pipeline = Pipeline(model, decoder=CsvLineDecoder() if text else TappedFrameDecoder(), notify=notes.append)
-    sink = MemorySink()
+    pipeline = Pipeline(model, decoder=CsvLineDecoder() if text else TappedFrameDecoder(), notify=notes.append,
+                        **pipeline_options)
+    sink = sink if sink is not None else MemorySink()
     quiet_since = [None]
 
     class Watch:
@@ -123,7 +120,7 @@ def test_clean_stream_gives_the_same_labels_as_replay(model, samples, tmp_path):
 
 
 def test_drops_corruption_duplicates_garbage_are_counted_and_survived(model, samples, tmp_path):
-    device = VirtualDevice(samples, speed=SPEED, drop=0.01, corrupt=0.01, duplicate=0.01, garbage=0.01, seed=7)
+    device = VirtualDevice(samples, Faults(drop=0.01, corrupt=0.01, duplicate=0.01, garbage=0.01, seed=7), speed=SPEED)
     pipeline, results, _ = live(model, device)
     inj = device.injected
     assert inj.dropped > 20 and inj.corrupted > 20 and inj.duplicated > 20 and inj.garbage_bursts > 20
@@ -141,7 +138,7 @@ def test_drops_corruption_duplicates_garbage_are_counted_and_survived(model, sam
 
 def test_unplug_reconnects_with_backoff_and_resets(model, samples, tmp_path):
     # Unplugged for 3 s of stream every 30 s; the device keeps sampling meanwhile (samples lost).
-    device = VirtualDevice(samples, speed=SPEED, link=tmp_path / "imu", disconnect_every=30.0, disconnect_for=3.0)
+    device = VirtualDevice(samples, Faults(disconnect_every=30.0, disconnect_for=3.0), speed=SPEED, link=tmp_path / "imu")
     messages = []
     pipeline, results, _ = live(model, device, messages=messages)
     inj = device.injected
@@ -175,7 +172,12 @@ def test_invalid_values_and_an_off_rate_device(model, samples, tmp_path):
     assert c["gaps"]["invalid_samples"] == 22 and c["gaps"]["long_gaps"] == 1
     assert c["gaps"]["interpolated_samples"] == 2
     assert c["rate_warnings"] == 1 and c["rate_hz"] == pytest.approx(52.0, rel=1e-3)
-    assert any("52.00 Hz" in m and "off the 50 Hz" in m for m in messages)
+    # Said once (its HELLO every 5 s says it again; the measured rate agrees), and every window is marked.
+    assert [m for m in messages if "Hz" in m and "counters" not in m] == [
+        "warning: the device announces 52 Hz but the model expects 50 Hz; labels are unreliable "
+        "(windows are marked device_rate_hz)"]
+    assert c["status"] == {"connected": 1, "rate_announced": 1}
+    assert {r.get("device_rate_hz") for r in results} == {52.0}
     _, expected = replay_of(model, bad, rate_hz=52.0)
     assert strip(results) == strip(expected)
     assert results[0]["sample_end"] == 128 and any(r["sample_end"] == 3020 + 128 for r in results)
@@ -189,3 +191,82 @@ def test_text_mode_lines(model, samples):
     agree = np.mean([a["raw_label"] == b["raw_label"] for a, b in zip(results, expected)])
     assert agree >= 0.95
     assert pipeline.counters()["decoder"]["bad_lines"] == 0
+
+
+# -- the fault matrix: each fault a real board or user produces, said once, counted exactly -------------
+
+NAN_SAMPLES = [Sample(i, i * 20_000, *([math.nan] * 6)) for i in range(1000)]
+FIRST_512_FRAMES = 15  # 0x00 + HELLO (15 bytes), then 35-byte SAMPLE frames: the HELLO and 14 samples in 512 bytes
+FIRST_512_LINES = 8  # whole text lines of these samples in the first 512 bytes
+
+
+def _reboot(at_s):
+    return dict(faults=Faults(reboot_at=(at_s,)), events={"connected": 1, "device_restart": 1},
+                message="the device restarted (its seq and clock started again); nothing lost, window restarted",
+                counters={"device_restarts": 1, "lost_samples": 0, "duplicates": 0})
+
+
+FAULT_MATRIX = {
+    # An Uno's main chip resets, its USB chip keeps the port: at seq 100 (once "duplicates"), and past 32768.
+    "reboot at seq 100": _reboot(2.0),
+    "reboot at seq 40000": dict(_reboot(800.0), n=41_000),
+    "stall": dict(faults=Faults(stall_at=40.0, stall_for=150.0), options={"stall_after_s": 1.0},
+                  events={"connected": 1, "stall": 1, "resumed": 1},
+                  message="no samples for 1 s although the port is open: is the board running? (check its power, "
+                          "its sensor wiring, and that nothing else reads the port)",
+                  counters={"lost_samples": 0}),
+    "frames read with --text": dict(text_host=True, events={"connected": 1, "wrong_mode": 1},
+                                    message=f"the bytes look like binary frames ({FIRST_512_FRAMES} valid in the first "
+                                            "512 bytes), not text lines: drop --text", windows=0),
+    "text read as frames": dict(text_device=True, events={"connected": 1, "wrong_mode": 1},
+                                message=f"the bytes look like text lines ({FIRST_512_LINES} sample lines in the first "
+                                        "512 bytes), not binary frames: add --text", windows=0),
+    "every sample invalid": dict(samples=NAN_SAMPLES, events={"connected": 1, "invalid_samples": 1},
+                                 message="128 samples in a row were all invalid (NaN, infinite, or beyond +-16 g / "
+                                         "+-35 rad/s), so no window can be labelled: check the sensor wiring and that "
+                                         "the firmware sends g and rad/s",
+                                 counters={"invalid_samples": 1000}, windows=0),
+    "25 Hz device": dict(rate_hz=25.0, n=3000, events={"connected": 1, "rate_announced": 1}, flagged=25.0,
+                         message="warning: the device announces 25 Hz but the model expects 50 Hz; labels are "
+                                 "unreliable (windows are marked device_rate_hz)"),
+    "100 Hz device": dict(rate_hz=100.0, events={"connected": 1, "rate_announced": 1}, flagged=100.0,
+                          message="warning: the device announces 100 Hz but the model expects 50 Hz; labels are "
+                                  "unreliable (windows are marked device_rate_hz)"),
+    "unplug": dict(faults=Faults(disconnect_every=60.0, disconnect_for=3.0), link=True,
+                   events={"connected": 1, "disconnected": 1, "reconnected": 1},
+                   counters={"outage_samples": 150, "lost_samples": 0}),
+}
+
+
+@pytest.mark.parametrize("case", list(FAULT_MATRIX))
+def test_fault_matrix_each_fault_is_said_once_everywhere_and_counted(model, samples, tmp_path, case):
+    spec = FAULT_MATRIX[case]
+    n = spec.get("n", N_SAMPLES)
+    played = spec.get("samples") or (samples * (n // len(samples) + 1))[:n]
+    device = VirtualDevice(played, spec.get("faults", Faults()), speed=500.0 if n > N_SAMPLES else SPEED,
+                           text=spec.get("text_device", False), rate_hz=spec.get("rate_hz"),
+                           link=tmp_path / "imu" if spec.get("link") else None)
+    messages, sink = [], MemorySink()
+    pipeline, results, _ = live(model, device, text=spec.get("text_host", False), messages=messages, sink=sink,
+                                **spec.get("options", {}))
+    counters = pipeline.counters()
+    # Once in the counters, once as a JSONL status line, once on stderr.
+    assert counters["status"] == spec["events"]
+    assert sorted(e["event"] for e in sink.statuses) == sorted(
+        event for event, count in spec["events"].items() for _ in range(count))
+    if "message" in spec:
+        assert messages.count(spec["message"]) == 1, [e["message"] for e in sink.statuses]
+        assert [e["message"] for e in sink.statuses].count(spec["message"]) == 1
+    for name, value in spec.get("counters", {}).items():
+        assert counters["gaps"][name] == value, name
+    if "windows" in spec:
+        assert len(results) == spec["windows"]
+    if "flagged" in spec:
+        assert results and {r["device_rate_hz"] for r in results} == {spec["flagged"]}
+    else:
+        assert all("device_rate_hz" not in r for r in results)
+    if case.startswith("reboot"):
+        # Nothing lost: every window of the two boots, the second starting right after the first.
+        at = round(spec["faults"].reboot_at[0] * 50)
+        expected = list(range(128, at + 1, 64)) + list(range(at + 128, n + 1, 64))
+        assert [r["sample_end"] for r in results] == expected

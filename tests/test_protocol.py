@@ -364,3 +364,16 @@ def test_benchmark_script_runs(capsys):
     assert bench_decoder.main(["--bytes", "20000"]) == 0
     out = capsys.readouterr().out
     assert "random bytes" in out and "frames/s" in out
+
+
+def test_a_reboot_at_any_seq_is_a_reset_not_a_gap():
+    """Seq and device time from 0 again: past seq 32768, and with the old clock near the u32 wrap."""
+    def boot(first_seq, first_t, n):
+        return [Sample((first_seq + i) % 65536, (first_t + i * 20_000) % (1 << 32), 0, 0, 0, 0, 0, 0) for i in range(n)]
+
+    for before in (boot(40_000, 800_000_000, 5), boot(58_203, 4_230_196_224 - 4 * 20_000, 5)):
+        frames, d = decode_all(stream_of(before + boot(0, 0, 5)))
+        assert len(frames) == 10 and d.counters.seq_resets == 1
+        assert (d.counters.seq_gaps, d.counters.lost_samples, d.counters.duplicates) == (0, 0, 0)
+    frames, d = decode_all(stream_of(boot(100, 2_000_000, 3) + boot(105, 2_100_000, 3)))  # a true gap
+    assert (d.counters.seq_resets, d.counters.seq_gaps, d.counters.lost_samples) == (0, 1, 2)

@@ -12,7 +12,7 @@ import serial
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Hello, Sample
 from firmware_bridge.recording import read_recording
-from firmware_bridge.simulate import SimulationError, VirtualDevice
+from firmware_bridge.simulate import Faults, SimulationError, VirtualDevice
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="pseudo-terminals need a POSIX system")
 
@@ -67,7 +67,7 @@ def test_plays_the_recording_as_frames(walk):
 
 
 def test_faults_match_what_the_receiver_counts(walk):
-    dev = VirtualDevice(walk, speed=200, loop=False, drop=0.03, corrupt=0.03, duplicate=0.03, garbage=0.03, seed=7)
+    dev = VirtualDevice(walk, Faults(drop=0.03, corrupt=0.03, duplicate=0.03, garbage=0.03, seed=7), speed=200)
     with dev:
         decoder = FrameDecoder()
         samples = samples_of(read_port(dev.port, dev, decoder))
@@ -88,14 +88,14 @@ def test_faults_match_what_the_receiver_counts(walk):
 def test_same_seed_same_faults(walk):
     counts = []
     for _ in range(2):
-        with VirtualDevice(walk, speed=400, drop=0.05, corrupt=0.05, seed=11) as dev:
+        with VirtualDevice(walk, Faults(drop=0.05, corrupt=0.05, seed=11), speed=400) as dev:
             read_port(dev.port, dev, FrameDecoder())
         counts.append((dev.injected.as_dict(), dev.injected.lost_indices))
     assert counts[0] == counts[1]
 
 
 def test_text_mode(walk):
-    with VirtualDevice(walk, speed=200, text=True, corrupt=0.05, garbage=0.05, seed=3) as dev:
+    with VirtualDevice(walk, Faults(corrupt=0.05, garbage=0.05, seed=3), speed=200, text=True) as dev:
         decoder = CsvLineDecoder()
         samples = read_port(dev.port, dev, decoder)
     inj = dev.injected
@@ -111,7 +111,7 @@ def test_text_mode(walk):
 
 def test_disconnect_reconnect_moves_the_link(walk, tmp_path):
     link = tmp_path / "serial" / "by-id" / "usb-HAR_IMU-if00"
-    dev = VirtualDevice(walk, speed=50, link=link, disconnect_every=4.0, disconnect_for=1.0)
+    dev = VirtualDevice(walk, Faults(disconnect_every=4.0, disconnect_for=1.0), speed=50, link=link)
     first_pty = dev.start()
     try:
         assert os.readlink(link) == first_pty
@@ -141,11 +141,11 @@ def test_disconnect_reconnect_moves_the_link(walk, tmp_path):
     assert sum(isinstance(f, Hello) for f in frames) >= 3  # every new connection starts with HELLO
 
 
-def test_pause_loses_nothing(walk):
-    with VirtualDevice(walk, speed=100, pause_at=2.0, pause_for=5.0) as dev:
+def test_stall_loses_nothing(walk):
+    with VirtualDevice(walk, Faults(stall_at=2.0, stall_for=5.0), speed=100) as dev:
         decoder = FrameDecoder()
         samples = samples_of(read_port(dev.port, dev, decoder))
-    assert dev.injected.pauses == 1
+    assert dev.injected.stalls == 1
     assert [s.seq for s in samples] == list(range(600))
 
 
@@ -163,13 +163,20 @@ def test_loop_keeps_counting(walk):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"drop": 1.5}, "--drop 1.5 is not a probability"),
-    ({"speed": 0}, "--speed 0 must be positive"),
+    ({"drop": float("nan")}, "--drop nan is not a probability"),
     ({"disconnect_every": -1}, "--disconnect-every -1 must be positive"),
-    ({"pause_for": -2}, "--pause-for -2 is negative"),
+    ({"stall_for": -2}, "--stall-for -2 must be >= 0"),
+    ({"reboot_at": (5.0, float("inf"))}, "--reboot-at inf must be >= 0"),
 ])
-def test_invalid_settings(walk, kwargs, message):
+def test_invalid_faults(kwargs, message):
     with pytest.raises(SimulationError, match=message):
-        VirtualDevice(walk, **kwargs)
+        Faults(**kwargs)
+
+
+@pytest.mark.parametrize("speed", [0, -1, float("nan")])
+def test_invalid_speed(walk, speed):
+    with pytest.raises(SimulationError, match=f"--speed {speed} must be positive"):
+        VirtualDevice(walk, speed=speed)
 
 
 def test_cli_simulate_prints_the_pty_and_ends_with_the_recording(walk, tmp_path):
@@ -203,7 +210,9 @@ def test_cli_simulate_prints_the_pty_and_ends_with_the_recording(walk, tmp_path)
 
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     for args, message in ([["simulate", str(tmp_path / "none.csv")], "no such file"],
-                          [["simulate", str(tmp_path), "--corrupt", "7"], "is a directory"],
+                          [["simulate", str(tmp_path)], "is a directory"],
+                          [["simulate", str(tmp_path), "--corrupt", "7"], "--corrupt 7.0 is not a probability"],
+                          [["simulate", str(tmp_path), "--reboot-at", "-3"], "--reboot-at -3.0 must be >= 0"],
                           [["decode"], "give either a capture FILE or --port PORT"],
                           [["decode", "--port", str(tmp_path / "ttyX")], "cannot open"]):
         run = subprocess.run([sys.executable, "-m", "firmware_bridge.cli", *args], capture_output=True, text=True, timeout=30)
@@ -232,3 +241,40 @@ def test_cli_simulate_stops_on_sigterm_and_removes_the_link(walk, tmp_path):
         proc.kill()
     assert proc.returncode == 130 and "injected:" in err and "Traceback" not in err
     assert not link.exists() and not link.is_symlink()
+
+
+def stream_bytes(stream) -> bytes:
+    from firmware_bridge.simulate import Chunk
+
+    return b"".join(step.data for step in stream if isinstance(step, Chunk))
+
+
+def test_fault_stream_is_pure_seeded_and_its_counts_are_what_a_decoder_finds(walk):
+    from firmware_bridge.simulate import FaultStream
+
+    values = [s.values() for s in walk.samples]
+    faults = Faults(drop=0.03, corrupt=0.03, duplicate=0.03, garbage=0.03, seed=5)
+    first, second = FaultStream(values, faults), FaultStream(values, faults)
+    data = stream_bytes(first)
+    assert data == stream_bytes(second) and first.injected == second.injected
+    decoder = FrameDecoder()
+    samples = samples_of(decoder.feed(data))
+    inj, c = first.injected, decoder.counters
+    assert [s.seq for s in samples] == [i for i in range(600) if i not in set(inj.lost_indices)]
+    assert c.duplicates == inj.duplicated and c.hellos == inj.hellos_sent == 3
+    assert c.garbage_bytes == inj.garbage_bytes + inj.corrupted_bytes
+    assert c.crc_errors + c.malformed == inj.corrupted + inj.garbage_bursts
+
+
+@pytest.mark.parametrize("at_s", [2.0, 7.0])  # seq 100 (a reboot within 256 samples of boot) and seq 350
+def test_reboot_keeps_the_port_and_starts_seq_and_time_again_after_a_boot_hello(walk, at_s):
+    from firmware_bridge.simulate import FaultStream
+
+    stream = FaultStream([s.values() for s in walk.samples], Faults(reboot_at=(at_s,)))
+    frames = FrameDecoder().feed(stream_bytes(stream))
+    at = int(at_s * 50)
+    samples = samples_of(frames)
+    assert len(samples) == 600 and stream.injected.reboots == 1
+    assert [s.seq for s in samples] == list(range(at)) + list(range(600 - at))
+    assert samples[at].t_us == 0 and samples[at].values() == pytest.approx(walk.samples[at].values(), rel=1e-6)
+    assert isinstance(frames[frames.index(samples[at]) - 1], Hello)  # the boot HELLO comes first
