@@ -57,7 +57,11 @@ def har_edge(*args, env=None) -> tuple[subprocess.Popen, Output]:
 
 
 def jsonl_count(path: Path) -> int:
-    return len(path.read_text().splitlines()) if path.exists() else 0
+    """Window lines written so far (status lines, which carry a "type" key, are not windows)."""
+    if not path.exists():
+        return 0
+    # Only complete lines: the file is polled while har-edge writes it.
+    return sum('"type":' not in line for line in path.read_text().split("\n")[:-1])
 
 
 def stop(proc: subprocess.Popen, err: Output) -> str:
