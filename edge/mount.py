@@ -17,14 +17,15 @@ degrees); 99% of HAPT's walking windows turn by less than 10 degrees.
 
 Offline (training, evaluation) each wearer's reference comes from all of their moving windows
 (`reference_direction`); online, `MountCalibration` builds it from the stream and can be saved per
-wearer, so the next session starts calibrated. numpy + scipy only (runs on the device).
+wearer, so the next session starts calibrated. numpy only (runs on the device; the rotation is Rodrigues'
+formula, checked against scipy.spatial.transform.Rotation in the tests: importing scipy.spatial costs the
+device more than all of this module's arithmetic).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))  # body_acc, body_gyro, total_acc (frontend.CHANNELS)
 
@@ -89,9 +90,31 @@ def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray 
     return mean / np.linalg.norm(mean)
 
 
+def rotation_matrix(rotvec) -> np.ndarray:
+    """(3,) rotation vector (unit axis * angle in radians) -> (3, 3) matrix, by Rodrigues' formula
+    R = I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix of the axis
+    (what scipy's Rotation.from_rotvec(v).as_matrix() gives, to 1e-15)."""
+    rotvec = np.asarray(rotvec, dtype=np.float64)
+    angle = float(np.linalg.norm(rotvec))
+    if angle < 1e-12:
+        return np.eye(3)
+    x, y, z = rotvec / angle
+    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])  # (3, 3) K
+    return np.eye(3) + np.sin(angle) * cross + (1.0 - np.cos(angle)) * (cross @ cross)
+
+
+def triplet_matrix(rotation) -> np.ndarray:
+    """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
+    one matrix product rotates a whole window, and normalization folds into it (edge/runtime.py)."""
+    matrix = np.zeros((9, 9))
+    for triplet in TRIPLETS:
+        matrix[triplet, triplet] = np.asarray(rotation, dtype=np.float64).T
+    return matrix
+
+
 def rotation_onto(reference, canonical) -> np.ndarray:
     """(3, 3) the smallest rotation that takes `reference` onto `canonical` (both unit 3-vectors): about
-    their common normal by the angle between them (scipy's rotation vector; 10x faster than align_vectors)."""
+    their common normal by the angle between them (a rotation vector; 10x faster than align_vectors)."""
     reference, canonical = np.asarray(reference, float), np.asarray(canonical, float)
     axis = np.cross(reference, canonical)  # (3,) |axis| = sin(angle)
     angle = np.arctan2(np.linalg.norm(axis), float(reference @ canonical))
@@ -99,7 +122,7 @@ def rotation_onto(reference, canonical) -> np.ndarray:
         if angle < 1.0:
             return np.eye(3)
         axis = np.cross(reference, np.eye(3)[int(np.argmin(np.abs(reference)))])
-    return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+    return rotation_matrix(axis / np.linalg.norm(axis) * angle)
 
 
 def rotate_windows(windows: np.ndarray, rotation: np.ndarray) -> np.ndarray:

@@ -27,9 +27,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edge.frontend import FrontEnd, FrontEndConfig
+from edge.frontend import FilterDesign, FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
-from edge.mount import MountCalibration, MountConfig
+from edge.mount import MountCalibration, MountConfig, triplet_matrix
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 
@@ -54,12 +54,14 @@ class Model:
     description: str = ""
     bundle: object = None  # the edge.bundle.Bundle it came from, when it came from one
     mount: MountConfig | None = None  # the model was trained on mount-aligned windows (edge/mount.py)
+    filters: FilterDesign | None = None  # the front-end's filter coefficients (None: designed with scipy.signal)
 
 
 def model_from_bundle(bundle, session, description: str = "") -> Model:
     """The pipeline's view of an `edge.bundle.Bundle` (already validated by load_bundle)."""
     return Model(tuple(bundle.classes), np.asarray(bundle.mean, np.float32), np.asarray(bundle.std, np.float32),
-                 bundle.frontend_config, session, description, mount=bundle.mount)
+                 bundle.frontend_config, session, description, mount=bundle.mount,
+                 filters=bundle.frontend_filters)
 
 
 def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite", precision: str = "int8",
@@ -126,7 +128,7 @@ class Pipeline:
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
         rate = model.frontend_config.sample_rate_hz
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
-        self.frontend = FrontEnd(model.frontend_config)
+        self.frontend = FrontEnd(model.frontend_config, model.filters)
         self.smoother = LabelSmoother(model.classes, smoothing)
         self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
         # The wearer's mount reference outlives front-end resets (same board on the same body); a saved one
@@ -146,6 +148,8 @@ class Pipeline:
         self.device_logs = 0
         self.hello = None
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
+        self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
+        self._matrix: tuple[int, np.ndarray] | None = None  # (moving windows, (9, 9) rotate-and-scale matrix)
         self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
         self._held_n = 0
         self._since_reset = 0  # samples given to the front-end since its last reset
@@ -154,7 +158,7 @@ class Pipeline:
         """Run the front-end code and the model once on throwaway data, so that the first live
         window does not pay for first-call allocations (a few milliseconds)."""
         cfg = self.model.frontend_config
-        FrontEnd(cfg).push(np.zeros((cfg.window, 6)))
+        FrontEnd(cfg, self.model.filters).push(np.zeros((cfg.window, 6)))
         self.model.session.predict(np.zeros((1, cfg.window, len(self.model.mean)), dtype=np.float32))
 
     # -- the stages, in order -----------------------------------------------------------------
@@ -172,7 +176,7 @@ class Pipeline:
             windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
             if len(ends) == 0:
                 continue
-            logits = self.infer(self.normalize(self.align(windows)))  # (k, C)
+            logits = self.infer(self.normalize(windows, self.align(windows)))  # (k, C)
             results.extend(self.postprocess(logits, ends, item.arrival))
         self.timers.add("pipeline", time.perf_counter() - started, len(results))
         message = self.gaps.rate.check()
@@ -240,25 +244,43 @@ class Pipeline:
         self.timers.add("frontend", time.perf_counter() - t0, len(chunk))
         return windows, ends
 
-    def align(self, windows: np.ndarray) -> np.ndarray:
-        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it."""
+    def align(self, windows: np.ndarray) -> np.ndarray | None:
+        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it.
+        -> (k, 9, 9) per window the matrix that rotates its triplets and applies the normalization scale
+        (`normalize` applies it: one matrix product per window), or None while nothing is rotated."""
         if self.calibration is None:
-            return windows
+            return None
         t0 = time.perf_counter()
-        aligned = np.empty_like(windows)  # (k, 128, 9)
+        matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
+        rotated = False
         for i, window in enumerate(windows):
             was_calibrated = self.calibration.calibrated
             self.calibration.update(window)
             if self.calibration.calibrated and not was_calibrated:
                 self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
                             "windows are aligned from now on")
-            aligned[i] = self.calibration.align(window)
+            rotated |= self.calibration.calibrated
+            matrices[i] = self._rotate_and_scale()
         self.timers.add("align", time.perf_counter() - t0, len(windows))
-        return aligned
+        return matrices if rotated else None
 
-    def normalize(self, windows: np.ndarray) -> np.ndarray:
+    def _rotate_and_scale(self) -> np.ndarray:
+        """(9, 9) float32: channels @ M == (each triplet rotated by the reference) * scale; recomputed only
+        when a moving window changed the reference."""
+        if self._matrix is None or self._matrix[0] != self.calibration.windows:
+            matrix = triplet_matrix(self.calibration.rotation()) * self._scale[None, :]  # (9, 9)
+            self._matrix = (self.calibration.windows, matrix.astype(np.float32))
+        return self._matrix[1]
+
+    def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
+        """(k, 128, 9) -> normalized (k, 128, 9) float32: (x - mean) / std, or with `matrices` (k, 9, 9)
+        from `align`, x @ M - mean / std (the rotation and the scale in one product)."""
         t0 = time.perf_counter()
-        x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+        if matrices is None:
+            x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+        else:
+            x = np.matmul(windows, matrices)  # (k, 128, 9) @ (k, 9, 9)
+            x -= self._offset
         self.timers.add("normalize", time.perf_counter() - t0, len(x))
         return x
 
