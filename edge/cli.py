@@ -3,10 +3,10 @@
     har-edge run --port /dev/ttyACM0 [--baud 115200] [--text]
     har-edge replay RECORDING [--realtime] [--plot FILE.png]
     har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
-    har-edge bench [--json] [--torch-checkpoint PATH]
+    har-edge bench [--json]            (the torch baseline: scripts/bench_torch.py)
     har-edge demo [--speed 10] [--faults]
 
-Every command takes --bundle DIR, --backend tflite|onnx, --precision int8|fp32 and --jsonl PATH
+Every command takes --bundle DIR, --backend tflite|onnx, --precision auto|int8|fp32 and --jsonl PATH
 (`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2;
 Ctrl-C (or SIGTERM from systemd) flushes the outputs, prints the counters and exits 0.
 """
@@ -20,7 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from edge.runtime import DEFAULT_BUNDLE
+# Only the standard library at import time: `har-edge --help` and `--version` answer without loading
+# numpy; each command imports what it runs.
+from edge.paths import DEFAULT_BUNDLE
 
 EXIT_USAGE = 2
 
@@ -41,7 +43,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="model bundle directory written by har-export (default: the model shipped with the package)")
     g.add_argument("--backend", choices=("tflite", "onnx"), default="tflite",
                    help="inference runtime: tflite (ai_edge_litert / tflite_runtime) or onnx (onnxruntime); default tflite")
-    g.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision (default int8)")
+    g.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto",
+                   help="model precision; auto (default): int8 on CPUs with int8 dot-product instructions (Arm "
+                        "asimddp, e.g. Pi 5; x86 VNNI), else fp32, where int8 is no faster; the start-up line says "
+                        "which and why")
     g.add_argument("--threads", type=_positive_int, default=1, help="inference threads (default 1)")
     g.add_argument("--jsonl", metavar="PATH", help="write one JSON object per window to PATH ('-' = stdout)")
     g.add_argument("--append", action="store_true", help="append to the --jsonl file instead of replacing it")
@@ -71,8 +76,25 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
                    help="print the fault counters every S seconds (default 10; 0 = only on exit)")
 
 
+class _Version(argparse.Action):
+    """--version: the installed package's version (looked up only when asked)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("har-edge")
+        except PackageNotFoundError:
+            text = "unknown (not installed: pip install .)"
+        parser.exit(message=f"har-edge {text}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="har-edge", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="live recognition from the serial port")
@@ -97,8 +119,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     bench.add_argument("--recording", help="recording to replay and to stream (default: a HAPT experiment from "
                                            "the shared data, $HAR_SHARED_DATA)")
-    bench.add_argument("--torch-checkpoint", metavar="PATH",
-                       help="training checkpoint for the torch eager fp32 baseline (needs torch; skipped otherwise)")
     bench.add_argument("--windows", type=_positive_int, default=500, help="windows timed per engine (default 500)")
     bench.add_argument("--e2e-seconds", type=float, default=60.0,
                        help="seconds of live streaming at 50 Hz through the virtual device (default 60; 0 skips)")
@@ -221,46 +241,44 @@ def cmd_run(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from firmware_bridge.recording import read_recording
-
+    from edge.replay import StreamedRecording, WindowLog, paced
     from edge.runtime import Pipeline, format_counters, load_model, run_loop, truth_summary
-    from edge.sinks import MemorySink
-    from edge.sources import RecordingSource
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     t_load = time.perf_counter()
-    recording = read_recording(args.recording)
+    recording = StreamedRecording(args.recording)  # read block by block while the pipeline runs
     load_s = time.perf_counter() - t_load
     rate = model.frontend_config.sample_rate_hz
     if abs(recording.rate_hz - rate) > 0.02 * rate:
         _say(f"warning: {args.recording} was sampled at {recording.rate_hz:.2f} Hz; the model expects {rate:g} Hz")
-    memory = MemorySink()
-    sinks = [memory] + _sinks(args, rate, live=args.realtime)
+    log = WindowLog()
+    sinks = [log] + _sinks(args, rate, live=args.realtime)
     pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model))
-    source = RecordingSource(recording.samples, realtime=args.realtime, rate_hz=rate)
+    source = paced(recording, rate) if args.realtime else recording
     _stop_signals_as_interrupt()
     started = time.perf_counter()
     report = run_loop(source, pipeline, sinks, report_every_s=10.0 if args.realtime else None, report=lambda m: None)
     _save_calibration(args, pipeline)
     elapsed = time.perf_counter() - started
     counters = report.counters
-    n = len(recording)
+    n = recording.samples
     summary = {
         "recording": str(args.recording),
         "model": model.description,
         "samples": n,
-        "windows": len(memory.results),
+        "windows": len(log),
         "pipeline_seconds": elapsed,
         "load_seconds": load_s,
         "realtime_factor": (n / rate) / elapsed if elapsed > 0 else None,
         "counters": counters,
     }
-    if recording.labels is not None:
-        summary["truth"] = truth_summary(memory.results, recording.labels, model.frontend_config.window)
+    labels = recording.labels.names() if recording.labels is not None else None  # (n,) names / None
+    if labels is not None:
+        summary["truth"] = truth_summary(log.results(), labels, model.frontend_config.window)
     _say(("interrupted; " if report.interrupted else "") + "counters: " + format_counters(counters))
-    line = f"{len(memory.results)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
+    line = f"{len(log)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
     if summary["realtime_factor"] and not args.realtime:
-        line += f" = {summary['realtime_factor']:.0f}x real time (+{load_s:.2f} s reading the file)"
+        line += f" = {summary['realtime_factor']:.0f}x real time, reading the file included"
     _say(line)
     truth = summary.get("truth")
     if truth and truth["scored_windows"]:
@@ -270,7 +288,7 @@ def cmd_replay(args) -> int:
     if args.plot:
         from edge.plot import plot_timeline
 
-        plot_timeline(memory.results, args.plot, model.classes, recording.labels, rate_hz=rate,
+        plot_timeline(log.results(), args.plot, model.classes, labels, rate_hz=rate,
                       title=f"{Path(args.recording).name} - {model.description}")
         _say(f"wrote {args.plot}")
     if args.summary_json:

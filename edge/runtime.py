@@ -29,13 +29,11 @@ import numpy as np
 
 from edge.frontend import FilterDesign, FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
+from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: F401  (EXAMPLE_RECORDING: re-exported)
 from edge.mount import MountCalibration, MountConfig, triplet_matrix
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
-# The shipped example (scripts/make_example.py): the demo streams it, bench replays it by default.
-EXAMPLE_RECORDING = Path(__file__).resolve().parent / "examples" / "user01_exp01.csv"
 
 
 class EdgeError(ValueError):
@@ -66,7 +64,8 @@ def model_from_bundle(bundle, session, description: str = "") -> Model:
 
 def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite", precision: str = "int8",
                num_threads: int = 1) -> Model:
-    """Load a bundle and open an inference session for it (raises BundleError / EdgeError)."""
+    """Load a bundle and open an inference session for it (raises BundleError / EdgeError);
+    precision "auto" picks per CPU (edge.inference.auto_precision) and the description says what and why."""
     from edge.bundle import load_bundle
     from edge.inference import create_session
 
@@ -78,7 +77,8 @@ def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite",
                         "pass --bundle DIR, a directory written by `har-export`")
     bundle = load_bundle(bundle_dir)
     session = create_session(bundle, backend=backend, precision=precision, num_threads=num_threads)
-    model = model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {precision}]")
+    picked = f"{session.precision}, {session.precision_reason}" if precision == "auto" else precision
+    model = model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {picked}]")
     model.bundle = bundle
     return model
 
