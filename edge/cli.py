@@ -251,6 +251,7 @@ def cmd_replay(args) -> int:
     rate = model.frontend_config.sample_rate_hz
     if abs(recording.rate_hz - rate) > 0.02 * rate:
         _say(f"warning: {args.recording} was sampled at {recording.rate_hz:.2f} Hz; the model expects {rate:g} Hz")
+    _say(f"model {model.description}")
     log = WindowLog()
     sinks = [log] + _sinks(args, rate, live=args.realtime)
     pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model))
