@@ -164,6 +164,12 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
     return out
 
 
+def reference_rotation(direction_sum, config: MountConfig) -> np.ndarray:
+    """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum`."""
+    direction_sum = np.asarray(direction_sum, dtype=np.float64)
+    return rotation_onto(direction_sum / np.linalg.norm(direction_sum), config.canonical)
+
+
 class MountCalibration:
     """Online reference of one wearer: the running mean gravity direction of the moving windows seen so far.
     Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated)."""
@@ -180,19 +186,30 @@ class MountCalibration:
 
     def update(self, window: np.ndarray) -> bool:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
-        batch = window[None]
-        if not moving(batch, self.config)[0]:
-            return False
-        self.direction_sum += gravity_directions(batch)[0]
-        self.windows += 1
-        return True
+        before = self.windows
+        self.update_many(window[None])
+        return self.windows > before
+
+    def update_many(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the tests and directions of
+        all k computed in one call) -> (counts (k,), sums (k, 3)): moving windows and direction sum after each."""
+        mask = moving(windows, self.config)  # (k,)
+        counts = self.windows + np.cumsum(mask)  # (k,)
+        sums = np.repeat(self.direction_sum[None], len(windows), axis=0)  # (k, 3)
+        if mask.any():
+            directions = np.zeros((len(windows), 3))
+            directions[mask] = gravity_directions(windows[mask])  # (k, 3), 0 for windows that do not count
+            for i in range(len(windows)):  # in order, as one update per window adds them
+                self.direction_sum = self.direction_sum + directions[i] if mask[i] else self.direction_sum
+                sums[i] = self.direction_sum
+        self.windows = int(counts[-1]) if len(counts) else self.windows
+        return counts, sums
 
     def rotation(self) -> np.ndarray:
         if not self.calibrated:
             return np.eye(3)
         if self._cached is None or self._cached[0] != self.windows:  # changes only when a moving window counts
-            reference = self.direction_sum / np.linalg.norm(self.direction_sum)
-            self._cached = (self.windows, rotation_onto(reference, self.config.canonical))
+            self._cached = (self.windows, reference_rotation(self.direction_sum, self.config))
         return self._cached[1]
 
     def align(self, window: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import numpy as np
 from edge.frontend import FilterDesign, FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
 from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: F401  (EXAMPLE_RECORDING: re-exported)
-from edge.mount import MountCalibration, MountConfig, triplet_matrix
+from edge.mount import MountCalibration, MountConfig, reference_rotation, triplet_matrix
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 
@@ -251,25 +251,26 @@ class Pipeline:
         if self.calibration is None:
             return None
         t0 = time.perf_counter()
-        matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
-        rotated = False
-        for i, window in enumerate(windows):
-            was_calibrated = self.calibration.calibrated
-            self.calibration.update(window)
-            if self.calibration.calibrated and not was_calibrated:
-                self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
-                            "windows are aligned from now on")
-            rotated |= self.calibration.calibrated
-            matrices[i] = self._rotate_and_scale()
+        was_calibrated = self.calibration.calibrated
+        counts, sums = self.calibration.update_many(windows)  # (k,), (k, 3) after each window
+        minimum = self.calibration.config.min_windows
+        if self.calibration.calibrated and not was_calibrated:
+            self.notify(f"mount calibrated from {minimum} moving windows; windows are aligned from now on")
+        matrices = None  # nothing is rotated before the calibration
+        if counts[-1] >= minimum:
+            matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
+            for i, (count, direction_sum) in enumerate(zip(counts.tolist(), sums)):
+                matrices[i] = self._rotate_and_scale(count, direction_sum)
         self.timers.add("align", time.perf_counter() - t0, len(windows))
-        return matrices if rotated else None
+        return matrices
 
-    def _rotate_and_scale(self) -> np.ndarray:
-        """(9, 9) float32: channels @ M == (each triplet rotated by the reference) * scale; recomputed only
-        when a moving window changed the reference."""
-        if self._matrix is None or self._matrix[0] != self.calibration.windows:
-            matrix = triplet_matrix(self.calibration.rotation()) * self._scale[None, :]  # (9, 9)
-            self._matrix = (self.calibration.windows, matrix.astype(np.float32))
+    def _rotate_and_scale(self, count: int, direction_sum: np.ndarray) -> np.ndarray:
+        """(9, 9) float32: channels @ M == (each triplet rotated by the wearer's reference) * scale, for the
+        reference after `count` moving windows (identity before calibration); recomputed only when it changed."""
+        if self._matrix is None or self._matrix[0] != count:
+            rotation = reference_rotation(direction_sum, self.calibration.config) \
+                if count >= self.calibration.config.min_windows else np.eye(3)
+            self._matrix = (count, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
         return self._matrix[1]
 
     def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
