@@ -50,10 +50,33 @@ def _import_onnxruntime():
     return onnxruntime
 
 
+_AT_HWCAP = 16                # auxiliary vector key of the CPU capability bits
+_HWCAP_ASIMDDP = 1 << 20      # arm64: SDOT/UDOT (Linux arch/arm64/include/uapi/asm/hwcap.h)
+
+
+def _arm64_hwcap_dotprod() -> bool | None:
+    """arm64: whether the kernel (or qemu-user, which emulates the auxiliary vector) reports SDOT/UDOT to
+    this process; None when /proc/self/auxv cannot be read."""
+    try:
+        data = open("/proc/self/auxv", "rb").read()
+    except OSError:
+        return None
+    words = memoryview(data).cast("Q")  # (key, value) pairs of unsigned 64-bit words
+    for i in range(0, len(words) - 1, 2):
+        if words[i] == _AT_HWCAP:
+            return bool(words[i + 1] & _HWCAP_ASIMDDP)
+    return None
+
+
 def cpu_features() -> tuple[str, set[str]]:
-    """(machine, the CPU's feature flags as the Linux kernel lists them; empty elsewhere)."""
+    """(machine, the CPU's feature flags as the Linux kernel lists them; empty elsewhere). On arm64 the
+    process's own capability bits decide `asimddp` (/proc/cpuinfo is the host's under qemu-user)."""
     machine = platform.machine().lower()
     flags: set[str] = set()
+    if machine in ("aarch64", "arm64"):
+        dotprod = _arm64_hwcap_dotprod()
+        if dotprod is not None:
+            return machine, {"asimd", "asimddp"} if dotprod else {"asimd"}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
