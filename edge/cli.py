@@ -273,9 +273,9 @@ def cmd_replay(args) -> int:
         "realtime_factor": (n / rate) / elapsed if elapsed > 0 else None,
         "counters": counters,
     }
-    labels = recording.labels.names() if recording.labels is not None else None  # (n,) names / None
-    if labels is not None:
-        summary["truth"] = truth_summary(log.results(), labels, model.frontend_config.window)
+    if recording.labels is not None:
+        truth = recording.labels.window_truth(log.ends, model.frontend_config.window)  # per window, no per-sample list
+        summary["truth"] = truth_summary(log.results(), None, model.frontend_config.window, truth=truth)
     _say(("interrupted; " if report.interrupted else "") + "counters: " + format_counters(counters))
     line = f"{len(log)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
     if summary["realtime_factor"] and not args.realtime:
@@ -289,7 +289,8 @@ def cmd_replay(args) -> int:
     if args.plot:
         from edge.plot import plot_timeline
 
-        plot_timeline(log.results(), args.plot, model.classes, labels, rate_hz=rate,
+        labels = recording.labels.names() if recording.labels is not None else None  # (n,) names / None
+        plot_timeline(list(log.results()), args.plot, model.classes, labels, rate_hz=rate,
                       title=f"{Path(args.recording).name} - {model.description}")
         _say(f"wrote {args.plot}")
     if args.summary_json:

@@ -430,22 +430,30 @@ def window_truth(labels, ends: Iterable[int], size: int = 128) -> list[str | Non
     return truth
 
 
-def truth_summary(results: list[dict], labels, window: int = 128) -> dict:
+def truth_summary(results: Iterable[dict], labels, window: int = 128, truth: list | None = None) -> dict:
     """Accuracy of streaming results against per-sample true labels, on the windows that lie
-    inside one labelled activity (the windows training's accuracy is measured on)."""
-    truth = window_truth(labels, [r["sample_end"] for r in results], window)
-    scored = [(r, t) for r, t in zip(results, truth) if t is not None]
+    inside one labelled activity (the windows training's accuracy is measured on). `truth`: each
+    window's true class when the caller has it already (edge.replay derives it from label codes);
+    `results` is read once, so a generator keeps nothing."""
+    if truth is None:
+        results = list(results)
+        truth = window_truth(labels, [r["sample_end"] for r in results], window)
+    scored = raw_ok = smooth_ok = uncertain = 0
+    for r, t in zip(results, truth):
+        if t is None:
+            continue
+        scored += 1
+        raw_ok += r["raw_label"] == t
+        smooth_ok += r["label"] == t
+        uncertain += r["label"] == "uncertain"
     if not scored:
         return {"scored_windows": 0}
-    raw_ok = sum(r["raw_label"] == t for r, t in scored)
-    smooth_ok = sum(r["label"] == t for r, t in scored)
-    uncertain = sum(r["label"] == "uncertain" for r, _ in scored)
     return {
-        "scored_windows": len(scored),
+        "scored_windows": scored,
         "raw_correct": raw_ok,
         "smoothed_correct": smooth_ok,
-        "raw_accuracy": raw_ok / len(scored),
-        "smoothed_accuracy": smooth_ok / len(scored),
-        "smoothed_accuracy_when_certain": smooth_ok / max(1, len(scored) - uncertain),
+        "raw_accuracy": raw_ok / scored,
+        "smoothed_accuracy": smooth_ok / scored,
+        "smoothed_accuracy_when_certain": smooth_ok / max(1, scored - uncertain),
         "uncertain": uncertain,
     }

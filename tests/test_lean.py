@@ -27,7 +27,7 @@ from edge.frontend import FilterDesign, FrontEndConfig, FrontEndError, Streaming
 from edge.inference import auto_precision
 from edge.mount import rotate_windows, rotation_matrix, triplet_matrix
 from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING
-from edge.runtime import Pipeline, load_model
+from edge.runtime import Pipeline, load_model, window_truth
 from edge.sinks import MemorySink
 from edge.sources import ByteFileSource
 from edge.replay import StreamedRecording
@@ -183,6 +183,9 @@ def test_streamed_recording_is_read_recording(tmp_path):
     assert np.array_equal(raw, np.array([s.values() for s in recording.samples]), equal_nan=True)
     assert np.concatenate([b.seq for b in blocks]).tolist() == [s.seq for s in recording.samples]
     assert streamed.labels.names() == recording.labels and streamed.rate_hz == pytest.approx(recording.rate_hz)
+    ends = list(range(0, len(recording) + 200, 7))  # before the start, across activity changes, past the end
+    assert streamed.labels.window_truth(ends, 128) == window_truth(recording.labels, ends, 128)
+    assert any(streamed.labels.window_truth(ends, 128)) and None in streamed.labels.window_truth(ends, 128)
 
 
 def test_streamed_recording_reports_read_recordings_error(tmp_path):
