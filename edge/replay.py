@@ -51,15 +51,23 @@ class CodedLabels:
 
     def window_truth(self, ends, size: int) -> list[str | None]:
         """Each window's true class: the label all its `size` samples share, else None (as
-        edge.runtime.window_truth, from the codes: one pass of numpy, no per-sample list)."""
+        edge.runtime.window_truth, from the codes with numpy, a thousand windows at a time: no
+        per-sample list or array beyond the codes themselves)."""
         codes = self.codes
+        spans = np.lib.stride_tricks.sliding_window_view(codes, size) if len(codes) >= size else None  # (n-size+1, size)
+        truth: list[str | None] = []
         ends = np.asarray(ends, dtype=np.int64)
-        changes = np.concatenate([[0], np.cumsum(codes[1:] != codes[:-1])])  # (n,) label changes up to i
-        inside = (ends - size >= 0) & (ends <= len(codes))
-        starts = np.where(inside, ends - size, 0)
-        last = np.where(inside, ends - 1, 0)
-        same = inside & (changes[last] == changes[starts]) & (codes[starts] != NO_LABEL)
-        return [CLASSES[codes[s]] if ok else None for s, ok in zip(starts.tolist(), same.tolist())]
+        for i in range(0, len(ends), 1024):
+            chunk = ends[i:i + 1024]
+            inside = (chunk - size >= 0) & (chunk <= len(codes))
+            if spans is None or not inside.any():
+                truth += [None] * len(chunk)
+                continue
+            windows = spans[np.where(inside, chunk - size, 0)]  # (k, size) uint8 codes
+            first = windows[:, 0]
+            same = inside & (windows == first[:, None]).all(axis=1) & (first != NO_LABEL)
+            truth += [CLASSES[c] if ok else None for c, ok in zip(first.tolist(), same.tolist())]
+        return truth
 
     def names(self) -> list[str | None]:
         """The labels as a list of class names / None (what truth_summary and plot_timeline index)."""
