@@ -117,7 +117,11 @@ def rotation_matrix(rotvec) -> np.ndarray:
 def triplet_matrix(rotation) -> np.ndarray:
     """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
     one matrix product rotates a whole window, and normalization folds into it (edge/runtime.py)."""
-    return np.kron(np.eye(3), np.asarray(rotation, dtype=np.float64).T)  # TRIPLETS are the three 3-blocks
+    matrix = np.zeros((9, 9))
+    rotation_t = np.asarray(rotation, dtype=np.float64).T
+    for triplet in TRIPLETS:
+        matrix[triplet, triplet] = rotation_t
+    return matrix
 
 
 def rotation_onto(reference, canonical) -> np.ndarray:

@@ -156,7 +156,7 @@ class StreamedRecording:
             return None
         n_columns = len(CSV_COLUMNS) + self._with_label
         try:
-            if sum(line.count(",") for line in lines) != len(lines) * (n_columns - 1):
+            if "".join(lines).count(",") != len(lines) * (n_columns - 1):
                 raise ValueError("a row with another column count")
             ints = np.loadtxt(lines, delimiter=",", dtype=np.int64, usecols=(0, 1), comments=None, ndmin=2)  # (n, 2)
             raw = np.loadtxt(lines, delimiter=",", dtype=np.float64, usecols=range(2, 8), comments=None, ndmin=2)  # (n, 6)
