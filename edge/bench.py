@@ -1,9 +1,9 @@
 """`har-edge bench`: latency and throughput of the edge runtime, measured, side by side, in one run.
 
 1. Per-window inference, batch 1, one thread: median and p99 for every backend x precision in the
-   bundle (tflite int8/fp32, onnx int8/fp32), and torch eager fp32 of the same model as the
-   baseline when `--torch-checkpoint` is given and torch is installed (the only place the edge
-   package touches torch, imported lazily inside `torch_baseline`).
+   bundle (tflite int8/fp32, onnx int8/fp32). The torch eager baseline of the same model is
+   `scripts/bench_torch.py` (it runs this benchmark and torch side by side): the edge package never
+   imports torch or training.
 2. Per-stage costs of the live path (one frame per read, like a serial port): decode, gap
    handling, front-end, normalization, inference, post-processing, whole pipeline.
 3. Replay throughput: a whole recording through the pipeline, as a multiple of real time.
@@ -31,6 +31,7 @@ import numpy as np
 
 from edge.frontend import FrontEnd
 from edge.runtime import EXAMPLE_RECORDING, Pipeline, StageTimers, load_model
+from edge.timing import stats_ms
 
 ENGINES = (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32"))
 REPO = Path(__file__).resolve().parent.parent
@@ -38,14 +39,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 class BenchError(ValueError):
     """The benchmark cannot run (no recording, no model); the message says what to give it."""
-
-
-def stats_ms(seconds) -> dict:
-    """Median, p90, p99, mean, max and the five slowest of durations given in seconds, in ms."""
-    a = np.asarray(seconds) * 1e3
-    return {"median_ms": float(np.median(a)), "p90_ms": float(np.percentile(a, 90)), "p99_ms": float(np.percentile(a, 99)),
-            "mean_ms": float(a.mean()), "max_ms": float(a.max()), "n": int(len(a)),
-            "slowest_ms": [round(float(v), 3) for v in np.sort(a)[-5:][::-1]]}
 
 
 def default_recording(workdir: Path) -> Path:
@@ -84,23 +77,6 @@ def time_per_window(predict, x: np.ndarray, warmup: int = 20) -> list[float]:
         predict(x[i:i + 1])  # (1, 128, 9) -> (1, 6)
         times.append(time.perf_counter() - t0)
     return times
-
-
-def torch_baseline(checkpoint: str | None, x: np.ndarray, threads: int) -> dict:
-    """torch eager fp32 of the checkpoint's model (unfused, as trained); skipped with a note."""
-    if not checkpoint:
-        return {"skipped": "no --torch-checkpoint given (the bundle holds no torch weights)"}
-    try:
-        import torch  # optional, heavy: only for this baseline
-        from training.checkpoint import load_checkpoint
-    except ImportError as exc:
-        return {"skipped": f"torch / training not installed ({exc.name}); install the train extra for the baseline"}
-    torch.set_num_threads(threads)
-    model, ckpt = load_checkpoint(checkpoint)
-    model.eval()
-    with torch.inference_mode():
-        times = time_per_window(lambda w: model(torch.from_numpy(w)), x)
-    return {"engine": f"torch {torch.__version__} eager fp32", "model": ckpt.get("model_name"), **stats_ms(times)}
 
 
 def inference_table(args, x: np.ndarray, progress) -> dict:
@@ -200,7 +176,8 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
             "engine": f"{args.backend}-{args.precision}"}
 
 
-def run_bench(args, progress=print) -> dict:
+def run_bench(args, progress=print, extra_engines=None) -> dict:
+    """All figures; `extra_engines(windows (n, 128, 9), inference rows) -> dict` adds rows timed in the same run."""
     from firmware_bridge.recording import read_recording
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,12 +195,8 @@ def run_bench(args, progress=print) -> dict:
                              else "HAPT acc_exp01_user01.txt (shared data)"),
             "inference": inference_table(args, x, progress),
         }
-        figures["torch"] = torch_baseline(args.torch_checkpoint, x, args.threads)
-        if "median_ms" in figures["torch"]:
-            figures["speedup_vs_torch"] = {
-                key: figures["torch"]["median_ms"] / row["median_ms"]
-                for key, row in figures["inference"].items() if "median_ms" in row
-            }
+        if extra_engines is not None:  # scripts/bench_torch.py: the torch baseline, on the same windows
+            figures.update(extra_engines(x, figures["inference"]))
         progress("per-stage costs of the live path (one frame per read)")
         figures["stages"] = stage_costs(model, recording, min(len(recording.samples), 6400))
         progress("replay throughput")
@@ -248,10 +221,10 @@ def format_table(f: dict) -> str:
         speed = f.get("speedup_vs_torch", {}).get(key)
         lines.append(f"  {key:<14s} {row['median_ms']:10.3f} {row['p99_ms']:9.3f} "
                      + (f"{speed:8.1f}x" if speed else f"{'-':>9s}"))
-    t = f["torch"]
-    if "median_ms" in t:
+    t = f.get("torch")
+    if t and "median_ms" in t:
         lines.append(f"  {'torch-fp32':<14s} {t['median_ms']:10.3f} {t['p99_ms']:9.3f} {'1.0x':>9s}  ({t['engine']})")
-    else:
+    elif t:
         lines.append(f"  {'torch-fp32':<14s} skipped: {t['skipped']}")
     s = f["stages"]
     lines += ["", f"per-stage cost, live path ({s['samples']} samples one frame per read, {s['windows']} windows)",

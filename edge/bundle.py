@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.frontend import FrontEndConfig, FrontEndError
+from edge.frontend import FilterDesign, FrontEndConfig, FrontEndError
 from edge.mount import MountConfig, MountError
 
 SCHEMA_VERSION = "har-bundle/1"
@@ -84,6 +84,7 @@ class Bundle:
     metrics: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict)
     mount: MountConfig | None = None   # windows are mount-aligned before normalization (edge/mount.py)
+    frontend_filters: FilterDesign | None = None  # the front-end's filter coefficients (None: design with scipy)
 
     @property
     def n_classes(self) -> int:
@@ -284,6 +285,11 @@ def parse_bundle(root: str | Path, data: dict) -> Bundle:
         raise r.fail("frontend", f"is not a valid front-end configuration ({e})") from None
     if (frontend_config.window, frontend_config.hop, frontend_config.sample_rate_hz) != (window, hop, rate):
         raise r.fail("frontend", "disagrees with the bundle's window / hop / sample_rate_hz")
+    filters_obj = r.get(data, "frontend_filters", "", dict, optional=True)
+    try:
+        filters = FilterDesign.from_dict(filters_obj, frontend_config) if filters_obj else None
+    except FrontEndError as e:
+        raise r.fail("frontend_filters", f"do not describe the front-end's filters ({e})") from None
     files = _check_files(r, root, data.get("files"))
     models_obj = r.get(data, "models", "", dict)
     if not models_obj:
@@ -301,7 +307,7 @@ def parse_bundle(root: str | Path, data: dict) -> Bundle:
     except MountError as e:
         raise BundleError(f"{e}; {REEXPORT}") from None
     return Bundle(root, version, classes, channels, tuple(units), rate, window, hop, mean, std, dict(frontend),
-                  frontend_config, models, files, source, metrics, data, mount)
+                  frontend_config, models, files, source, metrics, data, mount, filters)
 
 
 def load_bundle(path: str | Path) -> Bundle:

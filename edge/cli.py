@@ -3,7 +3,7 @@
     har-edge run --port /dev/ttyACM0 [--baud 115200] [--text]
     har-edge replay RECORDING [--realtime] [--plot FILE.png]
     har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
-    har-edge bench [--json] [--torch-checkpoint PATH]
+    har-edge bench [--json]            (the torch baseline: scripts/bench_torch.py)
     har-edge demo [--speed 10] [--faults]
     har-edge monitor --mqtt mqtt://broker [--web 127.0.0.1:8080]
     har-edge ports
@@ -12,7 +12,7 @@
 run, replay and record also publish to MQTT (--mqtt URL --device-id ID) and serve a live page
 (--web HOST:PORT): docs/mqtt.md.
 
-Every command takes --bundle DIR, --backend tflite|onnx, --precision int8|fp32 and --jsonl PATH
+Every command takes --bundle DIR, --backend tflite|onnx, --precision auto|int8|fp32 and --jsonl PATH
 (`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2, and
 every option and output path is checked before any work starts (`validate_options`); Ctrl-C (or
 SIGTERM from systemd) flushes the outputs, prints the counters and exits 0.
@@ -28,7 +28,9 @@ import sys
 import time
 from pathlib import Path
 
-from edge.runtime import DEFAULT_BUNDLE
+# Only the standard library at import time: `har-edge --help` and `--version` answer without loading
+# numpy; each command imports what it runs.
+from edge.paths import DEFAULT_BUNDLE
 
 EXIT_USAGE = 2
 
@@ -49,7 +51,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="model bundle directory written by har-export (default: the model shipped with the package)")
     g.add_argument("--backend", choices=("tflite", "onnx"), default="tflite",
                    help="inference runtime: tflite (ai_edge_litert / tflite_runtime) or onnx (onnxruntime); default tflite")
-    g.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision (default int8)")
+    g.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto",
+                   help="model precision; auto (default): int8 on CPUs with int8 dot-product instructions (Arm "
+                        "asimddp, e.g. Pi 5; x86 VNNI), else fp32, where int8 is no faster; the start-up line says "
+                        "which and why")
     g.add_argument("--threads", type=_positive_int, default=1, help="inference threads (default 1)")
     g.add_argument("--jsonl", metavar="PATH", help="write one JSON object per window to PATH ('-' = stdout)")
     g.add_argument("--append", action="store_true", help="append to the --jsonl file instead of replacing it")
@@ -94,9 +99,26 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
                         "(default 60: a crash loses at most a minute of what was learnt)")
 
 
+class _Version(argparse.Action):
+    """--version: the installed package's version (looked up only when asked)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("har-edge")
+        except PackageNotFoundError:
+            text = "unknown (not installed: pip install .)"
+        print(f"har-edge {text}")  # stdout, as argparse's own version action does
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="har-edge", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("ports", help="list the serial ports with their USB ids and say which looks like the IMU board")
@@ -126,8 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     bench.add_argument("--recording", help="recording to replay and to stream (default: a HAPT experiment from "
                                            "the shared data, $HAR_SHARED_DATA)")
-    bench.add_argument("--torch-checkpoint", metavar="PATH",
-                       help="training checkpoint for the torch eager fp32 baseline (needs torch; skipped otherwise)")
     bench.add_argument("--windows", type=_positive_int, default=500, help="windows timed per engine (default 500)")
     bench.add_argument("--e2e-seconds", type=float, default=60.0,
                        help="seconds of live streaming at 50 Hz through the virtual device (default 60; 0 skips)")
@@ -145,15 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo_arguments(demo)
     _add_common(demo)
     return parser
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("har-edge")
-    except PackageNotFoundError:
-        return "(not installed: run from a source tree)"
 
 
 # -- option validation: every option and output path, before any work -------------------------------
@@ -341,48 +352,47 @@ def cmd_run(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from firmware_bridge.recording import read_recording
-
+    from edge.replay import StreamedRecording, WindowLog, paced
     from edge.runtime import Pipeline, format_counters, load_model, run_loop, truth_summary
-    from edge.sinks import MemorySink
-    from edge.sources import RecordingSource
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     t_load = time.perf_counter()
-    recording = read_recording(args.recording)
+    recording = StreamedRecording(args.recording)  # read block by block while the pipeline runs
     load_s = time.perf_counter() - t_load
     rate = model.frontend_config.sample_rate_hz
     if abs(recording.rate_hz - rate) > 0.02 * rate:
         _say(f"warning: {args.recording} was sampled at {recording.rate_hz:.2f} Hz; the model expects {rate:g} Hz")
-    memory = MemorySink()
-    sinks = [memory] + _sinks(args, rate, live=args.realtime)
+    _say(f"model {model.description}")
+    log = WindowLog()
+    sinks = [log] + _sinks(args, rate, live=args.realtime)
     pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model))
-    source = RecordingSource(recording.samples, realtime=args.realtime, rate_hz=rate)
+    source = paced(recording, rate) if args.realtime else recording
     _stop_signals_as_interrupt()
     started = time.perf_counter()
     report = run_loop(source, pipeline, sinks, report_every_s=10.0 if args.realtime else None, report=lambda m: None)
     _save_calibration(args, pipeline)
     elapsed = time.perf_counter() - started
     counters = report.counters
-    n = len(recording)
+    n = recording.samples
     summary = {
         "recording": str(args.recording),
         "model": model.description,
         "samples": n,
-        "windows": len(memory.results),
+        "windows": len(log),
         "pipeline_seconds": elapsed,
         "load_seconds": load_s,
         "realtime_factor": (n / rate) / elapsed if elapsed > 0 else None,
         "counters": counters,
     }
     if recording.labels is not None:
-        summary["truth"] = truth_summary(memory.results, recording.labels, model.frontend_config.window)
+        truth = recording.labels.window_truth(log.ends, model.frontend_config.window)  # per window, no per-sample list
+        summary["truth"] = truth_summary(log.results(), None, model.frontend_config.window, truth=truth)
     _say(("interrupted; " if report.interrupted else "") + "counters: " + format_counters(counters))
-    line = f"{len(memory.results)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
+    line = f"{len(log)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
     if summary["realtime_factor"] and not args.realtime:
-        line += f" = {summary['realtime_factor']:.0f}x real time (+{load_s:.2f} s reading the file)"
+        line += f" = {summary['realtime_factor']:.0f}x real time, reading the file included"
     _say(line)
-    if n and not memory.results:
+    if n and not len(log):
         _say(f"warning: no window from {n} samples (a window needs {model.frontend_config.window} valid samples in "
              "a row): see the status lines above")
     truth = summary.get("truth")
@@ -393,7 +403,8 @@ def cmd_replay(args) -> int:
     if args.plot:
         from edge.plot import plot_timeline
 
-        plot_timeline(memory.results, args.plot, model.classes, recording.labels, rate_hz=rate,
+        labels = recording.labels.names() if recording.labels is not None else None  # (n,) names / None
+        plot_timeline(list(log.results()), args.plot, model.classes, labels, rate_hz=rate,
                       title=f"{Path(args.recording).name} - {model.description}")
         _say(f"wrote {args.plot}")
     if args.summary_json:

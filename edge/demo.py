@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
-from typing import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-import numpy as np
+from edge.paths import EXAMPLE_RECORDING
 
-from edge.postprocess import SmoothingConfig
-from edge.bench import stats_ms
-from edge.runtime import EXAMPLE_RECORDING, Pipeline, format_counters, load_model, run_loop, truth_summary
-from edge.sinks import MemorySink
-from edge.sources import SerialSource
+if TYPE_CHECKING:
+    from edge.postprocess import SmoothingConfig
 
 
 def add_demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,8 +34,15 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], list]) -> dict:
     """Stream args.recording through a virtual device into the live runtime; returns the summary."""
+    # Imported here: `har-edge --help` builds this command's options without loading numpy.
+    import numpy as np
     from firmware_bridge.recording import read_recording
     from firmware_bridge.simulate import Faults, VirtualDevice
+
+    from edge.runtime import Pipeline, load_model, run_loop, truth_summary
+    from edge.sinks import MemorySink
+    from edge.sources import SerialSource
+    from edge.timing import stats_ms
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     recording = read_recording(args.recording)
@@ -82,6 +86,8 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
 
 
 def print_summary(summary: dict) -> None:
+    from edge.runtime import format_counters
+
     print("\n== summary ==")
     print(f"windows: {summary['windows']}   labels: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))
     truth = summary.get("truth")

@@ -20,14 +20,25 @@ settling time; after a start in motion the gravity filter needs about 10 s to se
 `StreamingFilter.push` and `SlidingWindow.push` give bit-identical output whether a stream is
 fed one sample at a time or all at once (the filter state is float64 and `sosfilt` runs the
 same recursion in the same order either way).
+
+Start-up cost: the filters are scipy's, but `import scipy.signal` takes over a second and ~70 MiB
+(its __init__ imports all of scipy.signal, scipy.stats, scipy.optimize...), ten times the rest of the
+runtime. So the device imports only what it runs: the compiled sosfilt recursion
+(`scipy.signal._sosfilt`, which needs nothing but numpy) and the filter coefficients from the bundle
+(`FilterDesign`, designed by scipy.signal.butter at export time). Without stored coefficients
+(training, old bundles) `FilterDesign.design` imports scipy.signal as before.
 """
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.util
+import math
+import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
-from scipy import signal
 
 # Order of the nine model channels (UCI-HAR "Inertial Signals" order).
 CHANNELS: tuple[str, ...] = (
@@ -71,32 +82,134 @@ class FrontEndConfig:
         return cls(**d)
 
 
-class StreamingFilter:
-    """Raw samples (n, 6) -> UCI-HAR channels (n, 9), with state carried across calls."""
+def _load_sosfilt_kernel():
+    """scipy's compiled second-order-section recursion, `_sosfilt(sos (s, 6), x (m, n), zi (m, s, 2))`
+    filtering each row of x in place; what `scipy.signal.sosfilt` calls after reshaping its arguments.
 
-    def __init__(self, config: FrontEndConfig = FrontEndConfig()):
+    Loaded from its extension file so that `scipy/signal/__init__.py` (1+ s, ~70 MiB) does not run;
+    registered under its own name, so a later `import scipy.signal` reuses this very module. Falls back
+    to the ordinary import where the file is not where scipy 1.10-1.17 keep it."""
+    name = "scipy.signal._sosfilt"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.find_spec("scipy")  # scipy/__init__.py itself is light (version, config)
+        directory = Path(spec.origin).parent / "signal" if spec and spec.origin else None
+        paths = [directory / f"_sosfilt{suffix}" for suffix in importlib.machinery.EXTENSION_SUFFIXES] \
+            if directory else []
+        path = next((p for p in paths if p.is_file()), None)
+        if path is None:
+            from scipy.signal._sosfilt import _sosfilt
+            return _sosfilt
+        import scipy  # noqa: F401  (the parent package, for the extension's own imports)
+        module_spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return module._sosfilt
+
+
+_sosfilt = _load_sosfilt_kernel()
+
+
+@dataclass(frozen=True, eq=False)
+class FilterDesign:
+    """The front-end's two Butterworth low-passes as second-order sections, `sos` (sections, 6)
+    [b0 b1 b2 a0 a1 a2], each with `zi` (sections, 2), the filter state after a unit input held
+    forever (scipy.signal.butter(..., output="sos") and scipy.signal.sosfilt_zi give them).
+
+    Bundles store them (`frontend_filters` in bundle.json, written by har-export) so that the device
+    need not import scipy.signal; `from_dict` checks them against the front-end configuration
+    (section count, unit gain at 0 Hz, -3 dB at the cutoff, zi a steady state) with numpy alone."""
+
+    noise_sos: np.ndarray    # (ceil(noise_order / 2), 6) float64
+    noise_zi: np.ndarray     # (ceil(noise_order / 2), 2) float64
+    gravity_sos: np.ndarray  # (ceil(gravity_order / 2), 6) float64
+    gravity_zi: np.ndarray   # (ceil(gravity_order / 2), 2) float64
+
+    @classmethod
+    def design(cls, config: FrontEndConfig) -> "FilterDesign":
+        """Design with scipy.signal (imported here, at export or training time, not on the device)."""
+        from scipy import signal
+
+        fs = config.sample_rate_hz
+        noise = signal.butter(config.noise_order, config.noise_cutoff_hz, fs=fs, output="sos")
+        gravity = signal.butter(config.gravity_order, config.gravity_cutoff_hz, fs=fs, output="sos")
+        return cls(noise, signal.sosfilt_zi(noise), gravity, signal.sosfilt_zi(gravity))
+
+    def to_dict(self) -> dict:
+        return {"noise": {"sos": self.noise_sos.tolist(), "zi": self.noise_zi.tolist()},
+                "gravity": {"sos": self.gravity_sos.tolist(), "zi": self.gravity_zi.tolist()}}
+
+    @classmethod
+    def from_dict(cls, data: dict, config: FrontEndConfig) -> "FilterDesign":
+        """Stored coefficients (as `to_dict` writes them), checked against `config`; FrontEndError if
+        they are malformed or are not the configuration's filters."""
+        arrays = {}
+        for name, order, cutoff in (("noise", config.noise_order, config.noise_cutoff_hz),
+                                    ("gravity", config.gravity_order, config.gravity_cutoff_hz)):
+            sections = math.ceil(order / 2)
+            try:
+                sos = np.array(data[name]["sos"], dtype=np.float64)
+                zi = np.array(data[name]["zi"], dtype=np.float64)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise FrontEndError(f"{name} filter: expected {{'sos': [[6 numbers] x {sections}], "
+                                    f"'zi': [[2 numbers] x {sections}]}} ({exc!r})") from None
+            if sos.shape != (sections, 6) or zi.shape != (sections, 2) \
+                    or not (np.isfinite(sos).all() and np.isfinite(zi).all()):
+                raise FrontEndError(f"{name} filter: sos {sos.shape} / zi {zi.shape} must be finite and of shape "
+                                    f"({sections}, 6) / ({sections}, 2) for order {order}")
+            _check_lowpass(name, sos, zi, cutoff, config.sample_rate_hz)
+            arrays[name] = (sos, zi)
+        return cls(*arrays["noise"], *arrays["gravity"])
+
+
+def _check_lowpass(name: str, sos: np.ndarray, zi: np.ndarray, cutoff_hz: float, fs: float) -> None:
+    """Unit gain at 0 Hz, 1/sqrt(2) at the cutoff (a Butterworth's -3 dB point), zi a unit-step steady state."""
+    def gain(f_hz: float) -> float:
+        z = np.exp(-1j * 2 * np.pi * f_hz / fs) ** np.arange(3)                  # (3,) 1, z^-1, z^-2
+        return float(np.abs(np.prod((sos[:, :3] @ z) / (sos[:, 3:] @ z))))
+    step = np.ones((1, 64))
+    state = zi[None].copy()                                                      # (1, sections, 2)
+    _sosfilt(np.ascontiguousarray(sos), step, state)
+    if not (abs(gain(0.0) - 1) < 1e-6 and abs(gain(cutoff_hz) - 2 ** -0.5) < 1e-6
+            and np.allclose(step, 1, atol=1e-9) and np.allclose(state[0], zi, atol=1e-9)):
+        raise FrontEndError(f"{name} filter: the stored coefficients are not the configuration's {cutoff_hz:g} Hz "
+                            "Butterworth low-pass with its steady state")
+
+
+def median_of_three(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """Elementwise median of three arrays with four min/max passes (np.median sorts: ~20x slower per call)."""
+    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+
+
+class StreamingFilter:
+    """Raw samples (n, 6) -> UCI-HAR channels (n, 9), with state carried across calls.
+
+    `design`: the filters' coefficients (a bundle's `FilterDesign`); designed from `config` with
+    scipy.signal when not given."""
+
+    def __init__(self, config: FrontEndConfig = FrontEndConfig(), design: FilterDesign | None = None):
         if config.median_kernel < 1 or config.median_kernel % 2 == 0:
             raise FrontEndError(f"median_kernel must be odd and >= 1, got {config.median_kernel}")
         self.config = config
-        fs = config.sample_rate_hz
-        self._noise_sos = signal.butter(config.noise_order, config.noise_cutoff_hz, fs=fs, output="sos")
-        self._gravity_sos = signal.butter(config.gravity_order, config.gravity_cutoff_hz, fs=fs, output="sos")
+        self.design = design if design is not None else FilterDesign.design(config)
+        self._noise_sos = np.ascontiguousarray(self.design.noise_sos)      # (s, 6)
+        self._gravity_sos = np.ascontiguousarray(self.design.gravity_sos)  # (s, 6)
         self.reset()
 
     def reset(self) -> None:
         """Forget the stream: the next sample starts the filters again in steady state."""
         self._median_history: np.ndarray | None = None  # (kernel-1, 6) last raw samples
-        self._noise_state: np.ndarray | None = None     # (sections, 2, 6)
-        self._gravity_state: np.ndarray | None = None   # (sections, 2, 3)
+        # State in the kernel's layout, one row per channel (scipy's sosfilt transposes to this per call).
+        self._noise_state: np.ndarray | None = None     # (6, sections, 2)
+        self._gravity_state: np.ndarray | None = None   # (3, sections, 2)
 
     def _start(self, first_raw: np.ndarray) -> None:
         # Steady state for a stream that has been at its first value forever.
         k = self.config.median_kernel
         self._median_history = np.repeat(first_raw[None, :], k - 1, axis=0)  # (k-1, 6)
-        zi_noise = signal.sosfilt_zi(self._noise_sos)                       # (sections, 2)
-        self._noise_state = zi_noise[:, :, None] * first_raw[None, None, :]  # (sections, 2, 6)
-        zi_gravity = signal.sosfilt_zi(self._gravity_sos)
-        self._gravity_state = zi_gravity[:, :, None] * first_raw[None, None, :3]  # (sections, 2, 3)
+        self._noise_state = first_raw[:, None, None] * self.design.noise_zi[None]          # (6, s, 2)
+        self._gravity_state = first_raw[:3, None, None] * self.design.gravity_zi[None]     # (3, s, 2)
 
     def _median(self, raw: np.ndarray) -> np.ndarray:
         k = self.config.median_kernel
@@ -105,6 +218,8 @@ class StreamingFilter:
         if k == 1:
             return raw
         # Causal: output t is the median of inputs t-k+1 .. t (UCI's centred median, one sample late).
+        if k == 3:
+            return median_of_three(extended[:-2], extended[1:-1], extended[2:])  # (n, 6)
         views = np.lib.stride_tricks.sliding_window_view(extended, k, axis=0)  # (n, 6, k)
         return np.median(views, axis=-1)                                       # (n, 6)
 
@@ -125,11 +240,16 @@ class StreamingFilter:
             )
         if self._median_history is None:
             self._start(raw[0])
-        despiked = self._median(raw)                                                        # (n, 6)
-        smooth, self._noise_state = signal.sosfilt(self._noise_sos, despiked, axis=0, zi=self._noise_state)  # (n, 6)
-        acc, gyro = smooth[:, :3], smooth[:, 3:]                                            # (n, 3) each
-        gravity, self._gravity_state = signal.sosfilt(self._gravity_sos, acc, axis=0, zi=self._gravity_state)  # (n, 3)
-        return np.concatenate([acc - gravity, gyro, acc], axis=1).astype(np.float32)        # (n, 9)
+        # The kernel filters rows in place: one row per channel, as scipy.signal.sosfilt lays them out.
+        smooth = np.array(self._median(raw).T, order="C")                      # (6, n) float64
+        _sosfilt(self._noise_sos, smooth, self._noise_state)                   # noise low-pass, in place
+        gravity = smooth[:3].copy()                                            # (3, n) acc
+        _sosfilt(self._gravity_sos, gravity, self._gravity_state)              # gravity low-pass, in place
+        out = np.empty((len(raw), 9), dtype=np.float32)                        # (n, 9)
+        out[:, 0:3] = (smooth[:3] - gravity).T                                 # body acc
+        out[:, 3:6] = smooth[3:].T                                             # gyro
+        out[:, 6:9] = smooth[:3].T                                             # total acc
+        return out
 
 
 class SlidingWindow:
@@ -170,9 +290,9 @@ class SlidingWindow:
 class FrontEnd:
     """Filter + window: raw samples (n, 6) -> (windows (k, 128, 9), ends (k,))."""
 
-    def __init__(self, config: FrontEndConfig = FrontEndConfig()):
+    def __init__(self, config: FrontEndConfig = FrontEndConfig(), design: FilterDesign | None = None):
         self.config = config
-        self.filter = StreamingFilter(config)
+        self.filter = StreamingFilter(config, design)
         self.window = SlidingWindow(config.window, config.hop)
 
     def reset(self) -> None:

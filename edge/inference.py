@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -51,6 +52,62 @@ def _import_onnxruntime():
         raise InferenceError("onnxruntime is not installed: `pip install onnxruntime`, or use the tflite backend "
                              "(--backend tflite)") from None
     return onnxruntime
+
+
+_AT_HWCAP = 16                # auxiliary vector key of the CPU capability bits
+_HWCAP_ASIMDDP = 1 << 20      # arm64: SDOT/UDOT (Linux arch/arm64/include/uapi/asm/hwcap.h)
+
+
+def _arm64_hwcap_dotprod() -> bool | None:
+    """arm64: whether the kernel (or qemu-user, which emulates the auxiliary vector) reports SDOT/UDOT to
+    this process; None when /proc/self/auxv cannot be read."""
+    try:
+        data = open("/proc/self/auxv", "rb").read()
+    except OSError:
+        return None
+    words = memoryview(data).cast("Q")  # (key, value) pairs of unsigned 64-bit words
+    for i in range(0, len(words) - 1, 2):
+        if words[i] == _AT_HWCAP:
+            return bool(words[i + 1] & _HWCAP_ASIMDDP)
+    return None
+
+
+def cpu_features() -> tuple[str, set[str]]:
+    """(machine, the CPU's feature flags as the Linux kernel lists them; empty elsewhere). On arm64 the
+    process's own capability bits decide `asimddp` (/proc/cpuinfo is the host's under qemu-user)."""
+    machine = platform.machine().lower()
+    flags: set[str] = set()
+    if machine in ("aarch64", "arm64"):
+        dotprod = _arm64_hwcap_dotprod()
+        if dotprod is not None:
+            return machine, {"asimd", "asimddp"} if dotprod else {"asimd"}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return machine, flags
+
+
+def auto_precision(machine: str | None = None, flags: set[str] | None = None) -> tuple[str, str]:
+    """-> (precision, why) for `--precision auto`: int8 where the CPU has int8 dot-product instructions
+    (Arm's SDOT/UDOT, `asimddp`; x86's VNNI), fp32 elsewhere. Without them an int8 model runs on
+    widening multiplies and is no faster than fp32 (measured: docs/results.md, "Lean runtime"), so
+    fp32, the exact model, is the better choice there."""
+    if machine is None or flags is None:
+        machine, flags = cpu_features()
+    if machine in ("aarch64", "arm64"):
+        if "asimddp" in flags or (machine == "arm64" and not flags):  # Apple silicon: no /proc, always has dot product
+            return "int8", f"{machine} with int8 dot-product instructions (asimddp)"
+        return "fp32", f"{machine} without int8 dot-product instructions (no asimddp, e.g. Cortex-A72 / Pi 4)"
+    vnni = sorted(flags & {"avx512_vnni", "avx_vnni"})
+    if vnni:
+        return "int8", f"{machine} with VNNI ({', '.join(vnni)})"
+    return "fp32", f"{machine} without VNNI int8 dot products"
 
 
 _INT8_MIN, _INT8_MAX = np.float32(-128), np.float32(127)
@@ -258,15 +315,24 @@ class OnnxSession(_Session):
 
 def create_session(bundle: Bundle | str | Path, backend: str = "tflite", precision: str = "int8",
                    num_threads: int = 1) -> TFLiteSession | OnnxSession:
-    """An inference session on the bundle's `backend`/`precision` model (a Bundle or a bundle directory)."""
+    """An inference session on the bundle's `backend`/`precision` model (a Bundle or a bundle directory).
+    precision "auto": `auto_precision()`'s pick for this CPU; the session's `precision_reason` says why."""
     if not isinstance(bundle, Bundle):
         bundle = load_bundle(bundle)
     if backend not in ("tflite", "onnx"):
         raise InferenceError(f"backend {backend!r} is not supported; choose 'tflite' or 'onnx'")
-    if precision not in ("int8", "fp32"):
-        raise InferenceError(f"precision {precision!r} is not supported; choose 'int8' or 'fp32'")
+    if precision not in ("int8", "fp32", "auto"):
+        raise InferenceError(f"precision {precision!r} is not supported; choose 'auto', 'int8' or 'fp32'")
     if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
         raise InferenceError(f"num_threads must be a positive integer, got {num_threads!r}")
+    why = ""
+    if precision == "auto":
+        precision, why = auto_precision()
+        if f"{backend}-{precision}" not in bundle.models:  # the bundle lacks it: the other one
+            other = "fp32" if precision == "int8" else "int8"
+            precision, why = other, f"{why}, but the bundle has no {backend} {precision} model"
     entry = bundle.model(backend, precision)
     cls = TFLiteSession if backend == "tflite" else OnnxSession
-    return cls(bundle, entry, num_threads=num_threads)
+    session = cls(bundle, entry, num_threads=num_threads)
+    session.precision_reason = f"auto: {why}" if why else "as asked"
+    return session

@@ -17,18 +17,20 @@ degrees); 99% of HAPT's walking windows turn by less than 10 degrees.
 
 Offline (training, evaluation) each wearer's reference comes from all of their moving windows
 (`reference_direction`); online, `MountCalibration` builds it from the stream and can be saved per
-wearer, so the next session starts calibrated. numpy + scipy only (runs on the device).
+wearer, so the next session starts calibrated. numpy only (runs on the device; the rotation is Rodrigues'
+formula, checked against scipy.spatial.transform.Rotation in the tests: importing scipy.spatial costs the
+device more than all of this module's arithmetic).
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))  # body_acc, body_gyro, total_acc (frontend.CHANNELS)
 
@@ -67,20 +69,26 @@ class MountConfig:
                              '{"canonical": [x, y, z], "moving_rms_g": g, "max_turn_deg": d, "min_windows": n}') from None
 
 
+# np.mean and np.linalg.norm are written out below as the reductions they run (sum / count,
+# sqrt(sum(x*x))): the same numbers bit for bit, without their Python wrappers, which cost more than the
+# arithmetic on one window (the live path calls these once per window).
+
 def gravity_directions(windows: np.ndarray) -> np.ndarray:
     """(N, 128, 9) un-normalized windows -> (N, 3) unit mean gravity direction (total_acc - body_acc)."""
-    gravity = (windows[:, :, 6:9] - windows[:, :, 0:3]).mean(axis=1).astype(np.float64)  # (N, 3)
-    return gravity / np.maximum(np.linalg.norm(gravity, axis=1, keepdims=True), 1e-9)
+    gravity = ((windows[:, :, 6:9] - windows[:, :, 0:3]).sum(axis=1) / windows.shape[1]).astype(np.float64)  # (N, 3)
+    norm = np.sqrt(np.add.reduce(gravity * gravity, axis=1, keepdims=True))  # (N, 1)
+    return gravity / np.maximum(norm, 1e-9)
 
 
 def moving(windows: np.ndarray, config: MountConfig) -> np.ndarray:
     """(N, 128, 9) -> (N,) bool: body-acceleration RMS above moving_rms_g and gravity turning less than
     max_turn_deg between the window's first and last 16 samples (walking, not a posture change)."""
-    rms = np.sqrt((windows[:, :, 0:3].astype(np.float64) ** 2).sum(axis=2).mean(axis=1))  # (N,)
+    body = windows[:, :, 0:3].astype(np.float64)  # (N, 128, 3)
+    rms = np.sqrt((body ** 2).sum(axis=2).sum(axis=1) / windows.shape[1])  # (N,)
     gravity = (windows[:, :, 6:9] - windows[:, :, 0:3]).astype(np.float64)  # (N, 128, 3)
-    first, last = gravity[:, :16].mean(axis=1), gravity[:, -16:].mean(axis=1)  # (N, 3) each
-    cosine = np.sum(first * last, axis=1) / np.maximum(
-        np.linalg.norm(first, axis=1) * np.linalg.norm(last, axis=1), 1e-12)  # (N,)
+    first, last = gravity[:, :16].sum(axis=1) / 16, gravity[:, -16:].sum(axis=1) / 16  # (N, 3) each
+    norms = np.sqrt(np.add.reduce(first * first, axis=1)) * np.sqrt(np.add.reduce(last * last, axis=1))  # (N,)
+    cosine = np.add.reduce(first * last, axis=1) / np.maximum(norms, 1e-12)  # (N,)
     return (rms > config.moving_rms_g) & (cosine > np.cos(np.radians(config.max_turn_deg)))
 
 
@@ -93,17 +101,46 @@ def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray 
     return mean / np.linalg.norm(mean)
 
 
+def _norm(v: np.ndarray) -> float:
+    return math.sqrt(float(v.dot(v)))  # np.linalg.norm of a vector, without its wrapper
+
+
+def rotation_matrix(rotvec) -> np.ndarray:
+    """(3,) rotation vector (unit axis * angle in radians) -> (3, 3) matrix, by Rodrigues' formula
+    R = I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix of the axis
+    (what scipy's Rotation.from_rotvec(v).as_matrix() gives, to 1e-15)."""
+    rotvec = np.asarray(rotvec, dtype=np.float64)
+    angle = _norm(rotvec)
+    if angle < 1e-12:
+        return np.eye(3)
+    x, y, z = (rotvec / angle).tolist()
+    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])  # (3, 3) K
+    return np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * (cross @ cross)
+
+
+def triplet_matrix(rotation) -> np.ndarray:
+    """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
+    one matrix product rotates a whole window, and normalization folds into it (edge/runtime.py)."""
+    matrix = np.zeros((9, 9))
+    rotation_t = np.asarray(rotation, dtype=np.float64).T
+    for triplet in TRIPLETS:
+        matrix[triplet, triplet] = rotation_t
+    return matrix
+
+
 def rotation_onto(reference, canonical) -> np.ndarray:
     """(3, 3) the smallest rotation that takes `reference` onto `canonical` (both unit 3-vectors): about
-    their common normal by the angle between them (scipy's rotation vector; 10x faster than align_vectors)."""
+    their common normal by the angle between them (a rotation vector; 10x faster than align_vectors)."""
     reference, canonical = np.asarray(reference, float), np.asarray(canonical, float)
-    axis = np.cross(reference, canonical)  # (3,) |axis| = sin(angle)
-    angle = np.arctan2(np.linalg.norm(axis), float(reference @ canonical))
-    if np.linalg.norm(axis) < 1e-12:  # parallel (or, never on a worn board, opposite): no unique normal
+    (rx, ry, rz), (cx, cy, cz) = reference.tolist(), canonical.tolist()
+    axis = np.array([ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx])  # (3,) reference x canonical
+    sine = _norm(axis)  # |axis| = sin(angle)
+    angle = math.atan2(sine, float(reference @ canonical))
+    if sine < 1e-12:  # parallel (or, never on a worn board, opposite): no unique normal
         if angle < 1.0:
             return np.eye(3)
         axis = np.cross(reference, np.eye(3)[int(np.argmin(np.abs(reference)))])
-    return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+    return rotation_matrix(axis / _norm(axis) * angle)
 
 
 def rotate_windows(windows: np.ndarray, rotation: np.ndarray) -> np.ndarray:
@@ -145,6 +182,12 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
     return out
 
 
+def reference_rotation(direction_sum, config: MountConfig) -> np.ndarray:
+    """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum`."""
+    direction_sum = np.asarray(direction_sum, dtype=np.float64)
+    return rotation_onto(direction_sum / _norm(direction_sum), config.canonical)
+
+
 class MountCalibration:
     """Online reference of one wearer: the running mean gravity direction of the moving windows seen so far.
     Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated)."""
@@ -161,19 +204,30 @@ class MountCalibration:
 
     def update(self, window: np.ndarray) -> bool:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
-        batch = window[None]
-        if not moving(batch, self.config)[0]:
-            return False
-        self.direction_sum += gravity_directions(batch)[0]
-        self.windows += 1
-        return True
+        before = self.windows
+        self.update_many(window[None])
+        return self.windows > before
+
+    def update_many(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the tests and directions of
+        all k computed in one call) -> (counts (k,), sums (k, 3)): moving windows and direction sum after each."""
+        mask = moving(windows, self.config)  # (k,)
+        counts = self.windows + np.cumsum(mask)  # (k,)
+        sums = np.repeat(self.direction_sum[None], len(windows), axis=0)  # (k, 3)
+        if mask.any():
+            directions = np.zeros((len(windows), 3))
+            directions[mask] = gravity_directions(windows[mask])  # (k, 3), 0 for windows that do not count
+            for i in range(len(windows)):  # in order, as one update per window adds them
+                self.direction_sum = self.direction_sum + directions[i] if mask[i] else self.direction_sum
+                sums[i] = self.direction_sum
+        self.windows = int(counts[-1]) if len(counts) else self.windows
+        return counts, sums
 
     def rotation(self) -> np.ndarray:
         if not self.calibrated:
             return np.eye(3)
         if self._cached is None or self._cached[0] != self.windows:  # changes only when a moving window counts
-            reference = self.direction_sum / np.linalg.norm(self.direction_sum)
-            self._cached = (self.windows, rotation_onto(reference, self.config.canonical))
+            self._cached = (self.windows, reference_rotation(self.direction_sum, self.config))
         return self._cached[1]
 
     def align(self, window: np.ndarray) -> np.ndarray:

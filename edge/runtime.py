@@ -27,16 +27,14 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edge.frontend import FrontEnd, FrontEndConfig
+from edge.frontend import FilterDesign, FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
-from edge.mount import MountCalibration, MountConfig
+from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: F401  (EXAMPLE_RECORDING: re-exported)
+from edge.mount import MountCalibration, MountConfig, reference_rotation, triplet_matrix
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
-# The shipped example (scripts/make_example.py): the demo streams it, bench replays it by default.
-EXAMPLE_RECORDING = Path(__file__).resolve().parent / "examples" / "user01_exp01.csv"
 
 
 class EdgeError(ValueError):
@@ -55,17 +53,20 @@ class Model:
     description: str = ""
     bundle: object = None  # the edge.bundle.Bundle it came from, when it came from one
     mount: MountConfig | None = None  # the model was trained on mount-aligned windows (edge/mount.py)
+    filters: FilterDesign | None = None  # the front-end's filter coefficients (None: designed with scipy.signal)
 
 
 def model_from_bundle(bundle, session, description: str = "") -> Model:
     """The pipeline's view of an `edge.bundle.Bundle` (already validated by load_bundle)."""
     return Model(tuple(bundle.classes), np.asarray(bundle.mean, np.float32), np.asarray(bundle.std, np.float32),
-                 bundle.frontend_config, session, description, mount=bundle.mount)
+                 bundle.frontend_config, session, description, mount=bundle.mount,
+                 filters=bundle.frontend_filters)
 
 
 def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite", precision: str = "int8",
                num_threads: int = 1) -> Model:
-    """Load a bundle and open an inference session for it (raises BundleError / EdgeError)."""
+    """Load a bundle and open an inference session for it (raises BundleError / EdgeError);
+    precision "auto" picks per CPU (edge.inference.auto_precision) and the description says what and why."""
     from edge.bundle import load_bundle
     from edge.inference import create_session
 
@@ -77,7 +78,8 @@ def load_model(bundle_dir: str | Path = DEFAULT_BUNDLE, backend: str = "tflite",
                         "pass --bundle DIR, a directory written by `har-export`")
     bundle = load_bundle(bundle_dir)
     session = create_session(bundle, backend=backend, precision=precision, num_threads=num_threads)
-    model = model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {precision}]")
+    picked = f"{session.precision}, {session.precision_reason}" if precision == "auto" else precision
+    model = model_from_bundle(bundle, session, description=f"{bundle_dir} [{backend} {picked}]")
     model.bundle = bundle
     return model
 
@@ -129,7 +131,7 @@ class Pipeline:
         self.recorder = recorder  # sinks.RecordingSink: fed what the decode stage gives (har-edge record)
         rate = model.frontend_config.sample_rate_hz
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
-        self.frontend = FrontEnd(model.frontend_config)
+        self.frontend = FrontEnd(model.frontend_config, model.filters)
         self.smoother = LabelSmoother(model.classes, smoothing)
         self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
         # Said once each, on stderr, as JSONL status lines and in the counters (edge/status.py).
@@ -155,6 +157,8 @@ class Pipeline:
         self.device_logs = 0
         self.hello = None
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
+        self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
+        self._matrix: tuple[int, np.ndarray] | None = None  # (moving windows, (9, 9) rotate-and-scale matrix)
         self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
         self._held_n = 0
         self._since_reset = 0  # samples given to the front-end since its last reset
@@ -163,7 +167,7 @@ class Pipeline:
         """Run the front-end code and the model once on throwaway data, so that the first live
         window does not pay for first-call allocations (a few milliseconds)."""
         cfg = self.model.frontend_config
-        FrontEnd(cfg).push(np.zeros((cfg.window, 6)))
+        FrontEnd(cfg, self.model.filters).push(np.zeros((cfg.window, 6)))
         self.model.session.predict(np.zeros((1, cfg.window, len(self.model.mean)), dtype=np.float32))
 
     # -- the stages, in order -----------------------------------------------------------------
@@ -184,7 +188,7 @@ class Pipeline:
             windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
             if len(ends) == 0:
                 continue
-            logits = self.infer(self.normalize(self.align(windows)))  # (k, C)
+            logits = self.infer(self.normalize(windows, self.align(windows)))  # (k, C)
             results.extend(self.postprocess(logits, ends, item.arrival))
         self.timers.add("pipeline", time.perf_counter() - started, len(results))
         self.watch(len(seq), item.arrival, restarts)
@@ -279,25 +283,44 @@ class Pipeline:
         self.timers.add("frontend", time.perf_counter() - t0, len(chunk))
         return windows, ends
 
-    def align(self, windows: np.ndarray) -> np.ndarray:
-        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it."""
+    def align(self, windows: np.ndarray) -> np.ndarray | None:
+        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it.
+        -> (k, 9, 9) per window the matrix that rotates its triplets and applies the normalization scale
+        (`normalize` applies it: one matrix product per window), or None while nothing is rotated."""
         if self.calibration is None:
-            return windows
+            return None
         t0 = time.perf_counter()
-        aligned = np.empty_like(windows)  # (k, 128, 9)
-        for i, window in enumerate(windows):
-            was_calibrated = self.calibration.calibrated
-            self.calibration.update(window)
-            if self.calibration.calibrated and not was_calibrated:
-                self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
-                            "windows are aligned from now on")
-            aligned[i] = self.calibration.align(window)
+        was_calibrated = self.calibration.calibrated
+        counts, sums = self.calibration.update_many(windows)  # (k,), (k, 3) after each window
+        minimum = self.calibration.config.min_windows
+        if self.calibration.calibrated and not was_calibrated:
+            self.notify(f"mount calibrated from {minimum} moving windows; windows are aligned from now on")
+        matrices = None  # nothing is rotated before the calibration
+        if counts[-1] >= minimum:
+            matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
+            for i, (count, direction_sum) in enumerate(zip(counts.tolist(), sums)):
+                matrices[i] = self._rotate_and_scale(count, direction_sum)
         self.timers.add("align", time.perf_counter() - t0, len(windows))
-        return aligned
+        return matrices
 
-    def normalize(self, windows: np.ndarray) -> np.ndarray:
+    def _rotate_and_scale(self, count: int, direction_sum: np.ndarray) -> np.ndarray:
+        """(9, 9) float32: channels @ M == (each triplet rotated by the wearer's reference) * scale, for the
+        reference after `count` moving windows (identity before calibration); recomputed only when it changed."""
+        if self._matrix is None or self._matrix[0] != count:
+            rotation = reference_rotation(direction_sum, self.calibration.config) \
+                if count >= self.calibration.config.min_windows else np.eye(3)
+            self._matrix = (count, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
+        return self._matrix[1]
+
+    def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
+        """(k, 128, 9) -> normalized (k, 128, 9) float32: (x - mean) / std, or with `matrices` (k, 9, 9)
+        from `align`, x @ M - mean / std (the rotation and the scale in one product)."""
         t0 = time.perf_counter()
-        x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+        if matrices is None:
+            x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+        else:
+            x = np.matmul(windows, matrices)  # (k, 128, 9) @ (k, 9, 9)
+            x -= self._offset
         self.timers.add("normalize", time.perf_counter() - t0, len(x))
         return x
 
@@ -471,22 +494,30 @@ def window_truth(labels, ends: Iterable[int], size: int = 128) -> list[str | Non
     return truth
 
 
-def truth_summary(results: list[dict], labels, window: int = 128) -> dict:
+def truth_summary(results: Iterable[dict], labels, window: int = 128, truth: list | None = None) -> dict:
     """Accuracy of streaming results against per-sample true labels, on the windows that lie
-    inside one labelled activity (the windows training's accuracy is measured on)."""
-    truth = window_truth(labels, [r["sample_end"] for r in results], window)
-    scored = [(r, t) for r, t in zip(results, truth) if t is not None]
+    inside one labelled activity (the windows training's accuracy is measured on). `truth`: each
+    window's true class when the caller has it already (edge.replay derives it from label codes);
+    `results` is read once, so a generator keeps nothing."""
+    if truth is None:
+        results = list(results)
+        truth = window_truth(labels, [r["sample_end"] for r in results], window)
+    scored = raw_ok = smooth_ok = uncertain = 0
+    for r, t in zip(results, truth):
+        if t is None:
+            continue
+        scored += 1
+        raw_ok += r["raw_label"] == t
+        smooth_ok += r["label"] == t
+        uncertain += r["label"] == "uncertain"
     if not scored:
         return {"scored_windows": 0}
-    raw_ok = sum(r["raw_label"] == t for r, t in scored)
-    smooth_ok = sum(r["label"] == t for r, t in scored)
-    uncertain = sum(r["label"] == "uncertain" for r, _ in scored)
     return {
-        "scored_windows": len(scored),
+        "scored_windows": scored,
         "raw_correct": raw_ok,
         "smoothed_correct": smooth_ok,
-        "raw_accuracy": raw_ok / len(scored),
-        "smoothed_accuracy": smooth_ok / len(scored),
-        "smoothed_accuracy_when_certain": smooth_ok / max(1, len(scored) - uncertain),
+        "raw_accuracy": raw_ok / scored,
+        "smoothed_accuracy": smooth_ok / scored,
+        "smoothed_accuracy_when_certain": smooth_ok / max(1, scored - uncertain),
         "uncertain": uncertain,
     }

@@ -183,8 +183,12 @@ class SerialSource:
     def _read_until_lost(self, port) -> BaseException | None:
         while self._alive.is_set():
             try:
-                # Everything waiting, or block (up to the timeout) for one byte.
+                # Everything waiting, or block (up to the timeout) for one byte and then take what came with
+                # it: a frame is written at once, but the blocking read returns on its first byte, and reading
+                # the rest separately would send every frame through the queue and the pipeline twice.
                 data = port.read(port.in_waiting or 1)
+                if len(data) == 1 and port.in_waiting:
+                    data += port.read(port.in_waiting)
             except Exception as exc:  # SerialException / OSError(EIO) when the device vanishes
                 return exc
             if data:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.bundle import BUNDLE_JSON, SCHEMA_VERSION, load_bundle, sha256_file
+from edge.frontend import FilterDesign, FrontEndConfig
 
 # bundle key -> file name: the four formats of a bundle
 MODEL_FILES = {
@@ -87,6 +88,8 @@ def write_bundle(out_dir: str | Path, *, classes, channels, channel_units, mean,
         "hop": int(frontend["hop"]),
         "normalization": {"mean": [float(v) for v in mean], "std": [float(v) for v in std]},
         "frontend": dict(frontend),
+        # Designed here so that the device runs the filters without importing scipy.signal (edge/frontend.py).
+        "frontend_filters": FilterDesign.design(FrontEndConfig.from_dict(dict(frontend))).to_dict(),
         "mount": dict(mount) if mount else None,
         "models": models,
         "files": files,

@@ -1,0 +1,220 @@
+"""Replay of a recording CSV in blocks: the file is parsed in numpy blocks of `block` rows and fed to
+the pipeline as it is read, so memory stays flat whatever the file's length (a 2-hour recording
+would take ~400 B per sample as `Sample` objects).
+
+The accepted format and every value are those of `firmware_bridge.recording.read_recording`
+(PROTOCOL.md, "Recordings"): a block that the fast parser does not take as clean (a bad number, a
+wrong column count, an integer column that is not one, a label that is not a class, an infinity)
+is handed to that reader, which raises its own error naming the file and line. Other formats
+(.bin captures, HAPT experiments) are read whole by it, as before.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from firmware_bridge.protocol import DEFAULT_RATE_HZ, SEQ_MODULO, T_US_MODULO
+from firmware_bridge.recording import CLASSES, CSV_COLUMNS, CSV_LABEL_COLUMN, read_recording
+
+from edge.gaps import samples_to_arrays
+from edge.sources import SampleBlock
+
+_REFUSED = object()  # a block the fast parser does not take as clean
+NO_LABEL = 255  # label code of an unlabelled sample
+_CODES = {name: i for i, name in enumerate(CLASSES)} | {"": NO_LABEL}
+
+
+class CodedLabels:
+    """Per-sample true labels kept as uint8 codes while the replay runs (1 B per sample)."""
+
+    def __init__(self) -> None:
+        self._parts: list[np.ndarray] = []
+        self._codes = np.zeros(0, dtype=np.uint8)
+
+    def extend(self, codes: np.ndarray) -> None:
+        self._parts.append(codes)
+
+    @property
+    def codes(self) -> np.ndarray:
+        if self._parts:
+            self._codes = np.concatenate([self._codes, *self._parts])
+            self._parts = []
+        return self._codes
+
+    def __len__(self) -> int:
+        return len(self._codes) + sum(map(len, self._parts))
+
+    def window_truth(self, ends, size: int) -> list[str | None]:
+        """Each window's true class: the label all its `size` samples share, else None (as
+        edge.runtime.window_truth, from the codes with numpy, a thousand windows at a time: no
+        per-sample list or array beyond the codes themselves)."""
+        codes = self.codes
+        spans = np.lib.stride_tricks.sliding_window_view(codes, size) if len(codes) >= size else None  # (n-size+1, size)
+        truth: list[str | None] = []
+        ends = np.asarray(ends, dtype=np.int64)
+        for i in range(0, len(ends), 1024):
+            chunk = ends[i:i + 1024]
+            inside = (chunk - size >= 0) & (chunk <= len(codes))
+            if spans is None or not inside.any():
+                truth += [None] * len(chunk)
+                continue
+            windows = spans[np.where(inside, chunk - size, 0)]  # (k, size) uint8 codes
+            first = windows[:, 0]
+            same = inside & (windows == first[:, None]).all(axis=1) & (first != NO_LABEL)
+            truth += [CLASSES[c] if ok else None for c, ok in zip(first.tolist(), same.tolist())]
+        return truth
+
+    def names(self) -> list[str | None]:
+        """The labels as a list of class names / None (what truth_summary and plot_timeline index)."""
+        names = (*CLASSES, *([None] * (256 - len(CLASSES))))
+        return [names[c] for c in self.codes.tolist()]
+
+
+class StreamedRecording:
+    """A recording read block by block: iterate it for `SampleBlock`s (each stamped when parsed);
+    `labels` fills as it is read (None for a file without labels), `samples` counts what was read."""
+
+    def __init__(self, path: str | Path, block: int = 4096):
+        self.path = Path(path)
+        self.block = max(1, int(block))
+        self.samples = 0
+        self.rate_hz = float(DEFAULT_RATE_HZ)
+        self.labels: CodedLabels | None = None
+        self._whole = None
+        if self.path.suffix.lower() != ".csv" or not self.path.is_file():
+            self._whole = read_recording(self.path)  # other formats, and every error about the path
+            self.rate_hz = self._whole.rate_hz
+            return
+        self._handle = self.path.open(encoding="utf-8", newline="")
+        try:
+            header = self._handle.readline()
+        except UnicodeDecodeError:
+            self._handle.close()
+            read_recording(self.path)  # raises its "not UTF-8" error
+            raise
+        self._with_label = [h.strip() for h in header.split(",")] == [*CSV_COLUMNS, CSV_LABEL_COLUMN]
+        if not self._with_label and [h.strip() for h in header.split(",")] != list(CSV_COLUMNS):
+            self._handle.close()
+            read_recording(self.path)  # raises its header (or empty file) error
+        self.labels = CodedLabels() if self._with_label else None
+        self._first = self._read_block()  # the rate estimate, and a file without samples, need one block now
+        if self._first is None:
+            self._handle.close()
+            read_recording(self.path)  # raises "header only"
+        if self._first is _REFUSED:
+            self._take_whole()
+            return
+        self.rate_hz = _estimate_rate(*self._first[:2])
+
+    def _take_whole(self) -> None:
+        """The fast parser refused a block: read_recording raises the file's error, or takes the file."""
+        self._handle.close()
+        self._whole = read_recording(self.path)
+        if self.samples == 0:
+            self.rate_hz = self._whole.rate_hz
+
+    def __iter__(self) -> Iterator[SampleBlock]:
+        if self._whole is None:
+            parsed = self._first
+            try:
+                while parsed is not None and parsed is not _REFUSED:
+                    seq, t_us, raw, codes = parsed
+                    self.samples += len(seq)
+                    if self.labels is not None:
+                        self.labels.extend(codes)
+                    yield SampleBlock(seq, t_us, raw, time.perf_counter())
+                    parsed = self._read_block()
+            finally:
+                self._handle.close()
+            if parsed is None:
+                return
+            self._take_whole()
+        done = self.samples  # rows already replayed from the fast parser
+        samples = self._whole.samples
+        if self._whole.labels is not None:
+            if self.labels is None:
+                self.labels = CodedLabels()
+            self.labels.extend(np.array([_CODES[label or ""] for label in self._whole.labels[done:]], np.uint8))
+        for i in range(done, len(samples), self.block):
+            seq, t_us, raw = samples_to_arrays(samples[i:i + self.block])
+            self.samples += len(seq)
+            yield SampleBlock(seq, t_us, raw, time.perf_counter())
+
+    def close(self) -> None:
+        if self._whole is None:
+            self._handle.close()
+
+    def _read_block(self):
+        """-> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64, label codes (n,) uint8 | None), None at the end."""
+        lines = [line for line in itertools.islice(self._handle, self.block) if line.rstrip("\r\n")]
+        if not lines:
+            return None
+        n_columns = len(CSV_COLUMNS) + self._with_label
+        try:
+            if "".join(lines).count(",") != len(lines) * (n_columns - 1):
+                raise ValueError("a row with another column count")
+            ints = np.loadtxt(lines, delimiter=",", dtype=np.int64, usecols=(0, 1), comments=None, ndmin=2)  # (n, 2)
+            raw = np.loadtxt(lines, delimiter=",", dtype=np.float64, usecols=range(2, 8), comments=None, ndmin=2)  # (n, 6)
+            codes = np.array([_CODES[line.rpartition(",")[2].strip()] for line in lines], np.uint8) \
+                if self._with_label else None
+        except (ValueError, KeyError):
+            ints = None
+        if ints is None or np.isinf(raw).any() or not ((ints[:, 0] >= 0) & (ints[:, 0] < SEQ_MODULO)).all() \
+                or not ((ints[:, 1] >= 0) & (ints[:, 1] < T_US_MODULO)).all():
+            return _REFUSED
+        return ints[:, 0].copy(), ints[:, 1].copy(), raw, codes
+
+
+def _estimate_rate(seq: np.ndarray, t_us: np.ndarray) -> float:
+    """The rate from the median device-time step between consecutive seq (as read_recording estimates it,
+    over the first block)."""
+    consecutive = (np.diff(seq) % SEQ_MODULO) == 1
+    steps = (np.diff(t_us) % T_US_MODULO)[consecutive]
+    steps = steps[(steps > 0) & (steps < 10_000_000)]
+    return 1e6 / float(np.median(steps)) if len(steps) else float(DEFAULT_RATE_HZ)
+
+
+class WindowLog:
+    """A sink keeping of each window only what the replay summary and the plot read (sample_end, label,
+    raw_label): ~100 B per window instead of the whole result."""
+
+    def __init__(self) -> None:
+        self.ends: list[int] = []
+        self.labels: list[str] = []
+        self.raw_labels: list[str] = []
+
+    def emit(self, result: dict) -> None:
+        self.ends.append(result["sample_end"])
+        self.labels.append(result["label"])
+        self.raw_labels.append(result["raw_label"])
+
+    def close(self) -> None:
+        pass
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def results(self) -> Iterator[dict]:
+        """The windows as result dicts with those three keys, one at a time (truth_summary, plot_timeline)."""
+        for e, label, raw in zip(self.ends, self.labels, self.raw_labels):
+            yield {"sample_end": e, "label": label, "raw_label": raw}
+
+
+def paced(blocks, rate_hz: float) -> Iterator[SampleBlock]:
+    """`--realtime`: the blocks' samples one at a time on an absolute schedule at rate_hz (no drift
+    from sleep overshoot), each stamped when it is handed on."""
+    period = 1.0 / rate_hz
+    t0 = time.perf_counter()
+    i = 0
+    for block in blocks:
+        for j in range(len(block.seq)):
+            delay = t0 + i * period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            yield SampleBlock(block.seq[j:j + 1], block.t_us[j:j + 1], block.raw[j:j + 1], time.perf_counter())
+            i += 1

@@ -1,0 +1,283 @@
+"""Before / after figures of the lean runtime (issue 16), measured side by side in one run.
+
+    python scripts/bench_runtime.py [--before 423392d] [--live-seconds 30] [--repeats 5]
+
+"before" is the tree of git revision --before (exported to a temporary directory), "after" this working
+tree; every figure is measured on both in the same run, interleaved, each a median of --repeats runs:
+start-up (`python -c "import numpy"`, `har-edge --help`, `--version`, `replay` of a 200-sample file),
+replay of a 1-minute and a 2-hour recording (whole command: wall time and peak resident memory),
+live `har-edge run` on the virtual device at 50 Hz (CPU per sample, last sample -> label latency, peak
+memory), per-window stage costs of the live path, int8 vs fp32 invoke time, and the labels of both
+trees on the shipped example and a fault-injected capture. Figures only; nothing here asserts a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "edge" / "examples" / "user01_exp01.csv"
+
+STAGES_CODE = r"""
+import json, sys, time
+import numpy as np
+from firmware_bridge.protocol import FrameDecoder, encode_sample
+from firmware_bridge.recording import read_recording
+from edge.runtime import Pipeline, load_model
+from edge.sources import ByteChunk
+model = load_model(precision=sys.argv[1])
+samples = read_recording(sys.argv[2]).samples[:6400]
+frames = [encode_sample(s) for s in samples]
+best = None
+for _ in range(3):
+    pipeline = Pipeline(model, decoder=FrameDecoder(), notify=lambda m: None)
+    for frame in frames:
+        pipeline.process(ByteChunk(frame, time.perf_counter()))
+    t = pipeline.timers
+    row = {s: 1e6 * t.seconds[s] / max(1, pipeline.windows) for s in t.STAGES}
+    best = row if best is None or row["pipeline"] < best["pipeline"] else best
+from edge.sources import SampleBlock
+raw = np.array([s.values() for s in samples], dtype=np.float64)
+seq = np.array([s.seq for s in samples], dtype=np.int64)
+t_us = np.array([s.t_us for s in samples], dtype=np.int64)
+block = None
+for _ in range(3):  # 64-sample blocks: the per-window stages without the per-frame decode
+    pipeline = Pipeline(model, notify=lambda m: None)
+    for i in range(0, len(seq), 64):
+        pipeline.process(SampleBlock(seq[i:i + 64], t_us[i:i + 64], raw[i:i + 64], time.perf_counter()))
+    t = pipeline.timers
+    row = {s: 1e6 * t.seconds[s] / max(1, pipeline.windows) for s in t.STAGES}
+    block = row if block is None or row["pipeline"] < block["pipeline"] else block
+best = {"frame": best, "block": block}
+interp = getattr(model.session, "interpreter", None)
+if interp is not None:
+    times = []
+    for _ in range(500):
+        t0 = time.perf_counter(); interp.invoke(); times.append(time.perf_counter() - t0)
+    best["invoke_only"] = 1e6 * float(np.median(times))
+    times = []
+    x = np.zeros((1, 128, 9), np.float32)
+    for _ in range(500):
+        t0 = time.perf_counter(); model.session.predict(x); times.append(time.perf_counter() - t0)
+    best["predict"] = 1e6 * float(np.median(times))
+print(json.dumps(best))
+"""
+
+
+def env_for(tree: Path) -> dict:
+    return dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
+
+
+def timed(command: list[str], tree: Path, stdout=subprocess.DEVNULL) -> tuple[float, float, float]:
+    """-> (wall s, CPU s, peak RSS MiB) of one run of command, from wait4's rusage of that child."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=tree, env=env_for(tree), stdout=stdout, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, command))} in {tree} exited with {proc.returncode}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+
+
+def median_of(runs: list[tuple[float, float, float]]) -> dict:
+    return {"wall_s": statistics.median(r[0] for r in runs), "cpu_s": statistics.median(r[1] for r in runs),
+            "peak_rss_mib": statistics.median(r[2] for r in runs)}
+
+
+def tiled_recording(path: Path, minutes: float) -> Path:
+    """The example repeated to `minutes` of 50 Hz samples, seq and t_us continuing (a long labelled recording)."""
+    lines = EXAMPLE.read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    n = int(minutes * 60 * 50)
+    with path.open("w") as out:
+        out.write(header + "\n")
+        for i in range(n):
+            _, _, rest = rows[i % len(rows)].split(",", 2)
+            out.write(f"{i % 65536},{(i * 20000) % 2**32},{rest}\n")
+    return path
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
+    """`har-edge run` of `tree` on the virtual device at 50 Hz: CPU per sample in the steady state (from the
+    first window's label to the last's, so start-up is not counted), latency, peak RSS."""
+    sys.path.insert(0, str(REPO))
+    from firmware_bridge.simulate import VirtualDevice
+
+    link = workdir / f"imu-{tree.name}-{precision}"
+    with VirtualDevice(EXAMPLE, speed=1.0, link=link, loop=True):
+        command = [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--jsonl", "-", "--quiet",
+                   "--precision", precision, "--duration", str(seconds), "--report-every", "0"]
+        proc = subprocess.Popen(command, cwd=tree, env=env_for(tree), stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        latencies: list[float] = []
+        marks: list[tuple[int, float]] = []  # (windows so far, CPU s of the process)
+
+        def read() -> None:
+            for line in proc.stdout:
+                latencies.append(json.loads(line)["latency_ms"])
+                try:
+                    marks.append((len(latencies), _cpu_s(proc.pid)))
+                except OSError:
+                    pass
+        reader = threading.Thread(target=read)
+        reader.start()
+        _, _, usage = os.wait4(proc.pid, 0)
+        reader.join()
+    hop = 64
+    steady = (marks[-1][1] - marks[0][1]) / ((marks[-1][0] - marks[0][0]) * hop) if len(marks) > 1 else float("nan")
+    latencies.sort()
+    return {"cpu_us_per_sample": 1e6 * steady, "cpu_s_total": usage.ru_utime + usage.ru_stime,
+            "windows": len(latencies),
+            "latency_median_ms": statistics.median(latencies) if latencies else None,
+            "latency_p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+            "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def labels_of(tree: Path, recording: Path, precision: str, out: Path) -> list[tuple]:
+    subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(recording), "--quiet", "--precision", precision,
+                    "--jsonl", str(out)], cwd=tree, env=env_for(tree), check=True, stderr=subprocess.DEVNULL)
+    return [(r["sample_end"], r["label"], r["raw_label"]) for r in map(json.loads, out.read_text().splitlines())]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default="423392d", help="git revision of 'today's' runtime (default 423392d)")
+    parser.add_argument("--live-seconds", type=float, default=30.0)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    args = parser.parse_args()
+    py = sys.executable
+    figures: dict = {"before": args.before, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "load": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        before = work / "before"
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before], check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive, check=True)
+        trees = {"before": before, "after": REPO}
+        short = tiled_recording(work / "short.csv", 200 / 3000)
+        minute = tiled_recording(work / "minute.csv", 1)
+        two_hours = tiled_recording(work / "two_hours.csv", 120)
+        faults = work / "faults.bin"
+        subprocess.run([py, "scripts/fault_capture.py", str(EXAMPLE), str(faults)], cwd=REPO, env=env_for(REPO),
+                       check=True, stdout=subprocess.DEVNULL)
+
+        print("start-up", file=sys.stderr, flush=True)
+        commands = {"import numpy": [py, "-c", "import numpy"], "--help": [py, "-m", "edge.cli", "--help"],
+                    "--version": [py, "-m", "edge.cli", "--version"],
+                    "replay 200 samples": [py, "-m", "edge.cli", "replay", str(short), "--quiet", "--precision", "int8"]}
+        startup: dict = {}
+        for name, command in commands.items():
+            for label, tree in trees.items():
+                if name == "--version" and label == "before":
+                    continue  # no --version before
+                runs = [timed(command, tree) for _ in range(args.repeats)]
+                startup.setdefault(name, {})[label] = median_of(runs)
+        figures["startup"] = startup
+
+        print("replay", file=sys.stderr, flush=True)
+        replay: dict = {}
+        for name, path, stream_s in (("1 minute", minute, 60.0), ("2 hours", two_hours, 7200.0)):
+            for label, tree in trees.items():
+                runs = [timed([py, "-m", "edge.cli", "replay", str(path), "--quiet", "--precision", "int8"], tree)
+                        for _ in range(max(1, args.repeats // 2))]
+                row = median_of(runs)
+                row["realtime_factor"] = stream_s / row["wall_s"]
+                replay.setdefault(name, {})[label] = row
+        figures["replay"] = replay
+
+        print("per-window stage costs", file=sys.stderr, flush=True)
+        stages: dict = {}
+        for precision in ("int8", "fp32"):
+            for label, tree in trees.items():
+                out = subprocess.run([py, "-c", STAGES_CODE, precision, str(EXAMPLE)], cwd=tree, env=env_for(tree),
+                                     check=True, capture_output=True, text=True).stdout
+                stages.setdefault(precision, {})[label] = json.loads(out.strip().splitlines()[-1])
+        figures["stages_us_per_window"] = stages
+
+        print("labels", file=sys.stderr, flush=True)
+        parity: dict = {}
+        for name, path in (("example", EXAMPLE), ("fault-injected capture", faults)):
+            for precision in ("int8", "fp32"):
+                a = labels_of(before, path, precision, work / "a.jsonl")
+                b = labels_of(REPO, path, precision, work / "b.jsonl")
+                parity[f"{name} {precision}"] = {"windows": len(a), "differing": sum(x != y for x, y in zip(a, b))
+                                                 + abs(len(a) - len(b))}
+        figures["labels"] = parity
+
+        if args.live_seconds > 0:
+            print("live", file=sys.stderr, flush=True)
+            figures["live"] = {"before int8": live(before, "int8", args.live_seconds, work),
+                               "after int8": live(REPO, "int8", args.live_seconds, work),
+                               "after auto": live(REPO, "auto", args.live_seconds, work)}
+    print(report(figures))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def report(f: dict) -> str:
+    lines = [f"bench_runtime {f['date']}: before = {f['before']}, after = this tree; medians; ratio = before / after; "
+             f"load average at start {f.get('load', '?')}", ""]
+    s = f["startup"]
+    numpy_s = s["import numpy"]["after"]["wall_s"]
+    lines.append(f"{'start-up':<22s} {'before s':>9s} {'after s':>9s} {'ratio':>6s} {'after/numpy':>11s} "
+                 f"{'before MiB':>10s} {'after MiB':>9s}")
+    for name, row in s.items():
+        b = row.get("before")
+        a = row["after"]
+        lines.append(f"{name:<22s} {b['wall_s'] if b else float('nan'):9.3f} {a['wall_s']:9.3f} "
+                     f"{(b['wall_s'] / a['wall_s']) if b else float('nan'):6.2f} {a['wall_s'] / numpy_s:11.2f} "
+                     f"{b['peak_rss_mib'] if b else float('nan'):10.1f} {a['peak_rss_mib']:9.1f}")
+    lines += ["", f"{'replay (whole command)':<22s} {'before s':>9s} {'after s':>9s} {'before x':>9s} {'after x':>9s} "
+                  f"{'before MiB':>10s} {'after MiB':>9s}"]
+    for name, row in f["replay"].items():
+        b, a = row["before"], row["after"]
+        lines.append(f"{name:<22s} {b['wall_s']:9.3f} {a['wall_s']:9.3f} {b['realtime_factor']:9.0f} "
+                     f"{a['realtime_factor']:9.0f} {b['peak_rss_mib']:10.1f} {a['peak_rss_mib']:9.1f}")
+    m, h = f["replay"]["1 minute"]["after"], f["replay"]["2 hours"]["after"]
+    lines.append(f"  after: 2-hour peak memory / 1-minute peak memory = {h['peak_rss_mib'] / m['peak_rss_mib']:.3f}")
+    for precision, row in f["stages_us_per_window"].items():
+        b, a = row["before"], row["after"]
+        for mode, what in (("frame", "one frame per call, as a serial port delivers"),
+                           ("block", "64-sample blocks: the per-window stages alone")):
+            lines += ["", f"us per window (64 samples), {what}, tflite {precision}",
+                      f"  {'stage':<12s} {'before':>8s} {'after':>8s} {'ratio':>6s}"]
+            for stage, value in b[mode].items():
+                lines.append(f"  {stage:<12s} {value:8.1f} {a[mode][stage]:8.1f} {value / max(a[mode][stage], 1e-9):6.1f}")
+        blk = a["block"]
+        around = blk["frontend"] + blk["align"] + blk["normalize"] + blk["postprocess"] + a["predict"] - a["invoke_only"]
+        lines.append(f"  after, around the invoke per window: front-end + align + normalize + post-process + "
+                     f"predict's wrapper ({a['predict'] - a['invoke_only']:.1f}) = {around:.1f} us; invoke alone "
+                     f"{a['invoke_only']:.1f} us (before: {b['block']['frontend'] + b['block']['align'] + b['block']['normalize'] + b['block']['postprocess'] + b['predict'] - b['invoke_only']:.1f} us)")
+    lines += ["", "labels, before vs after (sample_end, label, raw_label of every window)"]
+    for name, row in f["labels"].items():
+        lines.append(f"  {name:<30s} {row['windows']:5d} windows, {row['differing']} differ")
+    if "live" in f:
+        lines += ["", f"live `har-edge run` on the virtual device at 50 Hz",
+                  f"  {'':<12s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'peak MiB':>8s} {'windows':>7s}"]
+        for name, row in f["live"].items():
+            lines.append(f"  {name:<12s} {row['cpu_us_per_sample']:13.1f} {row['latency_median_ms'] or 0:9.3f} "
+                         f"{row['latency_p99_ms'] or 0:7.3f} {row['peak_rss_mib']:8.1f} {row['windows']:7d}")
+        b, a = f["live"]["before int8"], f["live"]["after int8"]
+        lines.append(f"  CPU per sample before / after (int8): {b['cpu_us_per_sample'] / a['cpu_us_per_sample']:.2f}x")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""The lean runtime's fast kernels against the libraries they stand in for, and the fast path against a
+reference pipeline built from those libraries: it changes speed, never labels.
+
+- the front-end's sosfilt kernel (loaded without scipy.signal) and min/max median of three vs
+  scipy.signal.sosfilt / np.median, on the real recording;
+- the bundle's stored filter coefficients vs scipy.signal.butter / sosfilt_zi, and their checks;
+- the mount rotation (Rodrigues) vs scipy's Rotation, the 9x9 rotate-and-normalize matrix vs rotating
+  then normalizing;
+- whole replays of the shipped example and of a fault-injected capture (real pty bytes) through the
+  fast pipeline and through a reference pipeline (scipy filters, np.median, rotate_windows, plain
+  normalization): identical labels;
+- start-up imports: `--help` / `--version` load no numpy, the device path loads no scipy.signal;
+- --precision auto's rule.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy import signal
+from scipy.spatial.transform import Rotation
+
+from edge.frontend import FilterDesign, FrontEndConfig, FrontEndError, StreamingFilter, _sosfilt, median_of_three
+from edge.inference import auto_precision
+from edge.mount import rotate_windows, rotation_matrix, triplet_matrix
+from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING
+from edge.runtime import Pipeline, load_model, window_truth
+from edge.sinks import MemorySink
+from edge.sources import ByteFileSource
+from edge.replay import StreamedRecording
+from firmware_bridge.recording import read_recording
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def example_raw() -> np.ndarray:
+    raw = np.array([s.values() for s in read_recording(EXAMPLE_RECORDING).samples])  # (n, 6) real HAPT user 1
+    return raw[np.isfinite(raw).all(axis=1)]
+
+
+def test_sosfilt_kernel_is_scipy_sosfilt_bit_for_bit(example_raw):
+    sos = signal.butter(8, 19.0, fs=50.0, output="sos")
+    zi = signal.sosfilt_zi(sos)[:, :, None] * example_raw[0]              # (s, 2, 6) scipy's layout
+    expected, expected_zi = signal.sosfilt(sos, example_raw, axis=0, zi=zi)
+    x = np.array(example_raw.T, order="C")                                 # (6, n) the kernel's layout
+    state = np.ascontiguousarray(zi.transpose(2, 0, 1))                    # (6, s, 2)
+    _sosfilt(np.ascontiguousarray(sos), x, state)
+    assert np.array_equal(x.T, expected)
+    assert np.array_equal(state.transpose(1, 2, 0), expected_zi)
+
+
+def test_median_of_three_is_np_median(example_raw):
+    rng = np.random.default_rng(0)
+    ties = rng.integers(-2, 3, size=(5000, 6)).astype(float)             # many equal values
+    for data in (example_raw, ties):
+        expected = np.median(np.lib.stride_tricks.sliding_window_view(data, 3, axis=0), axis=-1)
+        assert np.array_equal(median_of_three(data[:-2], data[1:-1], data[2:]), expected)
+
+
+def test_front_end_matches_the_scipy_recipe(example_raw):
+    """The streaming filter, fed in chunks, equals the recipe written with scipy.signal over the whole recording."""
+    cfg = FrontEndConfig()
+    despiked = np.concatenate([np.repeat(example_raw[:1], 2, axis=0), example_raw])
+    despiked = np.median(np.lib.stride_tricks.sliding_window_view(despiked, 3, axis=0), axis=-1)  # (n, 6)
+    noise = signal.butter(cfg.noise_order, cfg.noise_cutoff_hz, fs=cfg.sample_rate_hz, output="sos")
+    gravity = signal.butter(cfg.gravity_order, cfg.gravity_cutoff_hz, fs=cfg.sample_rate_hz, output="sos")
+    smooth, _ = signal.sosfilt(noise, despiked, axis=0, zi=signal.sosfilt_zi(noise)[:, :, None] * example_raw[0])
+    g, _ = signal.sosfilt(gravity, smooth[:, :3], axis=0, zi=signal.sosfilt_zi(gravity)[:, :, None] * example_raw[0, :3])
+    expected = np.concatenate([smooth[:, :3] - g, smooth[:, 3:], smooth[:, :3]], axis=1).astype(np.float32)
+    stream = StreamingFilter(cfg, load_model(DEFAULT_BUNDLE).filters)
+    got = np.concatenate([stream.push(example_raw[i:i + 64]) for i in range(0, len(example_raw), 64)])
+    assert np.array_equal(got, expected)
+
+
+def test_bundle_filters_are_scipys_design_and_wrong_ones_are_refused():
+    cfg = FrontEndConfig()
+    stored = load_model(DEFAULT_BUNDLE).filters
+    fresh = FilterDesign.design(cfg)
+    for name in ("noise_sos", "noise_zi", "gravity_sos", "gravity_zi"):
+        assert np.array_equal(getattr(stored, name), getattr(fresh, name))
+    other = FilterDesign.design(FrontEndConfig(noise_cutoff_hz=15.0)).to_dict()
+    with pytest.raises(FrontEndError, match="noise filter"):
+        FilterDesign.from_dict(other, cfg)
+    short = fresh.to_dict()
+    short["gravity"]["sos"] = short["gravity"]["sos"][:1]
+    with pytest.raises(FrontEndError, match="gravity filter"):
+        FilterDesign.from_dict(short, cfg)
+
+
+def test_rotation_and_folded_matrix_match_scipy_and_rotate_windows(example_raw):
+    rng = np.random.default_rng(1)
+    for rotvec in rng.normal(size=(200, 3)) * rng.uniform(0, 3, size=(200, 1)):
+        np.testing.assert_allclose(rotation_matrix(rotvec), Rotation.from_rotvec(rotvec).as_matrix(), atol=1e-14)
+    channels = StreamingFilter().push(example_raw[:128])[None]             # (1, 128, 9) a real window
+    rotation = rotation_matrix([0.1, -0.2, 0.05])
+    mean, scale = rng.normal(size=9).astype(np.float32), rng.uniform(1, 5, size=9).astype(np.float32)
+    reference = (rotate_windows(channels, rotation) - mean) * scale
+    folded = channels @ (triplet_matrix(rotation) * scale).astype(np.float32) - mean * scale
+    np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)
+
+
+class ReferenceFilter(StreamingFilter):
+    """Today's front-end written with the libraries: np.median and scipy.signal.sosfilt per chunk."""
+
+    def push(self, raw):
+        raw = np.asarray(raw, dtype=np.float64)
+        if self._median_history is None:
+            self._history = np.repeat(raw[:1], 2, axis=0)
+            noise, gravity = self.design.noise_sos, self.design.gravity_sos
+            self._zn = signal.sosfilt_zi(noise)[:, :, None] * raw[0]
+            self._zg = signal.sosfilt_zi(gravity)[:, :, None] * raw[0, :3]
+            self._median_history = self._history
+        extended = np.concatenate([self._history, raw])
+        self._history = extended[-2:]
+        despiked = np.median(np.lib.stride_tricks.sliding_window_view(extended, 3, axis=0), axis=-1)
+        smooth, self._zn = signal.sosfilt(self.design.noise_sos, despiked, axis=0, zi=self._zn)
+        g, self._zg = signal.sosfilt(self.design.gravity_sos, smooth[:, :3], axis=0, zi=self._zg)
+        return np.concatenate([smooth[:, :3] - g, smooth[:, 3:], smooth[:, :3]], axis=1).astype(np.float32)
+
+
+class ReferencePipeline(Pipeline):
+    """The pipeline with the reference filter, each window rotated by scipy's Rotation and then normalized."""
+
+    def __init__(self, model, **kwargs):
+        super().__init__(model, **kwargs)
+        self.frontend.filter = ReferenceFilter(model.frontend_config, model.filters)
+
+    def align(self, windows):
+        out = np.empty_like(windows)
+        for i, window in enumerate(windows):
+            self.calibration.update(window)
+            if self.calibration.calibrated:
+                reference = self.calibration.direction_sum / np.linalg.norm(self.calibration.direction_sum)
+                canonical = np.asarray(self.calibration.config.canonical)
+                axis = np.cross(reference, canonical)
+                angle = np.arctan2(np.linalg.norm(axis), reference @ canonical)
+                rotation = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+                out[i] = rotate_windows(window, rotation)
+            else:
+                out[i] = window
+        self._aligned = out
+        return None
+
+    def normalize(self, windows, matrices=None):
+        return ((self._aligned - self.model.mean) / self.model.std).astype(np.float32)
+
+
+def _labels(pipeline_class, model, source) -> list[tuple]:
+    pipeline = pipeline_class(model, notify=lambda m: None)
+    sink = MemorySink()
+    for item in source:
+        for result in pipeline.process(item):
+            sink.emit(result)
+    return [(r["sample_end"], r["label"], r["raw_label"]) for r in sink.results]
+
+
+@pytest.fixture(scope="module")
+def fault_capture(tmp_path_factory):
+    out = tmp_path_factory.mktemp("faults") / "faults.bin"
+    subprocess.run([sys.executable, "scripts/fault_capture.py", str(EXAMPLE_RECORDING), str(out)], cwd=REPO,
+                   check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_fast_path_gives_the_reference_labels(precision, fault_capture):
+    model = load_model(DEFAULT_BUNDLE, precision=precision)
+    assert model.mount is not None  # the shipped model aligns the mount: the folded matrix is exercised
+    for source in (lambda: StreamedRecording(EXAMPLE_RECORDING), lambda: ByteFileSource(str(fault_capture))):
+        fast, reference = _labels(Pipeline, model, source()), _labels(ReferencePipeline, model, source())
+        assert len(fast) > 200 and fast == reference
+
+
+def test_streamed_recording_is_read_recording(tmp_path):
+    recording = read_recording(EXAMPLE_RECORDING)
+    streamed = StreamedRecording(EXAMPLE_RECORDING, block=1000)
+    blocks = list(streamed)
+    raw = np.concatenate([b.raw for b in blocks])
+    assert np.array_equal(raw, np.array([s.values() for s in recording.samples]), equal_nan=True)
+    assert np.concatenate([b.seq for b in blocks]).tolist() == [s.seq for s in recording.samples]
+    assert streamed.labels.names() == recording.labels and streamed.rate_hz == pytest.approx(recording.rate_hz)
+    ends = list(range(0, len(recording) + 200, 7))  # before the start, across activity changes, past the end
+    assert streamed.labels.window_truth(ends, 128) == window_truth(recording.labels, ends, 128)
+    assert any(streamed.labels.window_truth(ends, 128)) and None in streamed.labels.window_truth(ends, 128)
+
+
+def test_streamed_recording_reports_read_recordings_error(tmp_path):
+    lines = EXAMPLE_RECORDING.read_text().splitlines()
+    lines[5000] = lines[5000].replace(",", ",x", 1)  # a bad seq deep in the file (not in the first block)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as expected:
+        read_recording(bad)
+    with pytest.raises(ValueError) as streamed:
+        list(StreamedRecording(bad, block=1000))
+    assert str(streamed.value) == str(expected.value) and "line 5001" in str(streamed.value)
+
+
+def _imported(args: list[str]) -> set[str]:
+    code = ("import sys, runpy; sys.argv = ['har-edge', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('edge.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('MODULES', sorted(sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True, text=True).stdout
+    return set(json.loads(out.split("MODULES ", 1)[1].replace("'", '"')))
+
+
+def test_help_and_version_load_no_numpy_and_replay_no_scipy_signal(tmp_path):
+    for args in (["--help"], ["--version"], ["replay", "--help"]):
+        assert "numpy" not in _imported(args)
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(EXAMPLE_RECORDING.read_text().splitlines()[:301]) + "\n")
+    modules = _imported(["replay", str(short), "--quiet"])
+    assert "numpy" in modules and "edge.frontend" in modules
+    assert not {m for m in modules if m.startswith(("scipy.signal.", "scipy.spatial", "scipy.stats"))} - {
+        "scipy.signal._sosfilt"}
+
+
+def test_auto_precision_rule():
+    assert auto_precision("aarch64", {"fp", "asimd", "asimddp"})[0] == "int8"   # Cortex-A76 (Pi 5)
+    assert auto_precision("aarch64", {"fp", "asimd", "crc32"})[0] == "fp32"     # Cortex-A72 (Pi 4)
+    assert auto_precision("x86_64", {"avx2", "avx512_vnni"})[0] == "int8"
+    assert auto_precision("x86_64", {"avx2", "fma"})[0] == "fp32"
