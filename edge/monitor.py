@@ -18,9 +18,10 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, TYPE_CHECKING, Callable
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from edge.mqtt import ConnectionReporter, MqttError, add_broker_arguments, check_prefix, new_client, parse_broker
 from edge.web import Fleet, add_web_arguments, start_server
@@ -115,6 +116,8 @@ class Monitor:
     def stats(self, with_history: bool = False) -> dict:
         """Per device: window messages, duplicates, delay from window (`t`) to arrival here over its
         history; with_history adds the history itself ([sample_end, t, arrival] rows)."""
+        import numpy as np  # late: `har-edge --help` builds this module's parser without numpy
+
         with self._lock:
             devices = {}
             for device, count in sorted(self.received.items()):
@@ -130,6 +133,8 @@ class Monitor:
 
 
 def delay_summary(ms: np.ndarray) -> dict:
+    import numpy as np
+
     if not len(ms):
         return {"n": 0}
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
