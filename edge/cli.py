@@ -5,6 +5,9 @@
     har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
     har-edge bench [--json] [--torch-checkpoint PATH]
     har-edge demo [--speed 10] [--faults]
+    har-edge enroll --port /dev/ttyACM0 --profile alice.json   # guided: stand, sit, lie down, walk
+    har-edge enroll --recording FILE --profile alice.json      # from a recording with labels
+    (run, replay, record and demo take --profile FILE: the wearer's profile from `enroll`)
 
 Every command takes --bundle DIR, --backend tflite|onnx, --precision int8|fp32 and --jsonl PATH
 (`-` for stdout). Problems the user can fix print one line `har-edge: error: ...` and exit 2;
@@ -59,6 +62,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no live label lines on the terminal")
 
 
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", metavar="FILE",
+                   help="the wearer's profile written by `har-edge enroll` (fitted for this bundle); without it "
+                        "the labels are the bundle's own")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--bundle", default=str(DEFAULT_BUNDLE), metavar="DIR",
+                   help="model bundle directory written by har-export (default: the model shipped with the package)")
+    g.add_argument("--backend", choices=("tflite", "onnx"), default="tflite", help="inference runtime (default tflite)")
+    g.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="model precision (default int8)")
+    g.add_argument("--threads", type=_positive_int, default=1, help="inference threads (default 1)")
+
+
 def _add_serial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="serial port of the IMU board, e.g. /dev/ttyACM0 or /dev/har-imu")
     p.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
@@ -78,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="live recognition from the serial port")
     _add_serial(run)
     _add_common(run)
+    _add_profile(run)
 
     replay = sub.add_parser("replay", help="the same pipeline over a recording")
     replay.add_argument("recording", help="recording CSV, raw serial capture (.bin) or HAPT acc_expNN_userMM.txt")
@@ -85,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--plot", metavar="FILE.png", help="draw the label timeline (with the true labels when known)")
     replay.add_argument("--summary-json", metavar="PATH", help="write counters, throughput and accuracy as JSON")
     _add_common(replay)
+    _add_profile(replay)
 
     record = sub.add_parser("record", help="save a live stream for later replay (and show labels)")
     _add_serial(record)
@@ -92,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="FILE.csv (decoded samples, the project's recording CSV) or FILE.bin (raw serial bytes)")
     record.add_argument("--no-model", action="store_true", help="only record; do not run the recognizer")
     _add_common(record)
+    _add_profile(record)
 
     bench = sub.add_parser("bench", help="latency and throughput figures")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -110,6 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
                                        "virtual serial device, with a closing summary")
     add_demo_arguments(demo)
     _add_common(demo)
+    _add_profile(demo)
+
+    enroll = sub.add_parser("enroll", help="fit the wearer's profile: guided on the live board (--port) or from a "
+                                           "labelled recording (--recording)")
+    source = enroll.add_mutually_exclusive_group(required=True)
+    source.add_argument("--port", help="serial port of the IMU board worn by the wearer: a guided enrolment "
+                                       "(stand, sit, lie down, walk; about 2.5 minutes)")
+    source.add_argument("--recording", help="recording with labels: CSV with a label column (class names, empty "
+                                            "where unlabelled) or HAPT acc_expNN_userMM.txt with labels.txt beside it")
+    enroll.add_argument("--profile", required=True, metavar="FILE", help="the profile to write (JSON, replaced atomically)")
+    enroll.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
+    enroll.add_argument("--text", action="store_true", help="plain CSV-lines mode instead of binary frames")
+    enroll.add_argument("--connect-timeout", type=float, default=None, metavar="S",
+                        help="give up when the port has not opened within S seconds (default: keep trying)")
+    _add_model(enroll)
     return parser
 
 
@@ -162,6 +198,18 @@ def _stopper(duration: float | None):
     return lambda: time.perf_counter() >= deadline
 
 
+def _profile(args, model):
+    """The wearer profile of --profile FILE for this model, or None (the bundle's own labels)."""
+    from edge.enroll import load_profile
+
+    path = getattr(args, "profile", None)
+    if not path:
+        return None
+    profile = load_profile(path, model)
+    _say(f"wearer profile {path} ({profile.fit.get('windows', '?')} enrolment windows, fitted {profile.fit.get('created', '?')})")
+    return profile
+
+
 def _calibration(args, model):
     """The saved mount calibration of --mount-calibration FILE, or None (learn it from the stream)."""
     from edge.mount import MountCalibration, MountError
@@ -210,7 +258,8 @@ def cmd_run(args) -> int:
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     smoothing = _smoothing(args)
     sinks = _sinks(args, model.frontend_config.sample_rate_hz, live=True)
-    pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model))
+    pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model),
+                        profile=_profile(args, model))
     pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
@@ -236,7 +285,8 @@ def cmd_replay(args) -> int:
         _say(f"warning: {args.recording} was sampled at {recording.rate_hz:.2f} Hz; the model expects {rate:g} Hz")
     memory = MemorySink()
     sinks = [memory] + _sinks(args, rate, live=args.realtime)
-    pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model))
+    pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model),
+                        profile=_profile(args, model))
     source = RecordingSource(recording.samples, realtime=args.realtime, rate_hz=rate)
     _stop_signals_as_interrupt()
     started = time.perf_counter()
@@ -337,7 +387,7 @@ def cmd_record(args) -> int:
         else:
             model = load_model(args.bundle, args.backend, args.precision, args.threads)
             pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args),
-                                calibration=_calibration(args, model))
+                                calibration=_calibration(args, model), profile=_profile(args, model))
             pipeline.warm_up()
             run_loop(tee, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
                      report_every_s=args.report_every or None, stop=_stopper(args.duration))
@@ -373,6 +423,37 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_enroll(args) -> int:
+    from firmware_bridge.recording import read_recording
+
+    from edge.enroll import (check_bundle_for_profiles, enrol, format_summary, guided_enrolment, recording_windows,
+                             save_profile)
+    from edge.runtime import load_model
+    from edge.sources import SerialSource
+
+    model = load_model(args.bundle, args.backend, args.precision, args.threads)
+    check_bundle_for_profiles(model)
+    if args.recording:
+        recording = read_recording(args.recording)
+        if recording.labels is None or not any(recording.labels):
+            raise CliError(f"{args.recording} has no labels: enrolment needs a label column (CSV "
+                           "seq,t_us,ax,ay,az,gx,gy,gz,label) or a HAPT recording with labels.txt beside it; "
+                           "or enrol live with --port")
+        data = recording_windows(model, recording.samples, recording.labels, source=str(args.recording))
+    else:
+        _stop_signals_as_interrupt()
+        print(f"enrolment on {args.port}: four short steps (about 2.5 minutes). Wear the board as you always do; "
+              "follow the instructions as they come.", flush=True)
+        source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, log=lambda m: None)
+        data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args))
+    profile, summary = enrol(model, data)
+    save_profile(profile, args.profile)
+    print(format_summary(summary, profile), end="", flush=True)
+    print(f"saved {args.profile}; use it with `har-edge run --profile {args.profile}` "
+          f"(it fits {args.bundle} only)", flush=True)
+    return 0
+
+
 class CliError(ValueError):
     """A bad combination of options."""
 
@@ -386,7 +467,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from edge.sources import SourceError
 
     errors: list[type[BaseException]] = [CliError, EdgeError, SinkError, SourceError, SmoothingConfigError, FrontEndError]
-    for module, name in (("edge.bundle", "BundleError"), ("edge.inference", "InferenceError"),
+    for module, name in (("edge.bundle", "BundleError"), ("edge.inference", "InferenceError"), ("edge.enroll", "ProfileError"),
                          ("firmware_bridge.recording", "RecordingError"), ("edge.bench", "BenchError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))
@@ -395,7 +476,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo,
+            "enroll": cmd_enroll}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
     source -> protocol decoder -> gap handling -> front-end (filter + window 128 / hop 64)
            -> mount alignment (when the bundle has one) -> normalization (bundle statistics)
-           -> inference -> post-processing -> sinks
+           -> inference -> wearer profile (with --profile, edge/enroll.py) -> post-processing -> sinks
 
 `Pipeline.process(item)` runs one source item through every stage and returns the window
 results it completed; `run_loop` is the main loop: read, process, emit, report counters.
@@ -88,7 +88,7 @@ _NO_ENDS = np.zeros(0, dtype=np.int64)
 class StageTimers:
     """Seconds spent per stage and how many calls / items went through it."""
 
-    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "postprocess", "pipeline")
+    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "profile", "postprocess", "pipeline")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
@@ -120,8 +120,10 @@ class Pipeline:
 
     def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
                  gaps: GapConfig | None = None, decoder=None,
-                 notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None):
+                 notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None,
+                 profile=None):
         self.model = model
+        self.profile = profile  # edge.enroll.Profile: the wearer's correction of the logits, or None
         self.classes = model.classes
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
         rate = model.frontend_config.sample_rate_hz
@@ -172,7 +174,8 @@ class Pipeline:
             windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
             if len(ends) == 0:
                 continue
-            logits = self.infer(self.normalize(self.align(windows)))  # (k, C)
+            aligned = self.align(windows)  # (k, 128, 9)
+            logits = self.infer(self.normalize(aligned), aligned)  # (k, C)
             results.extend(self.postprocess(logits, ends, item.arrival))
         self.timers.add("pipeline", time.perf_counter() - started, len(results))
         message = self.gaps.rate.check()
@@ -241,7 +244,9 @@ class Pipeline:
         return windows, ends
 
     def align(self, windows: np.ndarray) -> np.ndarray:
-        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it."""
+        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it.
+        `self.aligned_flags` (k,) says which windows were rotated (calibrated), for the profile stage."""
+        self.aligned_flags = np.zeros(len(windows), bool)
         if self.calibration is None:
             return windows
         t0 = time.perf_counter()
@@ -253,6 +258,7 @@ class Pipeline:
                 self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
                             "windows are aligned from now on")
             aligned[i] = self.calibration.align(window)
+            self.aligned_flags[i] = self.calibration.calibrated
         self.timers.add("align", time.perf_counter() - t0, len(windows))
         return aligned
 
@@ -262,10 +268,19 @@ class Pipeline:
         self.timers.add("normalize", time.perf_counter() - t0, len(x))
         return x
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """x (k, 128, 9) normalized -> logits (k, C); with a profile, corrected by it from the model's features
+        and the windows as the model saw them (aligned, un-normalized)."""
         t0 = time.perf_counter()
-        logits = np.asarray(self.model.session.predict(x))  # (k, C)
-        self.timers.add("inference", time.perf_counter() - t0, len(x))
+        if self.profile is None:
+            logits = np.asarray(self.model.session.predict(x))  # (k, C)
+            self.timers.add("inference", time.perf_counter() - t0, len(x))
+            return logits
+        logits, features = self.model.session.predict_with_features(x)  # (k, C), (k, F)
+        t1 = time.perf_counter()
+        self.timers.add("inference", t1 - t0, len(x))
+        logits = self.profile.apply(logits, features, windows, self.aligned_flags)  # (k, C)
+        self.timers.add("profile", time.perf_counter() - t1, len(x))
         return logits
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict]:
