@@ -141,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--recording", help="recording with labels: CSV with a label column (class names, empty "
                                             "where unlabelled) or HAPT acc_expNN_userMM.txt with labels.txt beside it")
     enroll.add_argument("--profile", required=True, metavar="FILE", help="the profile to write (JSON, replaced atomically)")
+    enroll.add_argument("--step-seconds", type=float, default=20.0, metavar="S",
+                        help="guided: seconds recorded per posture (default 20; the walk lasts 1.5x as long)")
     enroll.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
     enroll.add_argument("--text", action="store_true", help="plain CSV-lines mode instead of binary frames")
     enroll.add_argument("--connect-timeout", type=float, default=None, metavar="S",
@@ -426,8 +428,8 @@ def cmd_demo(args) -> int:
 def cmd_enroll(args) -> int:
     from firmware_bridge.recording import read_recording
 
-    from edge.enroll import (check_bundle_for_profiles, enrol, format_summary, guided_enrolment, recording_windows,
-                             save_profile)
+    from edge.enroll import (check_bundle_for_profiles, enrol, format_summary, guided_enrolment, guided_steps,
+                             recording_windows, save_profile)
     from edge.runtime import load_model
     from edge.sources import SerialSource
 
@@ -442,10 +444,13 @@ def cmd_enroll(args) -> int:
         data = recording_windows(model, recording.samples, recording.labels, source=str(args.recording))
     else:
         _stop_signals_as_interrupt()
-        print(f"enrolment on {args.port}: four short steps (about 2.5 minutes). Wear the board as you always do; "
+        print(f"enrolment on {args.port}: four short steps (about {(4.5 * args.step_seconds + 20) / 60:.1f} minutes). Wear the board as you always do; "
               "follow the instructions as they come.", flush=True)
         source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, log=lambda m: None)
-        data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args))
+        if not 5 <= args.step_seconds <= 600:
+            raise CliError(f"--step-seconds {args.step_seconds:g}: give between 5 and 600 seconds per posture")
+        data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args),
+                                steps=guided_steps(args.step_seconds))
     profile, summary = enrol(model, data)
     save_profile(profile, args.profile)
     print(format_summary(summary, profile), end="", flush=True)

@@ -61,12 +61,15 @@ class Step:
     seconds: float      # recorded seconds (after GET_READY_S to get into position)
 
 
-STEPS = (
-    Step("STANDING", "stand still, arms relaxed", 20.0),
-    Step("SITTING", "sit down on a chair and stay still", 20.0),
-    Step("LAYING", "lie down on your back and stay still", 20.0),
-    Step("WALKING", "walk at your normal pace (on the flat)", 30.0),
-)
+def guided_steps(posture_seconds: float = 20.0) -> tuple[Step, ...]:
+    """The guided enrolment's steps: three postures of `posture_seconds` each, then a walk 1.5 times as long
+    (the walk also gives the mount calibration its reference)."""
+    return (
+        Step("STANDING", "stand still, arms relaxed", posture_seconds),
+        Step("SITTING", "sit down on a chair and stay still", posture_seconds),
+        Step("LAYING", "lie down on your back and stay still", posture_seconds),
+        Step("WALKING", "walk at your normal pace (on the flat)", 1.5 * posture_seconds),
+    )
 GET_READY_S = 5.0       # not recorded: the wearer moves into position
 MAX_ATTEMPTS = 3
 
@@ -449,7 +452,7 @@ def step_problem(step: Step, windows: np.ndarray, standing_gravity: np.ndarray |
 
 
 def guided_enrolment(model: Model, source: Iterable, say: Callable[[str], None], decoder=None,
-                     steps: tuple[Step, ...] = STEPS, get_ready_s: float = GET_READY_S) -> EnrolmentData:
+                     steps: tuple[Step, ...] = guided_steps(), get_ready_s: float = GET_READY_S) -> EnrolmentData:
     """Guide the wearer through `steps` on the live stream `source`; a step whose data does not look like
     what was asked is repeated (at most MAX_ATTEMPTS times). Times are stream time (the device's samples)."""
     rate = model.frontend_config.sample_rate_hz
@@ -458,11 +461,11 @@ def guided_enrolment(model: Model, source: Iterable, say: Callable[[str], None],
     accepted: list[tuple[Step, np.ndarray]] = []
     standing_gravity = None
     items = iter(source)
+    stop = 0  # the schedule is exact in stream positions: a step starts where the one before it stopped
     try:
         for number, step in enumerate(steps, 1):
             for attempt in range(1, MAX_ATTEMPTS + 1):
-                start = collector.gaps.position
-                ready_end = start + int(get_ready_s * rate)
+                ready_end = stop + int(get_ready_s * rate)
                 stop = ready_end + int(step.seconds * rate)
                 say(f"step {number}/{len(steps)}: {step.instruction.upper()} - start now; recording starts in "
                     f"{get_ready_s:.0f} s" + (f" (attempt {attempt})" if attempt > 1 else ""))
