@@ -83,8 +83,12 @@ def personal_inputs(features: np.ndarray, windows: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Head:
-    """One state's correction: logits += weights @ ((phi - mean) / scale) + bias."""
+    """One state's correction: logits += weights @ ((phi - mean) / scale) + bias, for the windows the model
+    itself puts in one of the classes the enrolment showed (`corrects`); the others are left as they are,
+    because a linear correction extrapolates wildly where it saw no data (measured: enrolled on standing
+    and sitting only, an ungated correction turned a wearer's lying and walking into sitting)."""
 
+    corrects: np.ndarray            # (C,) bool: the classes enrolled, among which the head decides
     mean: np.ndarray                # (D,) standardization of phi, D = F + 3
     scale: np.ndarray               # (D,) > 0
     weights: np.ndarray             # (C, D); zero rows for the classes the enrolment did not show
@@ -96,10 +100,19 @@ class Head:
         z = (personal_inputs(features, windows) - self.mean) / self.scale  # (k, D)
         return (z @ self.weights.T + self.bias).astype(np.float32)  # (k, C)
 
+    def corrected(self, logits: np.ndarray, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """(k, C), (k, F), (k, 128, 9) -> (k, C): corrected where the model's own top class is enrolled."""
+        out = np.array(logits, np.float32, copy=True)  # (k, C)
+        mine = self.corrects[out.argmax(axis=1)]  # (k,)
+        if mine.any():
+            out[mine] += self.correction(features[mine], windows[mine])
+        return out
+
     def to_dict(self, classes) -> dict:
         def rounded(a):
             return np.round(np.asarray(a, np.float64), 6).tolist()
-        return {"fit": self.fit, "mean": rounded(self.mean), "scale": rounded(self.scale),
+        return {"corrects": [c for c, on in zip(classes, self.corrects) if on], "fit": self.fit,
+                "mean": rounded(self.mean), "scale": rounded(self.scale),
                 "bias": dict(zip(classes, rounded(self.bias))), "weights": dict(zip(classes, rounded(self.weights)))}
 
 
@@ -121,7 +134,7 @@ class Profile:
         out = np.array(logits, np.float32, copy=True)  # (k, C)
         for state, mask in (("uncalibrated", ~aligned), ("aligned", aligned)):
             if state in self.heads and mask.any():
-                out[mask] += self.heads[state].correction(features[mask], windows[mask])
+                out[mask] = self.heads[state].corrected(logits[mask], features[mask], windows[mask])
         return out
 
     def to_dict(self) -> dict:
@@ -200,10 +213,11 @@ def load_profile(path: str | Path, model: Model) -> Profile:
             mean, scale = (np.asarray(head[k], np.float64) for k in ("mean", "scale"))
             weights = np.asarray([head["weights"][c] for c in classes], np.float64)
             bias = np.asarray([head["bias"][c] for c in classes], np.float64)
-            ok = ok and (mean.shape == scale.shape == (n,) and weights.shape == (len(classes), n)
+            corrects = np.array([c in head["corrects"] for c in classes])
+            ok = ok and set(head["corrects"]) <= set(classes) and (mean.shape == scale.shape == (n,) and weights.shape == (len(classes), n)
                          and bias.shape == (len(classes),) and (scale > 0).all()
                          and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)))
-            heads[state] = Head(mean, scale, weights, bias, head.get("fit") if isinstance(head.get("fit"), dict) else {})
+            heads[state] = Head(corrects, mean, scale, weights, bias, head.get("fit") if isinstance(head.get("fit"), dict) else {})
     except (KeyError, TypeError, ValueError, AttributeError):
         ok = False
     if not ok:
@@ -251,9 +265,8 @@ def fit_head(model: Model, logits: np.ndarray, features: np.ndarray, windows: np
     weights[present] = result.x[:p * d].reshape(p, d)
     bias[present] = result.x[p * d:]
     fit = {"l2": l2, "windows": {model.classes[c]: int(counts[c]) for c in present},
-           "classes_corrected": [model.classes[c] for c in present],
            "fit_seconds": round(time.perf_counter() - started, 4), "optimizer": f"L-BFGS-B, {result.nit} iterations"}
-    return Head(mean, scale, weights, bias, fit)
+    return Head(np.isin(np.arange(len(model.classes)), present), mean, scale, weights, bias, fit)
 
 
 # -- enrolment windows, as the device cuts them ----------------------------------------------------
@@ -332,9 +345,9 @@ def as_the_device_sees(model: Model, windows: np.ndarray, reference: np.ndarray 
 
 def balanced_log_loss(model: Model, head: Head, logits, features, windows, labels) -> float:
     """Class-balanced mean cross-entropy of the corrected logits over the classes the head corrects."""
-    present = [model.classes.index(c) for c in head.fit["classes_corrected"]]
+    present = np.flatnonzero(head.corrects)
     keep = np.isin(labels, present)
-    s = (logits[keep] + head.correction(features[keep], windows[keep]))[:, present].astype(np.float64)  # (n, P)
+    s = head.corrected(logits[keep], features[keep], windows[keep])[:, present].astype(np.float64)  # (n, P)
     s -= s.max(axis=1, keepdims=True)
     log_prob = s - np.log(np.exp(s).sum(axis=1, keepdims=True))  # (n, P)
     target = np.searchsorted(present, labels[keep])
@@ -372,10 +385,16 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
     if len(data.windows) == 0:
         raise ProfileError(f"{data.source}: no labelled window to enrol from (a window counts when its 128 samples "
                            "all carry one class label)")
-    counts = np.bincount(data.labels)[np.unique(data.labels)]
-    if l2 is None and min(counts) < 2 * MIN_WINDOWS_PER_CLASS:
-        raise ProfileError(f"{data.source}: too few windows to enrol: every class enrolled needs at least "
-                           f"{2 * MIN_WINDOWS_PER_CLASS} windows ({2 * MIN_WINDOWS_PER_CLASS * 1.28:.0f} s)")
+    # A class needs windows in both halves of choose_l2's split: fewer than that and it is not enrolled.
+    counts = np.bincount(data.labels, minlength=len(model.classes))  # (C,)
+    enough = counts >= 2 * MIN_WINDOWS_PER_CLASS
+    dropped = [model.classes[c] for c in np.flatnonzero((counts > 0) & ~enough)]
+    if enough.sum() < 2:
+        raise ProfileError(f"{data.source}: too few labelled windows to enrol: at least two classes need "
+                           f"{2 * MIN_WINDOWS_PER_CLASS} windows ({2 * MIN_WINDOWS_PER_CLASS * 1.28:.0f} s) each; got "
+                           f"{ {model.classes[c]: int(n) for c, n in enumerate(counts) if n} }")
+    keep = enough[data.labels]
+    data = EnrolmentData(data.windows[keep], data.labels[keep], data.source)
     started = time.perf_counter()
     reference = wearer_reference(model, data.windows)
     states = as_the_device_sees(model, data.windows, reference)
@@ -390,6 +409,7 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
         heads[state].fit["l2_chosen_from"] = losses
     profile = Profile(model.bundle.model_id, tuple(model.classes), heads, {
         "source": data.source, "windows": int(len(data.windows)),
+        "too_few_windows_not_enrolled": dropped,
         "mount_reference": None if reference is None else [round(float(v), 6) for v in reference],
         "enrol_seconds": round(time.perf_counter() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})

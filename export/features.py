@@ -54,7 +54,11 @@ def check_features(classifier: nn.Module, wrapped: LogitsAndFeatures, windows: n
     """Max |logit difference| of the wrapped path vs the path itself on windows (k, 128, 9); raises over atol
     (the last Linear was not the last step, so its input is not the penultimate features)."""
     x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))  # (k, 128, 9)
-    logits, features = wrapped.eval()(x)   # (k, C), (k, F)
+    try:
+        logits, features = wrapped.eval()(x)  # (k, C), (k, F)
+    except RuntimeError as e:  # the layer split off was not the path's head: shapes no longer chain
+        raise ExportError(f"splitting off the last Linear to the classes breaks the classification path ({e}): "
+                          "that layer is not the path's last step; the export stops here") from None
     if features.ndim != 2 or features.shape[1] != wrapped.n_features:
         raise ExportError(f"the features output has shape {tuple(features.shape)}, expected (k, {wrapped.n_features})")
     diff = float((classifier.eval()(x) - logits).abs().max())
