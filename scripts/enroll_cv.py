@@ -4,6 +4,7 @@ recording is streamed through the edge pipeline as the device does, with and wit
     python scripts/enroll_cv.py train runs/enroll_cv            # 3 fold models, 30 epochs, LAST epoch kept
     python scripts/enroll_cv.py export runs/enroll_cv           # har-export each fold (features output)
     python scripts/enroll_cv.py score runs/enroll_cv [--json runs/enroll_cv/scores.json]
+    python scripts/enroll_cv.py table runs/enroll_cv/scores.json   # per user and per fold, from the JSON
 
 `train`: the folds of `har-train cv --folds 3` (seed 0), each trained on its training users only with
 train_all=true, so the saved weights are those of the last epoch, chosen by no held-out score (`har-train cv`
@@ -163,6 +164,15 @@ def score(run_dir: Path, json_out: Path | None) -> dict:
     return report
 
 
+def per_user_table(rows: list[dict]) -> None:
+    keys = ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with"]
+    print("| fold | user | windows | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
+    print("|---" * (len(keys) + 3) + "|")
+    for r in rows:
+        cells = [f"{100 * sum(s['raw'] for s in r[k]) / sum(s['n'] for s in r[k]):.1f}" for k in keys]
+        print(f"| {r['fold'][-1]} | {r['user']} | {sum(s['n'] for s in r['without'])} | " + " | ".join(cells) + " |")
+
+
 def summarize(rows: list[dict]) -> dict:
     keys = ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with"]
     report = {}
@@ -196,6 +206,8 @@ def main(argv=None) -> int:
     t.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     e = sub.add_parser("export", help="har-export each fold's checkpoint into fold_K/bundle")
     e.add_argument("run_dir", type=Path)
+    t = sub.add_parser("table", help="the figures of a `score --json` file again, per fold and per user")
+    t.add_argument("json_file", type=Path)
     s = sub.add_parser("score", help="enrol each held-out wearer and stream their other recording")
     s.add_argument("run_dir", type=Path)
     s.add_argument("--json", type=Path, help="also write every figure as JSON")
@@ -204,6 +216,14 @@ def main(argv=None) -> int:
         train(args.run_dir, args.overrides)
     elif args.command == "export":
         export(args.run_dir)
+    elif args.command == "table":
+        rows = json.loads(args.json_file.read_text())["rows"]
+        per_user_table(rows)
+        for fold in sorted({r["fold"] for r in rows}):
+            print(f"\n{fold}:")
+            summarize([r for r in rows if r["fold"] == fold])
+        print("\nall folds:")
+        summarize(rows)
     else:
         score(args.run_dir, args.json)
     return 0
