@@ -5,6 +5,7 @@ recording is streamed through the edge pipeline as the device does, with and wit
     python scripts/enroll_cv.py export runs/enroll_cv           # har-export each fold (features output)
     python scripts/enroll_cv.py score runs/enroll_cv [--json runs/enroll_cv/scores.json]
     python scripts/enroll_cv.py table runs/enroll_cv/scores.json   # per user and per fold, from the JSON
+    python scripts/enroll_cv.py cost --profile p.json --recording R   # the profile stage's cost per window
 
 `train`: the folds of `har-train cv --folds 3` (seed 0), each trained on its training users only with
 train_all=true, so the saved weights are those of the last epoch, chosen by no held-out score (`har-train cv`
@@ -198,6 +199,31 @@ def summarize(rows: list[dict]) -> dict:
     return report
 
 
+def cost(bundle: Path, profile_path: Path, recording_path: Path, repeats: int = 3) -> None:
+    """What the profile costs per window on the live path: the recording fed 64 samples at a time (one window per
+    call, as a live board completes them), with and without the profile, alternating, `repeats` times each."""
+    from edge.enroll import load_profile
+    from edge.runtime import Pipeline, load_model
+    from edge.sources import RecordingSource
+    from firmware_bridge.recording import read_recording
+
+    model = load_model(bundle, "tflite", "int8")
+    profile = load_profile(profile_path, model)
+    recording = read_recording(recording_path)
+    stages: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        for name, p in (("without", None), ("with", profile)):
+            pipeline = Pipeline(model, notify=lambda m: None, profile=p)
+            pipeline.warm_up()
+            for item in RecordingSource(recording.samples, block=64):
+                pipeline.process(item)
+            t = pipeline.timers
+            for stage in ("inference", "profile", "pipeline"):
+                stages.setdefault(f"{name} {stage}", []).append(1e6 * t.seconds[stage] / max(1, pipeline.windows))
+    for key, values in stages.items():
+        print(f"{key:<22} {np.median(values):8.1f} us/window (median of {repeats} runs)")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,9 +237,15 @@ def main(argv=None) -> int:
     s = sub.add_parser("score", help="enrol each held-out wearer and stream their other recording")
     s.add_argument("run_dir", type=Path)
     s.add_argument("--json", type=Path, help="also write every figure as JSON")
+    c = sub.add_parser("cost", help="per-window cost of the profile stage on the live path")
+    c.add_argument("--bundle", type=Path, default=Path("edge/models/default"))
+    c.add_argument("--profile", type=Path, required=True)
+    c.add_argument("--recording", type=Path, required=True)
     args = parser.parse_args(argv)
     if args.command == "train":
         train(args.run_dir, args.overrides)
+    elif args.command == "cost":
+        cost(args.bundle, args.profile, args.recording)
     elif args.command == "export":
         export(args.run_dir)
     elif args.command == "table":
