@@ -137,10 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
                                            "labelled recording (--recording)")
     source = enroll.add_mutually_exclusive_group(required=True)
     source.add_argument("--port", help="serial port of the IMU board worn by the wearer: a guided enrolment "
-                                       "(stand, sit, lie down, walk; about 2.5 minutes)")
+                                       "(stand, sit, lie down, walk; about 2 minutes)")
     source.add_argument("--recording", help="recording with labels: CSV with a label column (class names, empty "
                                             "where unlabelled) or HAPT acc_expNN_userMM.txt with labels.txt beside it")
-    enroll.add_argument("--profile", required=True, metavar="FILE", help="the profile to write (JSON, replaced atomically)")
+    enroll.add_argument("--profile", required=True, metavar="FILE",
+                        help="the profile to write (JSON, replaced atomically)")
     enroll.add_argument("--step-seconds", type=float, default=20.0, metavar="S",
                         help="guided: seconds recorded per posture (default 20; the walk lasts 1.5x as long)")
     enroll.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
@@ -208,7 +209,8 @@ def _profile(args, model):
     if not path:
         return None
     profile = load_profile(path, model)
-    _say(f"wearer profile {path} ({profile.fit.get('windows', '?')} enrolment windows, fitted {profile.fit.get('created', '?')})")
+    _say(f"wearer profile {path} ({profile.fit.get('windows', '?')} enrolment windows, "
+         f"fitted {profile.fit.get('created', '?')})")
     return profile
 
 
@@ -428,8 +430,8 @@ def cmd_demo(args) -> int:
 def cmd_enroll(args) -> int:
     from firmware_bridge.recording import read_recording
 
-    from edge.enroll import (check_bundle_for_profiles, enrol, format_summary, guided_enrolment, guided_steps,
-                             recording_windows, save_profile)
+    from edge.enroll import (GET_READY_S, check_bundle_for_profiles, enrol, format_summary, guided_enrolment,
+                             guided_steps, recording_windows, save_profile)
     from edge.runtime import load_model
     from edge.sources import SerialSource
 
@@ -443,14 +445,16 @@ def cmd_enroll(args) -> int:
                            "or enrol live with --port")
         data = recording_windows(model, recording.samples, recording.labels, source=str(args.recording))
     else:
-        _stop_signals_as_interrupt()
-        print(f"enrolment on {args.port}: four short steps (about {(4.5 * args.step_seconds + 20) / 60:.1f} minutes). Wear the board as you always do; "
-              "follow the instructions as they come.", flush=True)
-        source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, log=lambda m: None)
         if not 5 <= args.step_seconds <= 600:
             raise CliError(f"--step-seconds {args.step_seconds:g}: give between 5 and 600 seconds per posture")
+        steps = guided_steps(args.step_seconds)
+        minutes = sum(step.seconds + GET_READY_S for step in steps) / 60
+        _stop_signals_as_interrupt()
+        print(f"enrolment on {args.port}: four short steps (about {minutes:.1f} minutes). Wear the board as you "
+              "always do; follow the instructions as they come.", flush=True)
+        source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, log=lambda m: None)
         data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args),
-                                steps=guided_steps(args.step_seconds))
+                                steps=steps)
     profile, summary = enrol(model, data)
     save_profile(profile, args.profile)
     print(format_summary(summary, profile), end="", flush=True)
@@ -472,7 +476,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from edge.sources import SourceError
 
     errors: list[type[BaseException]] = [CliError, EdgeError, SinkError, SourceError, SmoothingConfigError, FrontEndError]
-    for module, name in (("edge.bundle", "BundleError"), ("edge.inference", "InferenceError"), ("edge.enroll", "ProfileError"),
+    for module, name in (("edge.bundle", "BundleError"), ("edge.inference", "InferenceError"),
+                         ("edge.enroll", "ProfileError"),
                          ("firmware_bridge.recording", "RecordingError"), ("edge.bench", "BenchError")):
         try:
             errors.append(getattr(__import__(module, fromlist=[name]), name))

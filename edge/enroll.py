@@ -13,16 +13,16 @@ What is fitted. The bundle's models give, beside the logits, the penultimate fea
 W (C, F + 3), b (C): an L2-regularized multinomial logistic regression on the enrolment windows, the base
 logits held fixed (an offset), so with little data it stays close to the base model (W = b = 0 is the
 prior). The penalty is chosen on the enrolment data itself: fit on the first half of each class's windows,
-score on the second, and the other way round (`choose_l2`). The gravity direction (unit mean of total_acc - body_acc over the window, in the frame the model
-sees) is there because what is personal is mostly how the wearer sits and stands: the tilt of the pelvis.
-Only the classes the enrolment shows are corrected (the loss is the softmax over those classes; the other
-rows of W, b stay 0), so a guided enrolment without stairs leaves the stairs logits as they were. The
-classes weigh equally (the 30 s walk does not outweigh the 20 s postures).
+score on the second, and the other way round (`choose_l2`). The gravity direction (unit mean of
+total_acc - body_acc over the window, in the frame the model sees) is there because what is personal is
+mostly how the wearer sits and stands: the tilt of the pelvis. Only the classes the enrolment shows are
+corrected, and only in windows the model itself puts in one of them (`Head.corrected`); the classes weigh
+equally (the 30 s walk does not outweigh the 20 s postures).
 
 Mount alignment (edge/mount.py). The device runs uncalibrated (identity) until the wearer has walked for
-about 25 s, and aligned afterwards. Each enrolment window is therefore fitted twice: as the uncalibrated
-device sees it, and aligned by the wearer's reference from the enrolment's own moving windows. The profile
-is applied in both states, after the mount stage; it never sees the mount's rotation itself.
+about 25 s, and aligned afterwards. The profile has one head per state (`STATES`): one fitted on the
+enrolment windows as cut, one on the same windows aligned by the wearer's reference from the enrolment's
+own moving windows; the runtime applies to each window the head of the state it was made in.
 
 The profile file (JSON, written atomically) names the bundle's `model_id` (the sha256 of its model files),
 so a profile is never applied to another model.
@@ -175,9 +175,24 @@ def save_profile(profile: Profile, path: str | Path) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        raise ProfileError(f"cannot write the profile {path}: {exc.strerror or exc}; choose a writable --profile path") from None
+        raise ProfileError(f"cannot write the profile {path}: {exc.strerror or exc}; "
+                           "choose a writable --profile path") from None
     profile.path = path
     return path
+
+
+def _read_head(head: dict, classes: tuple[str, ...], n_inputs: int) -> Head | None:
+    """One head of a profile file -> Head, None when its arrays do not fit; KeyError/TypeError/ValueError
+    when it is not shaped like a head at all."""
+    mean, scale = (np.asarray(head[k], np.float64) for k in ("mean", "scale"))  # (D,) each
+    weights = np.asarray([head["weights"][c] for c in classes], np.float64)  # (C, D)
+    bias = np.asarray([head["bias"][c] for c in classes], np.float64)  # (C,)
+    fits = (set(head["corrects"]) <= set(classes) and mean.shape == scale.shape == (n_inputs,)
+            and weights.shape == (len(classes), n_inputs) and bias.shape == (len(classes),) and (scale > 0).all()
+            and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)))
+    corrects = np.array([c in head["corrects"] for c in classes])  # (C,)
+    return Head(corrects, mean, scale, weights, bias, head.get("fit") if isinstance(head.get("fit"), dict) else {}) \
+        if fits else None
 
 
 def load_profile(path: str | Path, model: Model) -> Profile:
@@ -200,24 +215,13 @@ def load_profile(path: str | Path, model: Model) -> Profile:
     check_bundle_for_profiles(model)
     bundle = model.bundle
     if data.get("model_id") != bundle.model_id:
-        raise ProfileError(f"profile {path} was fitted for another model (model_id {str(data.get('model_id'))[:12]}...), "
-                           f"not {bundle.path} ({bundle.model_id[:12]}...); use the bundle it was made with (--bundle), "
-                           f"or {again}")
-    heads = {}
+        raise ProfileError(f"profile {path} was fitted for another model (model_id {str(data.get('model_id'))[:12]}"
+                           f"...), not {bundle.path} ({bundle.model_id[:12]}...); use the bundle it was made with "
+                           f"(--bundle), or {again}")
     try:
         classes = tuple(data["classes"])
-        n = bundle.n_features + 3
-        ok = classes == tuple(bundle.classes) and isinstance(data["heads"], dict) and data["heads"] \
-            and set(data["heads"]) <= set(STATES)
-        for state, head in data["heads"].items() if ok else ():
-            mean, scale = (np.asarray(head[k], np.float64) for k in ("mean", "scale"))
-            weights = np.asarray([head["weights"][c] for c in classes], np.float64)
-            bias = np.asarray([head["bias"][c] for c in classes], np.float64)
-            corrects = np.array([c in head["corrects"] for c in classes])
-            ok = ok and set(head["corrects"]) <= set(classes) and (mean.shape == scale.shape == (n,) and weights.shape == (len(classes), n)
-                         and bias.shape == (len(classes),) and (scale > 0).all()
-                         and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)))
-            heads[state] = Head(corrects, mean, scale, weights, bias, head.get("fit") if isinstance(head.get("fit"), dict) else {})
+        heads = {state: _read_head(head, classes, bundle.n_features + 3) for state, head in data["heads"].items()}
+        ok = classes == tuple(bundle.classes) and heads and set(heads) <= set(STATES) and all(heads.values())
     except (KeyError, TypeError, ValueError, AttributeError):
         ok = False
     if not ok:

@@ -99,7 +99,8 @@ def test_malformed_json_names_line(bundle_dir):
 
 def test_wrong_schema_version(bundle_dir):
     _edit_json(bundle_dir, lambda d: d.update(schema_version="har-bundle/99"))
-    with pytest.raises(BundleError, match=r"schema_version 'har-bundle/99' is not one this runtime reads \(har-bundle/1, har-bundle/2\)"):
+    with pytest.raises(BundleError,
+                       match=r"schema_version 'har-bundle/99' is not one this runtime reads \(har-bundle/1, har-bundle/2\)"):
         load_bundle(bundle_dir)
 
 
