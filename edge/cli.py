@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--text", action="store_true", help="plain CSV-lines mode instead of binary frames")
     enroll.add_argument("--connect-timeout", type=float, default=None, metavar="S",
                         help="give up when the port has not opened within S seconds (default: keep trying)")
+    enroll.add_argument("--mount-calibration", metavar="FILE",
+                        help="also write the wearer's mount calibration learnt from the enrolment's walking, for "
+                             "`har-edge run --mount-calibration FILE` (the next session starts aligned)")
     _add_model(enroll)
     return parser
 
@@ -241,16 +244,20 @@ def _save_calibration(args, pipeline) -> None:
     path = getattr(args, "mount_calibration", None)
     if not path or pipeline.calibration is None:
         return
-    path = Path(path)
+    _write_calibration(Path(path), pipeline.calibration)
+
+
+def _write_calibration(path: Path, calibration) -> None:
+    """Atomically (temp + rename); a failure is a warning: the labels were given, only the saving failed."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(pipeline.calibration.to_dict(), indent=2) + "\n")
+        tmp.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
         tmp.replace(path)
     except OSError as exc:
         _say(f"warning: could not save the mount calibration to {path}: {exc}")
         return
-    state = "calibrated" if pipeline.calibration.calibrated else "not yet calibrated"
-    _say(f"mount calibration ({state}, {pipeline.calibration.windows} moving windows) saved to {path}")
+    state = "calibrated" if calibration.calibrated else "not yet calibrated"
+    _say(f"mount calibration ({state}, {calibration.windows} moving windows) saved to {path}")
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -430,8 +437,8 @@ def cmd_demo(args) -> int:
 def cmd_enroll(args) -> int:
     from firmware_bridge.recording import read_recording
 
-    from edge.enroll import (GET_READY_S, check_bundle_for_profiles, enrol, format_summary, guided_enrolment,
-                             guided_steps, recording_windows, save_profile)
+    from edge.enroll import (GET_READY_S, check_bundle_for_profiles, enrol, enrolment_calibration, format_summary,
+                             guided_enrolment, guided_steps, recording_windows, save_profile)
     from edge.runtime import load_model
     from edge.sources import SerialSource
 
@@ -457,6 +464,13 @@ def cmd_enroll(args) -> int:
                                 steps=steps)
     profile, summary = enrol(model, data)
     save_profile(profile, args.profile)
+    if args.mount_calibration:
+        calibration = enrolment_calibration(model, data.windows)
+        if calibration is None:
+            _say(f"warning: no mount calibration written to {args.mount_calibration}: "
+                 + ("the bundle has no mount alignment" if model.mount is None else "the enrolment had no walking"))
+        else:
+            _write_calibration(Path(args.mount_calibration), calibration)
     print(format_summary(summary, profile), end="", flush=True)
     print(f"saved {args.profile}; use it with `har-edge run --profile {args.profile}` "
           f"(it fits {args.bundle} only)", flush=True)

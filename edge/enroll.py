@@ -41,7 +41,8 @@ from typing import Callable, Iterable
 import numpy as np
 from scipy.optimize import minimize
 
-from edge.mount import MountConfig, gravity_directions, reference_direction, rotate_windows, rotation_onto
+from edge.mount import (MountCalibration, gravity_directions, moving, reference_direction, rotate_windows,
+                        rotation_onto)
 from edge.runtime import EdgeError, Model, Pipeline, window_truth
 
 PROFILE_FORMAT = "har-profile/1"
@@ -330,6 +331,17 @@ def recording_windows(model: Model, samples, labels, max_labelled_s: float | Non
 def wearer_reference(model: Model, windows: np.ndarray) -> np.ndarray | None:
     """The wearer's mount reference from the enrolment's moving windows, None without any (or no mount)."""
     return None if model.mount is None else reference_direction(windows, model.mount)
+
+
+def enrolment_calibration(model: Model, windows: np.ndarray) -> MountCalibration | None:
+    """The mount calibration the enrolment's moving windows give (what `--mount-calibration FILE` keeps), so that
+    the next session starts aligned; None when the bundle has no mount or the enrolment did not move."""
+    if model.mount is None:
+        return None
+    mask = moving(windows, model.mount)  # (n,)
+    if not mask.any():
+        return None
+    return MountCalibration(model.mount, gravity_directions(windows[mask]).sum(axis=0), int(mask.sum()))
 
 
 def model_outputs(model: Model, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

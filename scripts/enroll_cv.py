@@ -109,12 +109,16 @@ def rotated(recording, degrees: float, axis=(0.0, 0.0, 1.0)):
     return replace(recording, samples=samples)
 
 
-def stream_scores(model, recording, profile) -> dict:
-    """The recording through the device pipeline (calibration from empty) -> correct / scored windows."""
+def stream_scores(model, recording, profile, calibration=None) -> dict:
+    """The recording through the device pipeline (mount calibration from empty, or a copy of `calibration`)
+    -> correct / scored windows."""
+    from edge.mount import MountCalibration
     from edge.runtime import Pipeline, truth_summary
     from edge.sources import RecordingSource
 
-    pipeline = Pipeline(model, notify=lambda m: None, profile=profile)
+    if calibration is not None:
+        calibration = MountCalibration.from_dict(model.mount, calibration.to_dict())
+    pipeline = Pipeline(model, notify=lambda m: None, profile=profile, calibration=calibration)
     results = []
     for item in RecordingSource(recording.samples, rate_hz=model.frontend_config.sample_rate_hz):
         results += pipeline.process(item)
@@ -128,7 +132,7 @@ LENGTHS = {"1 min": 60.0, "2 min": 120.0, "5 min": 300.0, "all": None}
 def score(run_dir: Path, json_out: Path | None) -> dict:
     import time
 
-    from edge.enroll import enrol, recording_windows
+    from edge.enroll import enrol, enrolment_calibration, recording_windows
     from edge.runtime import load_model
     from firmware_bridge.recording import read_recording
 
@@ -154,10 +158,14 @@ def score(run_dir: Path, json_out: Path | None) -> dict:
                 row[f"with {name}"] = [stream_scores(model, r, profile) for r in scored]
                 if name == "all":
                     row["rotated_with"] = [stream_scores(model, rotated(r, 20.0), profile) for r in scored]
+                    saved = enrolment_calibration(model, data.windows)  # `har-edge enroll --mount-calibration`
+                    row["saved_calibration_without"] = [stream_scores(model, r, None, saved) for r in scored]
+                    row["saved_calibration_with"] = [stream_scores(model, r, profile, saved) for r in scored]
                     row["fit_seconds"] = max(h.fit["fit_seconds"] for h in profile.heads.values())
             rows.append(row)
             line = "  ".join(f"{k} {100 * sum(s['raw'] for s in row[k]) / sum(s['n'] for s in row[k]):.1f}%"
-                             for k in ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with"])
+                             for k in ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with",
+            "saved_calibration_without", "saved_calibration_with"])
             print(f"{fold_dir.name} user {user:2d}: {line}", flush=True)
     report = summarize(rows)
     if json_out:
@@ -166,7 +174,8 @@ def score(run_dir: Path, json_out: Path | None) -> dict:
 
 
 def per_user_table(rows: list[dict]) -> None:
-    keys = ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with"]
+    keys = ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with",
+            "saved_calibration_without", "saved_calibration_with"]
     print("| fold | user | windows | " + " | ".join(k.replace("_", " ") for k in keys) + " |")
     print("|---" * (len(keys) + 3) + "|")
     for r in rows:
@@ -175,7 +184,8 @@ def per_user_table(rows: list[dict]) -> None:
 
 
 def summarize(rows: list[dict]) -> dict:
-    keys = ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with"]
+    keys = ["without", *[f"with {n}" for n in LENGTHS], "rotated_without", "rotated_with",
+            "saved_calibration_without", "saved_calibration_with"]
     report = {}
     for key in keys:
         for kind in ("raw", "smoothed"):

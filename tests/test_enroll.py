@@ -226,13 +226,19 @@ def test_enroll_from_a_labelled_csv_then_replay_with_the_profile(bundle_dir, use
     enrolment, scored = tmp_path / "first.csv", tmp_path / "second.csv"
     write_recording_csv(enrolment, first.samples, labels=first.labels)
     write_recording_csv(scored, second.samples, labels=second.labels)
-    profile = tmp_path / "me.json"
-    assert main(["enroll", "--recording", str(enrolment), "--profile", str(profile), "--bundle", str(bundle_dir)]) == 0
+    profile, mount = tmp_path / "me.json", tmp_path / "mount.json"
+    assert main(["enroll", "--recording", str(enrolment), "--profile", str(profile), "--bundle", str(bundle_dir),
+                 "--mount-calibration", str(mount)]) == 0
     out = capsys.readouterr().out
     assert "what the profile changes on your own enrolment data" in out and f"saved {profile}" in out
+    from edge.mount import MountCalibration
+
+    model = load_model(bundle_dir, "tflite", "int8")
+    calibration = MountCalibration.from_dict(model.mount, json.loads(mount.read_text()), str(mount))
+    assert calibration.calibrated  # user 1's walking and stairs: the next session starts aligned
     summary = tmp_path / "s.json"
     assert main(["replay", str(scored), "--bundle", str(bundle_dir), "--profile", str(profile), "--quiet",
-                 "--summary-json", str(summary)]) == 0
+                 "--mount-calibration", str(mount), "--summary-json", str(summary)]) == 0
     assert "wearer profile" in capsys.readouterr().err
     assert json.loads(summary.read_text())["truth"]["scored_windows"] > 100
 
