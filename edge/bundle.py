@@ -24,7 +24,8 @@ import numpy as np
 from edge.frontend import FilterDesign, FrontEndConfig, FrontEndError
 from edge.mount import MountConfig, MountError
 
-SCHEMA_VERSION = "har-bundle/1"
+SCHEMA_VERSION = "har-bundle/2"  # what har-export writes: /2 added each model's `features` output
+READABLE_VERSIONS = ("har-bundle/1", SCHEMA_VERSION)  # a /1 bundle still runs; it cannot be enrolled on
 BUNDLE_JSON = "bundle.json"
 BACKENDS = ("tflite", "onnx")
 PRECISIONS = ("int8", "fp32")
@@ -62,6 +63,7 @@ class ModelEntry:
     precision: str
     input: TensorSpec
     output: TensorSpec
+    features: TensorSpec | None = None  # (batch, F) penultimate features; None in a har-bundle/1 bundle
 
 
 @dataclass
@@ -99,6 +101,20 @@ class Bundle:
 
     def model_path(self, entry: ModelEntry) -> Path:
         return self.path / entry.file
+
+    @property
+    def n_features(self) -> int | None:
+        """Width F of the features output (the same in every format), None when the bundle has none."""
+        widths = {e.features.shape[1] for e in self.models.values() if e.features is not None}
+        return widths.pop() if len(widths) == 1 else None
+
+    @property
+    def model_id(self) -> str:
+        """sha256 of the model files' own sha256s (sorted by name): names these weights whatever bundle.json's
+        metrics say, so a wearer profile fitted on it (edge/enroll.py) can tell it from any other model."""
+        lines = "".join(f"{self.models[k].file}:{self.files[self.models[k].file]['sha256']}\n"
+                        for k in sorted(self.models))
+        return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def sha256_file(path: str | Path) -> str:
@@ -225,7 +241,7 @@ def _check_files(r: _Reader, root: Path, files) -> dict[str, dict]:
     return files
 
 
-def _model_entry(r: _Reader, root: Path, key: str, obj, files: dict) -> ModelEntry:
+def _model_entry(r: _Reader, root: Path, key: str, obj, files: dict, version: str) -> ModelEntry:
     where = f"models.{key}"
     if not isinstance(obj, dict):
         raise r.fail(where, "must be an object")
@@ -251,7 +267,17 @@ def _model_entry(r: _Reader, root: Path, key: str, obj, files: dict) -> ModelEnt
     spec_out = _tensor_spec(r, obj.get("output"), f"{where}.output", is_input=False)
     if precision == "fp32" and (spec_in.dtype, spec_out.dtype) != ("float32", "float32"):
         raise r.fail(where, "is fp32 but its input/output dtypes are not float32")
-    return ModelEntry(key, file, backend, precision, spec_in, spec_out)
+    spec_features = None
+    if version != "har-bundle/1":
+        spec_features = _tensor_spec(r, obj.get("features"), f"{where}.features", is_input=False)
+        if precision == "fp32" and spec_features.dtype != "float32":
+            raise r.fail(f"{where}.features", "is in an fp32 model but its dtype is not float32")
+        if len(spec_features.shape) != 2 or spec_features.shape[0] != spec_in.shape[0]:
+            raise r.fail(f"{where}.features.shape", f"is {list(spec_features.shape)}; it must be [batch, F] with the "
+                                                    f"input's batch {spec_in.shape[0]}")
+        if spec_features.name == spec_out.name:
+            raise r.fail(f"{where}.features.name", "is the logits output's name; the two outputs must differ")
+    return ModelEntry(key, file, backend, precision, spec_in, spec_out, spec_features)
 
 
 def parse_bundle(root: str | Path, data: dict) -> Bundle:
@@ -260,9 +286,9 @@ def parse_bundle(root: str | Path, data: dict) -> Bundle:
     if not isinstance(data, dict):
         raise BundleError(f"{r.json_path}: must hold one JSON object; {REEXPORT}")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError(f"{r.json_path}: schema_version {version!r} is not {SCHEMA_VERSION!r}, the one this "
-                          f"runtime reads; {REEXPORT} with the same version of this project")
+    if version not in READABLE_VERSIONS:
+        raise BundleError(f"{r.json_path}: schema_version {version!r} is not one this runtime reads "
+                          f"({', '.join(READABLE_VERSIONS)}); {REEXPORT} with the same version of this project")
     classes = r.str_list(data, "classes")
     channels = r.str_list(data, "channels")
     units = r.get(data, "channel_units", "", list)
@@ -296,9 +322,12 @@ def parse_bundle(root: str | Path, data: dict) -> Bundle:
         raise r.fail("models", "lists no model")
     models = {}
     for key, obj in models_obj.items():
-        entry = _model_entry(r, root, key, obj, files)
+        entry = _model_entry(r, root, key, obj, files, version)
         _check_shapes(r, key, entry.input, entry.output, window, len(channels), len(classes))
         models[key] = entry
+    widths = {e.features.shape[1] for e in models.values() if e.features is not None}
+    if len(widths) > 1:
+        raise r.fail("models", f"features outputs of different widths {sorted(widths)}: all formats are one model")
     source = r.get(data, "source_checkpoint", "", dict)
     metrics = r.get(data, "metrics", "", dict, optional=True) or {}
     mount_obj = r.get(data, "mount", "", dict, optional=True)

@@ -5,9 +5,13 @@
     har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
     har-edge bench [--json]            (the torch baseline: scripts/bench_torch.py)
     har-edge demo [--speed 10] [--faults]
+    har-edge enroll --port /dev/ttyACM0 --profile alice.json   # guided: stand, sit, lie down, walk
+    har-edge enroll --recording FILE --profile alice.json      # from a recording with labels
     har-edge monitor --mqtt mqtt://broker [--web 127.0.0.1:8080]
     har-edge ports
     har-edge --version
+
+run, replay, record and demo take --profile FILE: the wearer's profile from `enroll` (docs/enrolment.md).
 
 run, replay and record also publish to MQTT (--mqtt URL --device-id ID) and serve a live page
 (--web HOST:PORT): docs/mqtt.md.
@@ -45,8 +49,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and output")
+def _add_model(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
     g.add_argument("--bundle", default=str(DEFAULT_BUNDLE), metavar="DIR",
                    help="model bundle directory written by har-export (default: the model shipped with the package)")
     g.add_argument("--backend", choices=("tflite", "onnx"), default="tflite",
@@ -56,6 +60,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "asimddp, e.g. Pi 5; x86 VNNI), else fp32, where int8 is no faster; the start-up line says "
                         "which and why")
     g.add_argument("--threads", type=_positive_int, default=1, help="inference threads (default 1)")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    _add_model(p)
+    g = p.add_argument_group("output")
     g.add_argument("--jsonl", metavar="PATH", help="write one JSON object per window to PATH ('-' = stdout)")
     g.add_argument("--append", action="store_true", help="append to the --jsonl file instead of replacing it")
     s = p.add_argument_group("post-processing")
@@ -78,6 +87,14 @@ def _add_publishing(p: argparse.ArgumentParser) -> None:
 
     add_mqtt_arguments(p)
     add_web_arguments(p)
+
+
+def _add_profile(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", metavar="FILE",
+                   help="the wearer's profile written by `har-edge enroll` (fitted for this bundle); without it "
+                        "the labels are the bundle's own")
+
+
 
 
 def _add_serial(p: argparse.ArgumentParser) -> None:
@@ -127,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serial(run)
     _add_common(run)
     _add_publishing(run)
+    _add_profile(run)
 
     replay = sub.add_parser("replay", help="the same pipeline over a recording")
     replay.add_argument("recording", help="recording CSV, raw serial capture (.bin) or HAPT acc_expNN_userMM.txt")
@@ -135,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--summary-json", metavar="PATH", help="write counters, throughput and accuracy as JSON")
     _add_common(replay)
     _add_publishing(replay)
+    _add_profile(replay)
 
     record = sub.add_parser("record", help="save a live stream for later replay (and show labels)")
     _add_serial(record)
@@ -143,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--no-model", action="store_true", help="only record; do not run the recognizer")
     _add_common(record)
     _add_publishing(record)
+    _add_profile(record)
 
     bench = sub.add_parser("bench", help="latency and throughput figures")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -164,6 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
                                        "virtual serial device, with a closing summary")
     add_demo_arguments(demo)
     _add_common(demo)
+    _add_profile(demo)
+
+    enroll = sub.add_parser("enroll", help="fit the wearer's profile: guided on the live board (--port) or from a "
+                                           "labelled recording (--recording)")
+    source = enroll.add_mutually_exclusive_group(required=True)
+    source.add_argument("--port", help="serial port of the IMU board worn by the wearer: a guided enrolment "
+                                       "(stand, sit, lie down, walk; about 2 minutes)")
+    source.add_argument("--recording", help="recording with labels: CSV with a label column (class names, empty "
+                                            "where unlabelled) or HAPT acc_expNN_userMM.txt with labels.txt beside it")
+    enroll.add_argument("--profile", required=True, metavar="FILE",
+                        help="the profile to write (JSON, replaced atomically)")
+    enroll.add_argument("--step-seconds", type=float, default=20.0, metavar="S",
+                        help="guided: seconds recorded per posture (default 20; the walk lasts 1.5x as long)")
+    enroll.add_argument("--baud", type=_positive_int, default=115200, help="baud rate (default 115200)")
+    enroll.add_argument("--text", action="store_true", help="plain CSV-lines mode instead of binary frames")
+    enroll.add_argument("--connect-timeout", type=float, default=None, metavar="S",
+                        help="give up when the port has not opened within S seconds (default: keep trying)")
+    enroll.add_argument("--mount-calibration", metavar="FILE",
+                        help="also write the wearer's mount calibration learnt from the enrolment's walking, for "
+                             "`har-edge run --mount-calibration FILE` (the next session starts aligned)")
+    _add_model(enroll)
     return parser
 
 
@@ -214,6 +255,10 @@ def validate_options(args) -> None:
     _check_output("--summary-json", getattr(args, "summary_json", None), (".json",))
     if getattr(args, "plot", None):
         _check_output("--plot", args.plot, _plot_suffixes())
+    if args.command == "enroll":
+        _check_output("--profile", args.profile, (".json",))
+        if args.mount_calibration:
+            _check_output("--mount-calibration", args.mount_calibration)
     if args.command == "record":
         _check_output("--out", args.out, (".csv", ".bin"))
         if args.text and Path(args.out).suffix.lower() == ".bin":
@@ -264,6 +309,19 @@ def _decoder(args):
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
 
     return CsvLineDecoder() if args.text else FrameDecoder()
+
+
+def _profile(args, model):
+    """The wearer profile of --profile FILE for this model, or None (the bundle's own labels)."""
+    from edge.enroll import load_profile
+
+    path = getattr(args, "profile", None)
+    if not path:
+        return None
+    profile = load_profile(path, model)
+    _say(f"wearer profile {path} ({profile.fit.get('windows', '?')} enrolment windows, "
+         f"fitted {profile.fit.get('created', '?')})")
+    return profile
 
 
 def _calibration(args, model):
@@ -341,7 +399,7 @@ def cmd_run(args) -> int:
     smoothing = _smoothing(args)
     sinks = _sinks(args, model.frontend_config.sample_rate_hz, live=True)
     pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model),
-                        stall_after_s=args.stall_after)
+                        stall_after_s=args.stall_after, profile=_profile(args, model))
     pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
@@ -365,7 +423,8 @@ def cmd_replay(args) -> int:
     _say(f"model {model.description}")
     log = WindowLog()
     sinks = [log] + _sinks(args, rate, live=args.realtime)
-    pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model))
+    pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model),
+                        profile=_profile(args, model))
     source = paced(recording, rate) if args.realtime else recording
     _stop_signals_as_interrupt()
     started = time.perf_counter()
@@ -460,7 +519,8 @@ def cmd_record(args) -> int:
                  f"reconnects {source.reconnects}; decoder counters {decoder.counters.as_dict()}")
         else:
             pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args), calibration=_calibration(args, model),
-                                stall_after_s=args.stall_after, recorder=recorder)
+                                stall_after_s=args.stall_after, recorder=recorder,
+                                profile=_profile(args, model))
             pipeline.warm_up()
             run_loop(source, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
                      report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))
@@ -519,6 +579,53 @@ def cmd_ports(args) -> int:
     return 0
 
 
+def cmd_enroll(args) -> int:
+    from firmware_bridge.recording import read_recording
+
+    from edge.enroll import (GET_READY_S, check_bundle_for_profiles, enrol, enrolment_calibration, format_summary,
+                             guided_enrolment, guided_steps, recording_windows, save_profile)
+    from edge.runtime import load_model
+    from edge.sources import SerialSource
+
+    model = load_model(args.bundle, args.backend, args.precision, args.threads)
+    check_bundle_for_profiles(model)
+    if args.recording:
+        recording = read_recording(args.recording)
+        if recording.labels is None or not any(recording.labels):
+            raise CliError(f"{args.recording} has no labels: enrolment needs a label column (CSV "
+                           "seq,t_us,ax,ay,az,gx,gy,gz,label) or a HAPT recording with labels.txt beside it; "
+                           "or enrol live with --port")
+        data = recording_windows(model, recording.samples, recording.labels, source=str(args.recording))
+    else:
+        if not 5 <= args.step_seconds <= 600:
+            raise CliError(f"--step-seconds {args.step_seconds:g}: give between 5 and 600 seconds per posture")
+        steps = guided_steps(args.step_seconds)
+        minutes = sum(step.seconds + GET_READY_S for step in steps) / 60
+        _stop_signals_as_interrupt()
+        print(f"enrolment on {args.port}: four short steps (about {minutes:.1f} minutes). Wear the board as you "
+              "always do; follow the instructions as they come.", flush=True)
+        source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, log=lambda m: None)
+        data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args),
+                                steps=steps)
+    profile, summary = enrol(model, data)
+    save_profile(profile, args.profile)
+    if args.mount_calibration:
+        calibration = enrolment_calibration(model, data.windows)
+        if calibration is None:
+            _say(f"warning: no mount calibration written to {args.mount_calibration}: "
+                 + ("the bundle has no mount alignment" if model.mount is None else "the enrolment had no walking"))
+        else:
+            try:
+                calibration.save(args.mount_calibration)
+            except OSError as exc:
+                _say(f"warning: could not save the mount calibration to {args.mount_calibration}: "
+                     f"{exc.strerror or exc}")
+    print(format_summary(summary, profile), end="", flush=True)
+    print(f"saved {args.profile}; use it with `har-edge run --profile {args.profile}` "
+          f"(it fits {args.bundle} only)", flush=True)
+    return 0
+
+
 class CliError(ValueError):
     """A bad combination of options."""
 
@@ -533,6 +640,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [CliError, EdgeError, SinkError, SourceError, SmoothingConfigError, FrontEndError]
     for module, name in (("edge.bundle", "BundleError"), ("edge.inference", "InferenceError"),
+                         ("edge.enroll", "ProfileError"),
                          ("firmware_bridge.recording", "RecordingError"), ("edge.bench", "BenchError"),
                          ("edge.mqtt", "MqttError"), ("edge.web", "WebError")):
         try:
@@ -543,7 +651,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo,
-            "monitor": cmd_monitor, "ports": cmd_ports}
+            "monitor": cmd_monitor, "ports": cmd_ports, "enroll": cmd_enroll}
 
 
 def main(argv: list[str] | None = None) -> int:

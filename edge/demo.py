@@ -49,7 +49,12 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
     faults = Faults.flaky_cable() if args.faults else Faults()
     memory = MemorySink()
     sinks = [memory] + make_sinks(model.frontend_config.sample_rate_hz)  # terminal lines, --jsonl
-    pipeline = Pipeline(model, smoothing)
+    profile = None
+    if getattr(args, "profile", None):  # --profile FILE: the wearer's profile from `har-edge enroll`
+        from edge.enroll import load_profile
+
+        profile = load_profile(args.profile, model)
+    pipeline = Pipeline(model, smoothing, profile=profile)
     pipeline.warm_up()
     seconds = len(recording) / recording.rate_hz / args.speed
     print(f"demo: {Path(args.recording).name}: {len(recording)} samples ({len(recording) / recording.rate_hz:.0f} s "

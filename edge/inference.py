@@ -2,6 +2,7 @@
 
     session = create_session(bundle, backend="tflite", precision="int8", num_threads=1)
     logits = session.predict(windows)      # windows (k, 128, 9) float32 normalized -> (k, 6) float32
+    logits, features = session.predict_with_features(windows)  # + (k, F) penultimate features (har-bundle/2)
 
 The caller always speaks float: for a full-integer int8 model the session quantizes the input
 and dequantizes the output with the scale / zero point of the bundle (checked against the file).
@@ -176,6 +177,17 @@ class _Session:
             return np.zeros((0, self.n_classes), np.float32)
         return self._run(self._layout_in(x))  # (k, n_classes)
 
+    def predict_with_features(self, windows) -> tuple[np.ndarray, np.ndarray]:
+        """-> (logits (k, n_classes), features (k, F)) float32, from one run of the model."""
+        features = self.entry.features
+        if features is None:
+            raise BundleError(f"{self.bundle.path}: this bundle ({self.bundle.schema_version}) has no features output, "
+                              "which wearer enrolment needs; re-export it with `har-export CHECKPOINT --out DIR`")
+        x = self._check_windows(windows)   # (k, T, C) float32
+        if len(x) == 0:
+            return np.zeros((0, self.n_classes), np.float32), np.zeros((0, features.shape[1]), np.float32)
+        return self._run_with_features(self._layout_in(x))  # (k, n_classes), (k, F)
+
 
 # What the TFLite runtime prints on every start (to the process's stderr, from C++): not the product's
 # message, so it is kept off the user's screen; anything else it prints is passed on.
@@ -228,6 +240,14 @@ class TFLiteSession(_Session):
                                   "bundle, or upgrade the runtime") from None
         self.input_detail = self.interpreter.get_input_details()[0]
         self.output_detail = self.interpreter.get_output_details()[0]
+        self._features_index = None
+        if entry.features is not None:  # outputs found by name: TFLite promises no output order
+            by_name = {d["name"]: d for d in self.interpreter.get_output_details()}
+            if entry.features.name not in by_name or entry.output.name not in by_name:
+                raise self._mismatch("the output names", sorted(by_name), [entry.output.name, entry.features.name])
+            self.output_detail = by_name[entry.output.name]
+            self._check(by_name[entry.features.name], entry.features, "features")
+            self._features_index = by_name[entry.features.name]["index"]
         self._check(self.input_detail, entry.input, "input")
         self._check(self.output_detail, entry.output, "output")
         self.batch = int(self.input_detail["shape"][0])
@@ -265,6 +285,20 @@ class TFLiteSession(_Session):
         y = self.interpreter.get_tensor(self._output_index)  # (b, n_classes)
         return dequantize(y, self.entry.output) if self.entry.output.quantized else y
 
+    def _run_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # x (k, ...) model layout
+        spec_in, spec_features = self.entry.input, self.entry.features
+        feed = quantize(x, spec_in) if spec_in.quantized else x
+        b = self.batch
+        if len(x) % b:
+            raise InferenceError(f"{self.path.name} takes batches of {b} windows; got {len(x)}")
+        logits = np.empty((len(x), self.n_classes), np.float32)
+        features = np.empty((len(x), spec_features.shape[1]), np.float32)
+        for i in range(0, len(x), b):
+            logits[i:i + b] = self._invoke(feed[i:i + b])
+            f = self.interpreter.get_tensor(self._features_index)  # (b, F)
+            features[i:i + b] = dequantize(f, spec_features) if spec_features.quantized else f
+        return logits, features
+
 
 class OnnxSession(_Session):
     ORT_DTYPES = {"tensor(float)": "float32", "tensor(int8)": "int8"}
@@ -287,6 +321,11 @@ class OnnxSession(_Session):
         self.output_meta = self.session.get_outputs()[0]
         self._check(self.input_meta, entry.input, "input")
         self._check(self.output_meta, entry.output, "output")
+        if entry.features is not None:
+            outputs = self.session.get_outputs()
+            if len(outputs) != 2:
+                raise self._mismatch("the number of outputs", len(outputs), 2)
+            self._check(outputs[1], entry.features, "features")
         first = self.input_meta.shape[0]
         self.batch = first if isinstance(first, int) and first > 0 else None  # None: dynamic
 
@@ -311,6 +350,19 @@ class OnnxSession(_Session):
             y = self.session.run([self.output_meta.name], {self.input_meta.name: feed[i:i + step]})[0]
             parts.append(dequantize(y, spec_out) if spec_out.quantized else y.astype(np.float32))
         return np.concatenate(parts)       # (k, n_classes)
+
+    def _run_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # x (k, ...) model layout
+        spec_in, spec_out, spec_features = self.entry.input, self.entry.output, self.entry.features
+        feed = quantize(x, spec_in) if spec_in.quantized else x
+        step = self.batch or ONNX_CHUNK
+        if self.batch and len(x) % self.batch:
+            raise InferenceError(f"{self.path.name} takes batches of {self.batch} windows; got {len(x)}")
+        logits, features = [], []
+        for i in range(0, len(x), step):
+            y, f = self.session.run([spec_out.name, spec_features.name], {self.input_meta.name: feed[i:i + step]})
+            logits.append(dequantize(y, spec_out) if spec_out.quantized else y.astype(np.float32))
+            features.append(dequantize(f, spec_features) if spec_features.quantized else f.astype(np.float32))
+        return np.concatenate(logits), np.concatenate(features)  # (k, n_classes), (k, F)
 
 
 def create_session(bundle: Bundle | str | Path, backend: str = "tflite", precision: str = "int8",

@@ -2,7 +2,7 @@
 
     source -> protocol decoder -> gap handling -> front-end (filter + window 128 / hop 64)
            -> mount alignment (when the bundle has one) -> normalization (bundle statistics)
-           -> inference -> post-processing -> sinks
+           -> inference -> wearer profile (with --profile, edge/enroll.py) -> post-processing -> sinks
 
 `Pipeline.process(item)` runs one source item through every stage and returns the window
 results it completed; `run_loop` is the main loop: read, process, emit, report counters.
@@ -91,7 +91,7 @@ _NO_ENDS = np.zeros(0, dtype=np.int64)
 class StageTimers:
     """Seconds spent per stage and how many calls / items went through it."""
 
-    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "postprocess", "pipeline")
+    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "profile", "postprocess", "pipeline")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
@@ -124,8 +124,9 @@ class Pipeline:
     def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
                  gaps: GapConfig | None = None, decoder=None,
                  notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None,
-                 stall_after_s: float = 10.0, recorder=None):
+                 stall_after_s: float = 10.0, recorder=None, profile=None):
         self.model = model
+        self.profile = profile  # edge.enroll.Profile: the wearer's correction of the logits, or None
         self.classes = model.classes
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
         self.recorder = recorder  # sinks.RecordingSink: fed what the decode stage gives (har-edge record)
@@ -188,7 +189,8 @@ class Pipeline:
             windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
             if len(ends) == 0:
                 continue
-            logits = self.infer(self.normalize(windows, self.align(windows)))  # (k, C)
+            matrices = self.align(windows)  # (k, 9, 9) or None
+            logits = self.infer(self.normalize(windows, matrices), windows, matrices)  # (k, C)
             results.extend(self.postprocess(logits, ends, item.arrival))
         self.timers.add("pipeline", time.perf_counter() - started, len(results))
         self.watch(len(seq), item.arrival, restarts)
@@ -286,7 +288,9 @@ class Pipeline:
     def align(self, windows: np.ndarray) -> np.ndarray | None:
         """Mount alignment: each window first feeds the wearer's reference, then is rotated by it.
         -> (k, 9, 9) per window the matrix that rotates its triplets and applies the normalization scale
-        (`normalize` applies it: one matrix product per window), or None while nothing is rotated."""
+        (`normalize` applies it: one matrix product per window), or None while nothing is rotated.
+        `self.aligned_flags` (k,) says which windows were rotated (calibrated), for the profile stage."""
+        self.aligned_flags = np.zeros(len(windows), bool)
         if self.calibration is None:
             return None
         t0 = time.perf_counter()
@@ -295,6 +299,7 @@ class Pipeline:
         minimum = self.calibration.config.min_windows
         if self.calibration.calibrated and not was_calibrated:
             self.notify(f"mount calibrated from {minimum} moving windows; windows are aligned from now on")
+        self.aligned_flags = counts >= minimum  # (k,)
         matrices = None  # nothing is rotated before the calibration
         if counts[-1] >= minimum:
             matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
@@ -324,10 +329,21 @@ class Pipeline:
         self.timers.add("normalize", time.perf_counter() - t0, len(x))
         return x
 
-    def infer(self, x: np.ndarray) -> np.ndarray:
+    def infer(self, x: np.ndarray, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
+        """x (k, 128, 9) normalized -> logits (k, C); with a profile, corrected by it from the model's features
+        and the windows as the model saw them (aligned, un-normalized: `windows` (k, 128, 9) rotated by
+        `matrices` (k, 9, 9) from `align` without their normalization scale)."""
         t0 = time.perf_counter()
-        logits = np.asarray(self.model.session.predict(x))  # (k, C)
-        self.timers.add("inference", time.perf_counter() - t0, len(x))
+        if self.profile is None:
+            logits = np.asarray(self.model.session.predict(x))  # (k, C)
+            self.timers.add("inference", time.perf_counter() - t0, len(x))
+            return logits
+        logits, features = self.model.session.predict_with_features(x)  # (k, C), (k, F)
+        t1 = time.perf_counter()
+        self.timers.add("inference", t1 - t0, len(x))
+        aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
+        logits = self.profile.apply(logits, features, aligned, self.aligned_flags)  # (k, C)
+        self.timers.add("profile", time.perf_counter() - t1, len(x))
         return logits
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict]:

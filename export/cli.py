@@ -5,7 +5,8 @@ Steps (each checked, each failure an ExportError naming what and what to do):
  2. load real windows with the checkpoint's own front-end and normalization: calibration windows
     from its training subjects (stratified over classes), evaluation windows from its validation
     subjects;
- 3. fold BN (export.fuse), check folded == unfolded on real windows (max |d logit| <= 1e-4);
+ 3. fold BN (export.fuse), check folded == unfolded on real windows (max |d logit| <= 1e-4); add the
+    penultimate features as a second output (export.features), checked the same way;
  4. ONNX fp32 (dynamic batch) -> ONNX int8 (onnxruntime QDQ per-channel);
     ONNX fp32 static batch 1 -> onnx2tf SavedModel -> TFLite fp32 and full-integer int8;
  5. bundle.json (validated by the edge loader), then the per-format table, printed and stored.
@@ -87,6 +88,7 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path = D
     from edge.bundle import sha256_file
     from export.bundle_writer import MODEL_FILES, write_bundle
     from export.evaluate import check_targets, evaluate_formats, format_table
+    from export.features import LogitsAndFeatures, check_features
     from export.fuse import check_fusion, fuse_model
     from export.onnx_export import export_onnx
     from export.quantize import quantize_onnx_int8
@@ -117,14 +119,16 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path = D
 
     fused, fusion = fuse_model(classifier)
     fusion["max_abs_logit_diff"] = check_fusion(classifier, fused, eval_X[:512])
-    _log(f"[3/5] BatchNorm folded: {fusion}")
+    with_features = LogitsAndFeatures(fused, len(ckpt["classes"]))
+    fusion["features_max_abs_logit_diff"] = check_features(fused, with_features, eval_X[:512])
+    _log(f"[3/5] BatchNorm folded: {fusion}; features output: {with_features.n_features} values per window")
 
     out.mkdir(parents=True, exist_ok=True)
     window, n_channels = eval_X.shape[1:]
     with tempfile.TemporaryDirectory(prefix="har-export-") as tmp:
-        export_onnx(fused, out / MODEL_FILES["onnx-fp32"], window, n_channels, dynamic_batch=True)
+        export_onnx(with_features, out / MODEL_FILES["onnx-fp32"], window, n_channels, dynamic_batch=True)
         quantize_onnx_int8(out / MODEL_FILES["onnx-fp32"], out / MODEL_FILES["onnx-int8"], calibration)
-        batch1 = export_onnx(fused, Path(tmp) / "model.batch1.onnx", window, n_channels, dynamic_batch=False)
+        batch1 = export_onnx(with_features, Path(tmp) / "model.batch1.onnx", window, n_channels, dynamic_batch=False)
         export_tflite(batch1, out / MODEL_FILES["tflite-fp32"], out / MODEL_FILES["tflite-int8"], calibration,
                       work_dir=tmp)
     _log(f"[4/5] wrote {', '.join(MODEL_FILES.values())}")
@@ -141,7 +145,7 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path = D
                      "onnx_int8": "onnxruntime quantize_static QDQ, per-channel int8 weights, int8 activations"},
     )
     bundle = write_bundle(out, **bundle_args)
-    rows = evaluate_formats(fused, bundle, eval_X, eval_y, runs=runs)
+    rows = evaluate_formats(with_features, bundle, eval_X, eval_y, runs=runs)
     misses = check_targets(rows)
     metrics = {"evaluation": eval_description, "latency": "batch 1, 1 thread, milliseconds",
                "formats": rows, "targets_missed": misses}

@@ -30,41 +30,48 @@ def latency_ms(predict, window: np.ndarray, runs: int = 200, warmup: int = 20) -
 
 
 @torch.no_grad()
-def torch_logits(model, windows: np.ndarray, batch: int = 256) -> np.ndarray:
+def torch_outputs(model, windows: np.ndarray, batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """model: export.features.LogitsAndFeatures -> (logits (k, n_classes), features (k, F)) float32."""
     model.eval()
-    parts = [model(torch.from_numpy(windows[i:i + batch])).numpy() for i in range(0, len(windows), batch)]
-    return np.concatenate(parts).astype(np.float32)  # (k, n_classes)
+    parts = [model(torch.from_numpy(windows[i:i + batch])) for i in range(0, len(windows), batch)]
+    return (np.concatenate([p[0].numpy() for p in parts]).astype(np.float32),
+            np.concatenate([p[1].numpy() for p in parts]).astype(np.float32))
 
 
 def evaluate_formats(torch_model, bundle, windows: np.ndarray, labels: np.ndarray, runs: int = 200,
                      file_sizes: dict[str, int] | None = None) -> dict[str, dict]:
-    """Rows keyed by format; windows (k,128,9) normalized held-out windows, labels (k,)."""
+    """Rows keyed by format; windows (k,128,9) normalized held-out windows, labels (k,); torch_model returns
+    (logits, features) (export.features.LogitsAndFeatures): both outputs are compared with it."""
     windows = np.ascontiguousarray(windows, dtype=np.float32)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        reference = torch_logits(torch_model, windows)
+        reference, reference_features = torch_outputs(torch_model, windows)
         with torch.no_grad():
             torch_predict = lambda w: torch_model(torch.from_numpy(w))  # noqa: E731
             torch_latency = latency_ms(torch_predict, windows[:1], runs)
     finally:
         torch.set_num_threads(threads)
-    outputs = {"torch-fp32": (reference, torch_latency, None)}
+    outputs = {"torch-fp32": (reference, reference_features, torch_latency, None)}
     runtimes = {"torch-fp32": f"torch {torch.__version__}"}
     for key in FORMATS[1:]:
         backend, precision = key.split("-")
         session = create_session(bundle, backend=backend, precision=precision, num_threads=1)
-        outputs[key] = (session.predict(windows), latency_ms(session.predict, windows[:1], runs),
+        logits, features = session.predict_with_features(windows)
+        outputs[key] = (logits, features, latency_ms(session.predict, windows[:1], runs),
                         bundle.model_path(session.entry).stat().st_size)
         runtimes[key] = session.describe()  # says when XNNPACK refused a model (slow builtin kernels)
     rows = {}
-    for key, (logits, (median, p99), size) in outputs.items():
+    feature_span = float(reference_features.max() - reference_features.min())
+    for key, (logits, features, (median, p99), size) in outputs.items():
         report = classification_report(labels, logits.argmax(1), bundle.classes)
         diff = np.abs(logits - reference)
         rows[key] = {
             "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
             "top1_agreement": float((logits.argmax(1) == reference.argmax(1)).mean()),
             "max_abs_logit_diff": float(diff.max()), "mean_abs_logit_diff": float(diff.mean()),
+            "max_abs_features_diff": float(np.abs(features - reference_features).max()),
+            "features_span": feature_span,
             "file_bytes": size, "latency_ms_median": median, "latency_ms_p99": p99,
             "n_windows": int(len(windows)), "runtime": runtimes[key],
         }

@@ -14,6 +14,7 @@ from export import ExportError
 OPSET = 20  # 20 keeps GELU one native op (18 decomposes it into Erf, see shared/docs/toolchain.md)
 INPUT_NAME = "window"
 OUTPUT_NAME = "logits"
+FEATURES_NAME = "features"  # the penultimate features (export/features.py), the second output
 
 
 def onnx_op_types(path: str | Path) -> set[str]:
@@ -23,7 +24,8 @@ def onnx_op_types(path: str | Path) -> set[str]:
 
 def export_onnx(module: nn.Module, path: str | Path, window: int = 128, n_channels: int = 9,
                 dynamic_batch: bool = True) -> Path:
-    """Write `module` (eval, folded) as ONNX with input (batch, window, n_channels) float32.
+    """Write `module` (eval, folded; returning (logits, features), export.features.LogitsAndFeatures) as ONNX
+    with input (batch, window, n_channels) float32 and outputs logits (batch, n_classes), features (batch, F).
 
     dynamic_batch=True: batch dimension symbolic (replay throughput); False: static batch 1
     (what onnx2tf needs for the TFLite path).
@@ -39,7 +41,7 @@ def export_onnx(module: nn.Module, path: str | Path, window: int = 128, n_channe
     try:
         with contextlib.redirect_stdout(log):
             program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
-                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                                        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, FEATURES_NAME],
                                         dynamic_shapes=dynamic_shapes, external_data=False)
             program.save(str(path), external_data=False)
     except Exception as e:  # the exporter raises many types; say which step failed and show its log

@@ -1,6 +1,7 @@
 """Bundle validation (edge.bundle): a good bundle loads; every kind of bad bundle is refused with a
-message naming the file. Uses the stored tiny bundle (tests/data/tiny_bundle, written by `har-export`
-from a tcn_tiny checkpoint); needs neither torch nor tensorflow."""
+message naming the file. Uses the stored tiny bundle (tests/data/tiny_bundle, written by an earlier `har-export`
+from a tcn_tiny checkpoint: har-bundle/1, without the features output, which must keep loading) and the shipped
+bundle (har-bundle/2); needs neither torch nor tensorflow."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import numpy as np
 import pytest
 
 from edge.bundle import SCHEMA_VERSION, BundleError, load_bundle, sha256_file
+from edge.inference import create_session
 from edge.frontend import CHANNELS, FrontEndConfig
 
 TINY_BUNDLE = Path(__file__).parent / "data" / "tiny_bundle"
+SHIPPED_BUNDLE = Path(__file__).resolve().parent.parent / "edge" / "models" / "default"
 
 
 @pytest.fixture
@@ -33,7 +36,10 @@ def _edit_json(bundle_dir: Path, edit) -> None:
 
 def test_stored_bundle_loads_with_every_field(bundle_dir):
     bundle = load_bundle(bundle_dir)
-    assert bundle.schema_version == SCHEMA_VERSION
+    assert bundle.schema_version == "har-bundle/1" != SCHEMA_VERSION  # an old bundle still loads ...
+    assert bundle.n_features is None and all(e.features is None for e in bundle.models.values())
+    with pytest.raises(BundleError, match="has no features output"):  # ... and says what enrolment needs
+        create_session(bundle, "onnx", "fp32").predict_with_features(np.zeros((1, 128, 9), np.float32))
     assert bundle.classes == ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
     assert bundle.channels == CHANNELS
     assert bundle.channel_units == ("g",) * 3 + ("rad/s",) * 3 + ("g",) * 3
@@ -93,7 +99,8 @@ def test_malformed_json_names_line(bundle_dir):
 
 def test_wrong_schema_version(bundle_dir):
     _edit_json(bundle_dir, lambda d: d.update(schema_version="har-bundle/99"))
-    with pytest.raises(BundleError, match=r"schema_version 'har-bundle/99' is not 'har-bundle/1'"):
+    with pytest.raises(BundleError,
+                       match=r"schema_version 'har-bundle/99' is not one this runtime reads \(har-bundle/1, har-bundle/2\)"):
         load_bundle(bundle_dir)
 
 
@@ -175,3 +182,53 @@ def test_unknown_model_choice_lists_available(bundle_dir):
         bundle.model("onnx", "int8")
     assert np.isclose(bundle.mean, np.asarray(json.loads((bundle_dir / "bundle.json").read_text())
                                               ["normalization"]["mean"], np.float32)).all()
+
+
+@pytest.fixture
+def shipped_dir(tmp_path) -> Path:
+    target = tmp_path / "shipped"
+    shutil.copytree(SHIPPED_BUNDLE, target)
+    return target
+
+
+def test_shipped_bundle_has_the_features_output_in_every_format(shipped_dir):
+    bundle = load_bundle(shipped_dir)
+    assert bundle.schema_version == SCHEMA_VERSION == "har-bundle/2"
+    assert bundle.n_features is not None and bundle.n_features != bundle.n_classes
+    for key, entry in bundle.models.items():
+        assert entry.features.shape[1] == bundle.n_features and entry.features.shape[0] == entry.input.shape[0], key
+        assert entry.features.dtype == ("int8" if key == "tflite-int8" else "float32"), key
+    assert len(bundle.model_id) == 64 and bundle.model_id == load_bundle(shipped_dir).model_id
+
+
+def test_model_id_names_the_model_files_not_the_metrics(shipped_dir):
+    before = load_bundle(shipped_dir).model_id
+    _edit_json(shipped_dir, lambda d: d["export"].update(note="re-described"))
+    assert load_bundle(shipped_dir).model_id == before
+
+
+def test_a_v2_bundle_without_features_is_refused(shipped_dir):
+    _edit_json(shipped_dir, lambda d: d["models"]["onnx-fp32"].pop("features"))
+    with pytest.raises(BundleError, match=r"models\.onnx-fp32\.features' must be an object"):
+        load_bundle(shipped_dir)
+
+
+def test_features_of_different_widths_are_refused(shipped_dir):
+    _edit_json(shipped_dir, lambda d: d["models"]["onnx-fp32"]["features"].update(shape=[-1, 3]))
+    with pytest.raises(BundleError, match="features outputs of different widths"):
+        load_bundle(shipped_dir)
+
+
+def test_features_output_agrees_across_engines(shipped_dir):
+    """The features the device computes: ONNX and TFLite fp32 agree, int8 within its quantization."""
+    windows = np.load(Path(__file__).parent / "data" / "parity_windows.npz")["windows"]  # (48, 128, 9) normalized
+    bundle = load_bundle(shipped_dir)
+    out = {key: create_session(bundle, *key.split("-")).predict_with_features(windows) for key in bundle.models}
+    reference_logits, reference = out["onnx-fp32"]
+    span = reference.max() - reference.min()
+    assert span > 0.1                                          # real features, not zeros
+    np.testing.assert_allclose(out["tflite-fp32"][1], reference, atol=1e-4)
+    for key in ("onnx-int8", "tflite-int8"):
+        assert np.abs(out[key][1] - reference).max() <= 0.15 * span, key
+    for key, (logits, _) in out.items():  # the logits of predict_with_features are predict's
+        np.testing.assert_allclose(logits, create_session(bundle, *key.split("-")).predict(windows), atol=1e-6)

@@ -168,6 +168,46 @@ def test_parity_at_every_boundary(exported, stored):
         assert (out[key].argmax(1) == fused.argmax(1))[clear].all(), key
 
 
+def test_features_output_matches_torch_in_every_format(exported, stored):
+    from export.features import LogitsAndFeatures, check_features
+
+    windows = stored["windows"]
+    wrapped = LogitsAndFeatures(exported["fused"], len(CLASS_NAMES))
+    assert check_features(exported["fused"], wrapped, windows) <= FUSION_ATOL  # same logits as the plain path
+    with torch.no_grad():
+        _, reference = wrapped(torch.from_numpy(windows))
+    reference = reference.numpy()  # (48, 16): the input of tcn_tiny's head
+    assert reference.shape == (len(windows), 16)
+    bundle = load_bundle(exported["dir"])
+    assert bundle.schema_version == "har-bundle/2" and bundle.n_features == 16
+    span = reference.max() - reference.min()
+    for key in bundle.models:
+        logits, features = create_session(bundle, *key.split("-")).predict_with_features(windows)
+        tolerance = FP32_ATOL if key.endswith("fp32") else INT8_REL_TOL * span
+        assert np.abs(features - reference).max() <= tolerance, key
+        row = exported["result"]["rows"][key]
+        assert row["max_abs_features_diff"] == pytest.approx(float(np.abs(features - reference).max()), abs=1e-5)
+
+
+def test_a_path_not_ending_in_its_head_is_refused(stored):
+    from export.features import LogitsAndFeatures, check_features
+
+    class Shifted(torch.nn.Module):  # the last Linear is not the last step: its input is not the features
+        def __init__(self):
+            super().__init__()
+            self.body = create_model("tcn_tiny").classifier_module().eval()
+
+        def forward(self, x):
+            return self.body(x) * 2.0
+
+    model = Shifted().eval()
+    with pytest.raises(ExportError, match="not the classification path's last step"):
+        check_features(model, LogitsAndFeatures(model, len(CLASS_NAMES)), stored["windows"])
+    whole = create_model("tcn_tiny").eval()  # its physics head (C/2 -> 6) is registered after the classifier's
+    with pytest.raises(ExportError, match="not the path's last step"):
+        check_features(whole, LogitsAndFeatures(whole, len(CLASS_NAMES)), stored["windows"])
+
+
 def test_metrics_table_written(exported):
     rows = exported["result"]["rows"]
     assert list(rows) == ["torch-fp32", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8"]
