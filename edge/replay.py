@@ -151,7 +151,10 @@ class StreamedRecording:
 
     def _read_block(self):
         """-> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64, label codes (n,) uint8 | None), None at the end."""
-        lines = [line for line in itertools.islice(self._handle, self.block) if line.rstrip("\r\n")]
+        try:
+            lines = [line for line in itertools.islice(self._handle, self.block) if line.rstrip("\r\n")]
+        except UnicodeDecodeError:
+            return _REFUSED  # read_recording says "not UTF-8" with the byte
         if not lines:
             return None
         n_columns = len(CSV_COLUMNS) + self._with_label

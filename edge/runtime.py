@@ -29,12 +29,11 @@ import numpy as np
 
 from edge.frontend import FilterDesign, FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
-from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: F401  (EXAMPLE_RECORDING: re-exported)
 from edge.mount import MountCalibration, MountConfig, reference_rotation, triplet_matrix
+from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: F401  (EXAMPLE_RECORDING: re-exported)
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
-
 
 
 class EdgeError(ValueError):
