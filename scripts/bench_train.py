@@ -22,7 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.data import fit_normalization, load_hapt_windows, normalize  # noqa: E402
+from training.data import default_hapt_path, fit_normalization, normalize  # noqa: E402
+from training.datasets import load_dataset  # noqa: E402
 from training.models import MODEL_VARIANTS, create_model, model_summary  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    windows = load_hapt_windows()
+    windows = load_dataset(default_hapt_path())
     mean, std = fit_normalization(windows.X)
     X = torch.from_numpy(normalize(windows.X, mean, std).astype(np.float32))  # (N, 128, 9)
     y = torch.from_numpy(windows.y.astype(np.int64))                          # (N,)
