@@ -2,7 +2,8 @@
 
     har-edge run --port /dev/ttyACM0 [--baud 115200] [--text]
     har-edge replay RECORDING [--realtime] [--plot FILE.png]
-    har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
+    har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin [--label NAME]
+    har-edge label RECORDING SEGMENTS.csv --out FILE.csv [--unit samples|seconds] [--plot FILE.png]
     har-edge bench [--json] [--torch-checkpoint PATH]
     har-edge demo [--speed 10] [--faults]
 
@@ -91,7 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--out", required=True, metavar="FILE",
                         help="FILE.csv (decoded samples, the project's recording CSV) or FILE.bin (raw serial bytes)")
     record.add_argument("--no-model", action="store_true", help="only record; do not run the recognizer")
+    record.add_argument("--label", metavar="NAME",
+                        help="write NAME in the label column of every sample (.csv only): a recording of one "
+                             "activity, ready for a data set (docs/datasets.md)")
     _add_common(record)
+
+    label = sub.add_parser("label", help="label a recording from a segments file (start,end,label), for training")
+    label.add_argument("recording", help="recording to label (.csv, .bin or HAPT acc_expNN_userMM.txt)")
+    label.add_argument("segments", help="CSV with the header start,end,label: one labelled span per row, start "
+                                        "inclusive, end exclusive; samples of no span are unlabelled")
+    label.add_argument("--out", required=True, metavar="FILE.csv", help="the labelled recording CSV to write")
+    label.add_argument("--unit", choices=("samples", "seconds"), default="samples",
+                       help="unit of start/end: samples from 0 (default) or seconds from the first sample")
+    label.add_argument("--plot", metavar="FILE.png", help="draw the labelled recording to check it")
 
     bench = sub.add_parser("bench", help="latency and throughput figures")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -288,6 +301,12 @@ def cmd_record(args) -> int:
     suffix = out.suffix.lower()
     if suffix not in (".csv", ".bin"):
         raise CliError(f"--out {out}: use a .csv (decoded samples) or .bin (raw serial bytes) file name")
+    if args.label is not None:
+        from firmware_bridge.recording import check_label
+
+        if suffix == ".bin":
+            raise CliError("--label with a .bin capture: raw bytes have no label column; record to .csv")
+        check_label(args.label, "--label")
     if args.text and suffix == ".bin":
         raise CliError("--text with a .bin capture: a .bin recording holds binary frames; record text mode to .csv")
     try:
@@ -347,10 +366,35 @@ def cmd_record(args) -> int:
             raw_file.close()
         else:
             if samples:
-                write_recording_csv(out, samples)
+                write_recording_csv(out, samples, [args.label] * len(samples) if args.label else None)
     _say(f"saved {out} ({len(samples)} samples)" if raw_file is None else f"saved {out} ({out.stat().st_size} bytes)")
     if raw_file is None and not samples:
         _say(f"warning: no samples arrived; {out} is empty")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from firmware_bridge.recording import read_recording, read_segments, write_recording_csv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise CliError(f"--out {out}: a labelled recording is a .csv file")
+    if out.resolve() == Path(args.recording).resolve():
+        raise CliError(f"--out {out} is the recording itself; write the labelled copy to another file")
+    recording = read_recording(args.recording)
+    labels = read_segments(args.segments, len(recording), recording.rate_hz, args.unit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_recording_csv(out, recording.samples, labels)
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label or "(unlabelled)"] = counts.get(label or "(unlabelled)", 0) + 1
+    _say(f"wrote {out}: {len(labels)} samples; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if args.plot:
+        from edge.plot import plot_labelled_recording
+
+        plot_labelled_recording(recording.samples, labels, args.plot, recording.rate_hz,
+                                title=f"{out.name}: labels from {Path(args.segments).name}")
+        _say(f"wrote {args.plot}")
     return 0
 
 
@@ -395,7 +439,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "label": cmd_label, "bench": cmd_bench,
+            "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

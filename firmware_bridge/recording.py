@@ -364,3 +364,49 @@ def write_recording_csv(path: str | Path, samples: list[Sample], labels: list[st
                 row.append(labels[i] or "")
             writer.writerow(row)
     tmp.replace(path)  # a reader never sees half a recording
+
+
+SEGMENT_COLUMNS = ("start", "end", "label")
+SEGMENT_UNITS = ("samples", "seconds")
+
+
+def read_segments(path: str | Path, n_samples: int, rate_hz: float, unit: str = "samples") -> list[str | None]:
+    """A segments CSV (header ``start,end,label``; one labelled span per row, ``start`` inclusive, ``end``
+    exclusive, in samples from 0 or in seconds from the first sample) -> one label (or None) per sample.
+    Spans may not overlap or reach past the recording; samples of no span are unlabelled."""
+    path = Path(path)
+    if unit not in SEGMENT_UNITS:
+        raise RecordingError(f"unit {unit!r}: segments are in {' or '.join(SEGMENT_UNITS)}")
+    if not path.is_file():
+        raise RecordingError(f"{path}: no such segments file; write a CSV with the header {','.join(SEGMENT_COLUMNS)}")
+    rows = list(csv.reader(path.read_text(encoding="utf-8", errors="replace").splitlines()))
+    header = [h.strip() for h in rows[0]] if rows else []
+    if header != list(SEGMENT_COLUMNS):
+        raise RecordingError(f"{path}, line 1: header is {','.join(header)!r}; a segments file starts with "
+                             f"{','.join(SEGMENT_COLUMNS)} (then one 'start,end,LABEL' row per span, in {unit})")
+    labels: list[str | None] = [None] * n_samples
+    owner = [0] * n_samples  # line of the span that labelled each sample, for overlap messages
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 3:
+            raise RecordingError(f"{path}, line {line_no}: {len(row)} columns; write start,end,LABEL")
+        start, end = (_number(v, path, line_no, name) for v, name in zip(row[:2], SEGMENT_COLUMNS))
+        if unit == "seconds":
+            first, stop = round(start * rate_hz), round(end * rate_hz)
+        elif start != int(start) or end != int(end):
+            raise RecordingError(f"{path}, line {line_no}: {start:g},{end:g} are not whole sample numbers; "
+                                 "give samples (from 0) or use --unit seconds")
+        else:
+            first, stop = int(start), int(end)
+        label = check_label(row[2].strip(), f"{path}, line {line_no}")
+        if not 0 <= first < stop <= n_samples:
+            raise RecordingError(f"{path}, line {line_no}: span {row[0].strip()}..{row[1].strip()} {unit} is empty or "
+                                 f"outside the recording of {n_samples} samples ({n_samples / rate_hz:.2f} s); "
+                                 "start < end, end exclusive")
+        clash = next((owner[i] for i in range(first, stop) if owner[i]), 0)
+        if clash:
+            raise RecordingError(f"{path}, line {line_no}: span overlaps the span of line {clash}; one label per sample")
+        labels[first:stop] = [label] * (stop - first)
+        owner[first:stop] = [line_no] * (stop - first)
+    return labels

@@ -138,7 +138,7 @@ def write(path, text):
     ("seq,t_us,ax,ay,az,gx,gy,gz\n0,0,1,0,inf,0,0,0\n", "line 2: column az is infinite"),
     ("seq,t_us,ax,ay,az,gx,gy,gz\n70000,0,1,0,0,0,0,0\n", "line 2: column seq is 70000, outside 0..65535"),
     ("seq,t_us,ax,ay,az,gx,gy,gz\n0.5,0,1,0,0,0,0,0\n", "line 2: column seq is '0.5', not an integer"),
-    ("seq,t_us,ax,ay,az,gx,gy,gz,label\n0,0,1,0,0,0,0,0,JOGGING\n", "line 2: label 'JOGGING' is not a class"),
+    ("seq,t_us,ax,ay,az,gx,gy,gz,label\n0,0,1,0,0,0,0,0,jog ging\n", "line 2: label 'jog ging' is not a class name"),
 ])
 def test_csv_errors_name_file_and_line(tmp_path, text, message):
     path = write(tmp_path / "bad.csv", text)
