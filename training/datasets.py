@@ -64,8 +64,10 @@ def dataset_kind(path: str | Path) -> str:
         try:
             names = zipfile.ZipFile(path).namelist()
         except zipfile.BadZipFile:
-            raise DataError(f"{path}: not a data set (not a zip file); a data set is a folder of recordings with "
-                            f"{MANIFEST}, the HAPT raw data or 'UCI HAR Dataset' (docs/datasets.md)") from None
+            what = ("not a readable zip file (truncated download?)" if path.suffix.lower() == ".zip"
+                    else "not a data set (not a zip file)")
+            raise DataError(f"{path}: {what}; a data set is a folder of recordings with {MANIFEST}, the HAPT raw "
+                            "data or 'UCI HAR Dataset', zipped or not (docs/datasets.md)") from None
     else:
         if (path / MANIFEST).is_file():
             return "recordings"
@@ -107,6 +109,12 @@ def hapt_streams(path: Path, frontend: FrontEndConfig, subjects=None) -> list[La
         if subjects is not None and user not in subjects:
             continue
         raw = np.asarray(source.read_experiment(experiment, user), dtype=np.float64)  # (n, 6)
+        bad = ~np.isfinite(raw)  # (n, 6)
+        if bad.any():
+            row, column = (int(v[0]) for v in np.nonzero(bad))
+            name = f"{'acc' if column < 3 else 'gyro'}_exp{experiment:02d}_user{user:02d}.txt"
+            raise DataError(f"{source.where(name)}, line {row + 1}: NaN value ({int(bad.any(1).sum())} such "
+                            "row(s) in this experiment); repair the file or leave the experiment out")
         runs = []
         for seg in segments:
             if (seg.experiment, seg.user) != (experiment, user):
