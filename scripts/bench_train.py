@@ -1,6 +1,7 @@
 """Training cost per epoch of every model variant, measured side by side in one process.
 
     python scripts/bench_train.py [--batches 15] [--threads 1] [--repeats 3]
+    python scripts/bench_train.py --settings 1x64,1x128,1x256,2x64[,1x64c]   # threads x batch [c = torch.compile]
 
 Each variant takes `--batches` optimizer steps (batch 64, AdamW, its full training loss: CE plus the
 physics head or the VAE/biomechanical terms) on real normalized HAPT windows; variants are measured in
@@ -44,12 +45,57 @@ def time_steps(model, optimizer, X: torch.Tensor, y: torch.Tensor, batches: int,
     return statistics.median(times)
 
 
+class CompiledLoss:
+    """The model with its training loss (forward, loss terms) under torch.compile (inductor, CPU)."""
+
+    def __init__(self, model):
+        self.model, self.training_loss = model, torch.compile(model.training_loss)
+
+    def train(self):
+        self.model.train()
+
+    def parameters(self):
+        return self.model.parameters()
+
+
+def compare_settings(args, X: torch.Tensor, y: torch.Tensor) -> None:
+    """Seconds per 21-user epoch of every variant under each setting THREADSxBATCH[c], in rotation."""
+    settings = [s.strip() for s in args.settings.split(",") if s.strip()]
+    names = [n for n in MODEL_VARIANTS if n != "tcn_tiny"]
+    runs = {}
+    for setting in settings:
+        compiled = setting.endswith("c")
+        threads, batch = (int(v) for v in setting.rstrip("c").split("x"))
+        for n in names:
+            torch.manual_seed(0)
+            model = create_model(n)
+            step = CompiledLoss(model) if compiled else model
+            optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
+            runs[setting, n] = (threads, batch, step, optimizer)
+    step_s = {key: [] for key in runs}
+    for r in range(args.repeats):
+        for key, (threads, batch, step, optimizer) in runs.items():
+            torch.set_num_threads(threads)
+            step_s[key].append(time_steps(step, optimizer, X, y, args.batches, batch))
+        print(f"round {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    print(f"s per 21-user epoch ({len(X)} windows; optimizer steps only), median of {args.repeats} x "
+          f"{args.batches} steps, all measured in rotation; setting = threads x batch (c: torch.compile)")
+    print(f"{'variant':<17}" + "".join(f"{s:>10}" for s in settings))
+    for n in names:
+        cells = []
+        for setting in settings:
+            batch = runs[setting, n][1]
+            cells.append(f"{statistics.median(step_s[setting, n]) * np.ceil(len(X) / batch):>10.1f}")
+        print(f"{n:<17}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=15)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--settings", help="compare THREADSxBATCH[c] settings side by side, e.g. 1x64,1x256,2x64")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -57,6 +103,9 @@ def main() -> None:
     mean, std = fit_normalization(windows.X)
     X = torch.from_numpy(normalize(windows.X, mean, std).astype(np.float32))  # (N, 128, 9)
     y = torch.from_numpy(windows.y.astype(np.int64))                          # (N,)
+    if args.settings:
+        compare_settings(args, X, y)
+        return
     names = [n for n in MODEL_VARIANTS if n != "tcn_tiny"]
     models = {n: create_model(n) for n in names}
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=5e-4, weight_decay=0.01) for n, m in models.items()}
