@@ -61,7 +61,8 @@ def plot_labelled_recording(samples, labels, path: str | Path, rate_hz: float = 
     values = np.array([s.values() for s in samples], dtype=np.float64)  # (n, 6) acc g, gyro rad/s
     t = np.arange(len(values)) / rate_hz
     names = sorted({label for label in labels if label is not None})
-    colours = {name: plt.get_cmap("tab20")(i % 20) for i, name in enumerate(names)}
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")  # distinct hues while they last
+    colours = {name: palette(i % palette.N) for i, name in enumerate(names)}
     fig, axes = plt.subplots(2, 1, figsize=(14, 5.5), sharex=True, constrained_layout=True)
     for ax, cols, unit in ((axes[0], slice(0, 3), "acc (g)"), (axes[1], slice(3, 6), "gyro (rad/s)")):
         ax.plot(t, values[:, cols], lw=0.6)

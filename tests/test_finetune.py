@@ -139,3 +139,16 @@ def test_evaluate_json_matches_a_hand_count(six_class_run, hapt_user1_dir, tmp_p
     assert report["macro_f1"] == pytest.approx(float(np.mean(f1)))
     assert (tmp_path / "c.png").stat().st_size > 10_000
     assert "accuracy" in capsys.readouterr().out
+
+
+def test_the_shipped_checkpoint_is_the_source_of_the_shipped_bundle():
+    """edge/models/default/model.pt (placed with the final model) must be the checkpoint its bundle came from."""
+    from edge.bundle import load_bundle, sha256_file
+    from training.checkpoint import SHIPPED_CHECKPOINT
+
+    if not SHIPPED_CHECKPOINT.exists():
+        pytest.skip(f"{SHIPPED_CHECKPOINT} is not placed in this checkout yet (docs/training.md, 'Fine-tuning')")
+    bundle = load_bundle(SHIPPED_CHECKPOINT.parent)
+    assert sha256_file(SHIPPED_CHECKPOINT) == bundle.source_checkpoint["sha256"]
+    _, ckpt = load_checkpoint(SHIPPED_CHECKPOINT)
+    assert tuple(ckpt["classes"]) == bundle.classes and ckpt["model_name"] == bundle.source_checkpoint["model_name"]

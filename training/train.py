@@ -204,7 +204,8 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
            if config.ema else None)
     evaluated = lambda: ema.module if ema is not None else model  # noqa: E731  the weights we judge and save
     # bfloat16 autocast on CUDA: no loss scaling needed (bf16 has fp32's exponent range).
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed window shapes: let cuDNN pick its kernels
 
     generator = torch.Generator().manual_seed(config.seed)
     augment = WindowAugmentation(mean, std, config.seed, max_degrees=config.rotate_degrees,
