@@ -2,6 +2,7 @@
 
     python scripts/bench_train.py [--batches 15] [--threads 1] [--repeats 3]
     python scripts/bench_train.py --settings 1x64,1x128,1x256,2x64[,1x64c]   # threads x batch [c = torch.compile]
+    python scripts/bench_train.py --profile tcn_physics                      # where one variant's step goes
 
 Each variant takes `--batches` optimizer steps (batch 64, AdamW, its full training loss: CE plus the
 physics head or the VAE/biomechanical terms) on real normalized HAPT windows; variants are measured in
@@ -89,6 +90,18 @@ def compare_settings(args, X: torch.Tensor, y: torch.Tensor) -> None:
         print(f"{n:<17}" + "".join(cells))
 
 
+def profile_steps(name: str, X: torch.Tensor, y: torch.Tensor, batches: int, batch_size: int) -> None:
+    """The operators that take one variant's training steps, by self CPU time (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    model = create_model(name)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
+    time_steps(model, optimizer, X, y, 2, batch_size)  # warm up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        time_steps(model, optimizer, X, y, batches, batch_size)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=15)
@@ -96,6 +109,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--settings", help="compare THREADSxBATCH[c] settings side by side, e.g. 1x64,1x256,2x64")
+    parser.add_argument("--profile", metavar="VARIANT", help="print the operators that take this variant's steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -103,6 +117,9 @@ def main() -> None:
     mean, std = fit_normalization(windows.X)
     X = torch.from_numpy(normalize(windows.X, mean, std).astype(np.float32))  # (N, 128, 9)
     y = torch.from_numpy(windows.y.astype(np.int64))                          # (N,)
+    if args.profile:
+        profile_steps(args.profile, X, y, args.batches, args.batch_size)
+        return
     if args.settings:
         compare_settings(args, X, y)
         return

@@ -63,7 +63,7 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_batches_per_epoch: int = 0         # 0 = all; >0 caps batches per epoch (quick runs, timing)
     progress: bool = True                  # tqdm progress bar
-    # own data, fine-tuning and device (docs/datasets.md, docs/training.md "Fine-tuning", "GPU and resume")
+    # own data, fine-tuning and device (docs/datasets.md; docs/training.md "Your own data, fine-tuning, ...")
     classes: list = field(default_factory=list)  # class names in output order; [] = the data set's own
     init: str = ""                         # fine-tune from this checkpoint ("default": the shipped model's)
     device: str = "auto"                   # auto (CUDA when present) | cpu | cuda
