@@ -193,4 +193,4 @@ def test_cli_errors_are_messages_not_tracebacks(exported, tmp_path, capsys):
     assert main([str(exported["ckpt_path"]), "--out", str(exported["dir"])]) == 1
     assert "is not empty" in capsys.readouterr().err
     assert main([str(exported["ckpt_path"]), "--out", str(tmp_path / "c"), "--data", str(tmp_path / "no.zip")]) == 1
-    assert "pass the HAPT raw data with --data" in capsys.readouterr().err
+    assert "pass the data set the checkpoint was trained on with --data" in capsys.readouterr().err
