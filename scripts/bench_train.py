@@ -1,7 +1,8 @@
 """Training cost per epoch of every model variant, measured side by side in one process.
 
     python scripts/bench_train.py [--batches 15] [--threads 1] [--repeats 3]
-    python scripts/bench_train.py --settings 1x64,1x128,1x256,2x64[,1x64c]   # threads x batch [c = torch.compile]
+    python scripts/bench_train.py --settings 1x64,1x256,2x64,1x64l[,1x64c]   # threads x batch [l: channels-last
+                                                                              #  convs, c: torch.compile]
     python scripts/bench_train.py --profile tcn_physics                      # where one variant's step goes
 
 Each variant takes `--batches` optimizer steps (batch 64, AdamW, its full training loss: CE plus the
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.data import default_hapt_path, fit_normalization, normalize  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.models import MODEL_VARIANTS, create_model, model_summary  # noqa: E402
+from training.train import use_channels_last_convs  # noqa: E402
 
 
 def time_steps(model, optimizer, X: torch.Tensor, y: torch.Tensor, batches: int, batch_size: int) -> float:
@@ -60,16 +62,18 @@ class CompiledLoss:
 
 
 def compare_settings(args, X: torch.Tensor, y: torch.Tensor) -> None:
-    """Seconds per 21-user epoch of every variant under each setting THREADSxBATCH[c], in rotation."""
+    """Seconds per 21-user epoch of every variant under each setting THREADSxBATCH[l|c], in rotation."""
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
     names = [n for n in MODEL_VARIANTS if n != "tcn_tiny"]
     runs = {}
     for setting in settings:
-        compiled = setting.endswith("c")
-        threads, batch = (int(v) for v in setting.rstrip("c").split("x"))
+        compiled, channels_last = setting.endswith("c"), setting.endswith("l")
+        threads, batch = (int(v) for v in setting.rstrip("cl").split("x"))
         for n in names:
             torch.manual_seed(0)
             model = create_model(n)
+            if channels_last:
+                use_channels_last_convs(model)
             step = CompiledLoss(model) if compiled else model
             optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
             runs[setting, n] = (threads, batch, step, optimizer)
@@ -80,7 +84,8 @@ def compare_settings(args, X: torch.Tensor, y: torch.Tensor) -> None:
             step_s[key].append(time_steps(step, optimizer, X, y, args.batches, batch))
         print(f"round {r + 1}/{args.repeats} done", file=sys.stderr, flush=True)
     print(f"s per 21-user epoch ({len(X)} windows; optimizer steps only), median of {args.repeats} x "
-          f"{args.batches} steps, all measured in rotation; setting = threads x batch (c: torch.compile)")
+          f"{args.batches} steps, all measured in rotation; setting = threads x batch (l: channels-last convs, "
+          "c: torch.compile)")
     print(f"{'variant':<17}" + "".join(f"{s:>10}" for s in settings))
     for n in names:
         cells = []
@@ -108,7 +113,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--settings", help="compare THREADSxBATCH[c] settings side by side, e.g. 1x64,1x256,2x64")
+    parser.add_argument("--settings", help="compare THREADSxBATCH[l|c] settings side by side, e.g. 1x64,1x64l,2x64")
     parser.add_argument("--profile", metavar="VARIANT", help="print the operators that take this variant's steps")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
