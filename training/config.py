@@ -68,8 +68,6 @@ class TrainConfig:
     init: str = ""                         # fine-tune from this checkpoint ("default": the shipped model's)
     device: str = "auto"                   # auto (CUDA when present) | cpu | cuda
     amp: bool = True                       # bfloat16 autocast on CUDA (mixed precision); no effect on CPU
-    channels_last: bool = False            # run every Conv1d as a channels-last Conv2d while training (same
-                                           # weights; faster oneDNN kernels on CPU: docs/results.md)
 
     def to_dict(self) -> dict:
         return asdict(self)

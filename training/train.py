@@ -14,7 +14,6 @@ With train_all=true there are no validation subjects: the saved weights are thos
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import math
 import random
@@ -70,27 +69,6 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
         return (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def conv1d_as_channels_last_2d(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """conv(x) computed as a Conv2d over (B, C, 1, T) in channels-last layout, with conv's own parameters.
-    oneDNN's channels-last kernels run the depthwise and 1x1 convolutions 1.3-2.4x faster than Conv1d on CPU
-    (forward + backward, scripts/bench_train.py); the result equals conv(x) to float rounding."""
-    x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), stored as (B, 1, T, C)
-    weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (C_out, C_in/g, 1, k)
-    y = F.conv2d(x4, weight, conv.bias, (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0]),
-                 conv.groups)  # (B, C_out, 1, T')
-    return y.squeeze(2)  # (B, C_out, T'), channels-last strides: the next conv needs no copy
-
-
-def use_channels_last_convs(model: torch.nn.Module) -> int:
-    """Route every zero-padded Conv1d of `model` through conv1d_as_channels_last_2d; returns how many. The
-    state dict is unchanged, so checkpoints, export and the device see plain Conv1d weights."""
-    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d) and m.padding_mode == "zeros"
-             and not isinstance(m.padding, str)]
-    for conv in convs:
-        conv.forward = functools.partial(conv1d_as_channels_last_2d, conv)
-    return len(convs)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -215,8 +193,6 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         y_val = torch.from_numpy(val_set.y)  # (M,)
 
     model.to(device)
-    if config.channels_last:
-        use_channels_last_convs(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(X_train) / config.batch_size)
     if config.max_batches_per_epoch:
@@ -361,7 +337,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
 
 
 # Keys that may differ between an interrupted run and its resumption: how it runs, not what it computes.
-RESUME_MAY_DIFFER = ("progress", "num_threads", "eval_batch_size", "device", "amp", "channels_last")
+RESUME_MAY_DIFFER = ("progress", "num_threads", "eval_batch_size", "device", "amp")
 
 
 def check_resumable(config: TrainConfig, saved: dict, out_dir: Path) -> None:
