@@ -3,6 +3,7 @@ and `har-train evaluate` against a hand count, on real HAPT windows with the tin
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -153,3 +154,21 @@ def test_the_shipped_checkpoint_is_the_source_of_the_shipped_bundle():
     _, ckpt = load_checkpoint(SHIPPED_CHECKPOINT)
     assert tuple(ckpt["classes"]) == bundle.classes and ckpt["model_name"] == bundle.source_checkpoint["model_name"]
 
+
+
+@pytest.mark.parametrize("backend, precision", [("onnx", "int8"), ("tflite", "fp32")])
+def test_evaluate_scores_a_bundle_like_its_session(hapt_user1_dir, tmp_path, backend, precision):
+    """A bundle, any backend and precision: the report counts what the device's own session predicts."""
+    from edge.bundle import load_bundle
+    from edge.inference import create_session
+    from training.data import normalize
+    from training.evaluate import evaluate_model
+
+    bundle_dir = Path(__file__).parent / "data" / "tiny_bundle"
+    report = evaluate_model(bundle_dir, hapt_user1_dir, backend=backend, precision=precision)
+    bundle = load_bundle(bundle_dir)
+    windows = load_dataset(hapt_user1_dir, bundle.frontend_config, classes=bundle.classes)
+    predicted = create_session(bundle, backend, precision).predict(normalize(windows.X, bundle.mean, bundle.std)).argmax(1)
+    assert report["windows"] == len(windows) and f"{backend} {precision}" in report["model"]
+    assert report["accuracy"] == pytest.approx(float((predicted == windows.y).mean()))
+    assert np.array_equal(np.asarray(report["confusion"]).sum(1), np.bincount(windows.y, minlength=6))
