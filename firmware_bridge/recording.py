@@ -248,8 +248,9 @@ class HaptSource:
 
     def read_text(self, name: str, what: str) -> str:
         if name not in self.files:
-            raise RecordingError(f"{self.path}: {what} {name} is missing; a HAPT experiment needs acc_, gyro_ "
-                                 "and labels.txt from RawData/ (extract them together)")
+            where = f"{self.path}/{name}" if self._zip is None else f"{self.path}:{name}"
+            raise RecordingError(f"{where}: missing; a HAPT experiment needs its {what} beside the acc_ file "
+                                 "(extract acc_, gyro_ and labels.txt from RawData/ together)")
         member = self.files[name]
         raw = self._zip.read(member) if self._zip is not None else (self.path / member).read_bytes()
         return raw.decode("ascii", errors="replace")

@@ -100,7 +100,7 @@ def _edit_line(path, number, text):
 
 def test_missing_gyro_file(broken_copy):
     (broken_copy / "gyro_exp02_user01.txt").unlink()
-    with pytest.raises(DataError, match="gyroscope file gyro_exp02_user01.txt is missing"):
+    with pytest.raises(DataError, match="gyro_exp02_user01.txt: missing.*gyroscope file"):
         load_dataset(broken_copy.parent)
 
 

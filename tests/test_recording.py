@@ -55,7 +55,7 @@ def test_hapt_without_labels_file_has_no_labels(exp01):
 
 def test_hapt_missing_gyro_file(exp01):
     exp01.with_name("gyro_exp01_user01.txt").unlink()
-    with pytest.raises(RecordingError, match="gyroscope file gyro_exp01_user01.txt is missing"):
+    with pytest.raises(RecordingError, match="gyro_exp01_user01.txt: missing.*gyroscope"):
         read_recording(exp01)
 
 
