@@ -9,13 +9,14 @@ DEFAULT_CV ?= bilm_e30_mount_mix05
 CV_FOLDS ?= 3
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: model results cv test demo example firmware
+.PHONY: model results cv test demo example firmware own-data-example
 
 # Train the default variant on all 21 training users (last epoch kept), export it, ship it.
 model:
 	$(PY) -m training.cli fit --model $(DEFAULT_MODEL) --set train_all=true --set epochs=$(EPOCHS) --set progress=false --out runs/ship
 	$(PY) -m export.cli runs/ship/model.pt --out edge/models/default --force
 	cp runs/ship/metrics.json edge/models/default/training_report.json
+	cp runs/ship/model.pt edge/models/default/model.pt   # its torch checkpoint, for `har-train fit --init default`
 
 # Subject-wise 3-fold cross-validation of every compared variant, exactly as measured for docs/results.md
 # (1 thread each, one after another; each run's seconds per epoch are in docs/results.md). Runs made before
@@ -61,3 +62,7 @@ test:
 
 demo:
 	bash scripts/demo.sh
+
+# The worked example of docs/datasets.md: record (virtual device), label, train a 7-class model, export, replay.
+own-data-example:
+	PYTHON=$(PY) scripts/own_data_example.sh runs/own_data_example "1 3 5"

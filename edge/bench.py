@@ -32,6 +32,7 @@ import numpy as np
 from edge.frontend import FrontEnd
 from edge.runtime import EXAMPLE_RECORDING, Pipeline, StageTimers, load_model
 from edge.timing import stats_ms
+from firmware_bridge.recording import HAPT_ARCHIVE, data_root
 
 ENGINES = (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32"))
 REPO = Path(__file__).resolve().parent.parent
@@ -46,8 +47,7 @@ def default_recording(workdir: Path) -> Path:
     user 1 from the shared data, extracted to workdir."""
     if EXAMPLE_RECORDING.exists():
         return EXAMPLE_RECORDING
-    root = Path(os.environ.get("HAR_SHARED_DATA", REPO.parent / "shared" / "data"))
-    archive = root / "HAPT_RawData_train_users.zip"
+    archive = data_root() / HAPT_ARCHIVE
     if not archive.exists():
         raise BenchError(f"no --recording given, {EXAMPLE_RECORDING} is missing and {archive} is not there; "
                          "pass --recording FILE (a recording CSV, a .bin capture or a HAPT acc_expNN_userMM.txt)")

@@ -2,7 +2,8 @@
 
     har-edge run --port /dev/ttyACM0 [--baud 115200] [--text]
     har-edge replay RECORDING [--realtime] [--plot FILE.png]
-    har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin
+    har-edge record --port /dev/ttyACM0 --out FILE.csv|FILE.bin [--label NAME]
+    har-edge label RECORDING SEGMENTS.csv --out FILE.csv [--unit samples|seconds] [--plot FILE.png]
     har-edge bench [--json]            (the torch baseline: scripts/bench_torch.py)
     har-edge demo [--speed 10] [--faults]
     har-edge enroll --port /dev/ttyACM0 --profile alice.json   # guided: stand, sit, lie down, walk
@@ -160,9 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--out", required=True, metavar="FILE",
                         help="FILE.csv (decoded samples, the project's recording CSV) or FILE.bin (raw serial bytes)")
     record.add_argument("--no-model", action="store_true", help="only record; do not run the recognizer")
+    record.add_argument("--label", metavar="NAME",
+                        help="write NAME in the label column of every sample (.csv only): a recording of one "
+                             "activity, ready for a data set (docs/datasets.md)")
     _add_common(record)
     _add_publishing(record)
     _add_profile(record)
+
+    label = sub.add_parser("label", help="label a recording from a segments file (start,end,label), for training")
+    label.add_argument("recording", help="recording to label (.csv, .bin or HAPT acc_expNN_userMM.txt)")
+    label.add_argument("segments", help="CSV with the header start,end,label: one labelled span per row, start "
+                                        "inclusive, end exclusive; samples of no span are unlabelled")
+    label.add_argument("--out", required=True, metavar="FILE.csv", help="the labelled recording CSV to write")
+    label.add_argument("--unit", choices=("samples", "seconds"), default="samples",
+                       help="unit of start/end: samples from 0 (default) or seconds from the first sample")
+    label.add_argument("--plot", metavar="FILE.png", help="draw the labelled recording to check it")
 
     bench = sub.add_parser("bench", help="latency and throughput figures")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
@@ -263,6 +276,16 @@ def validate_options(args) -> None:
         _check_output("--out", args.out, (".csv", ".bin"))
         if args.text and Path(args.out).suffix.lower() == ".bin":
             raise CliError("--text with a .bin capture: a .bin recording holds binary frames; record text mode to .csv")
+        if args.label is not None:
+            from firmware_bridge.recording import check_label
+
+            if Path(args.out).suffix.lower() == ".bin":
+                raise CliError("--label with a .bin capture: raw bytes have no label column; record to .csv")
+            check_label(args.label, "--label")
+    if args.command == "label":
+        _check_output("--out", args.out, (".csv",))
+        if args.plot:
+            _check_output("--plot", args.plot, _plot_suffixes())
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -491,7 +514,7 @@ def cmd_record(args) -> int:
     from edge.sources import ByteChunk, LinkEvent, SerialSource
 
     model = None if args.no_model else load_model(args.bundle, args.backend, args.precision, args.threads)
-    recorder = RecordingSink(args.out)
+    recorder = RecordingSink(args.out, label=args.label)
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
     _stop_signals_as_interrupt()
     try:
@@ -531,6 +554,31 @@ def cmd_record(args) -> int:
     _say(f"saved {args.out} ({what}, synced to disk every {recorder.sync_every_s:g} s)")
     if recorder.bytes == 0 or (not recorder.raw and recorder.samples == 0):
         _say(f"warning: no samples arrived; {args.out} holds none")
+    return 0
+
+
+def cmd_label(args) -> int:
+    from firmware_bridge.recording import read_recording, read_segments, write_recording_csv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise CliError(f"--out {out}: a labelled recording is a .csv file")
+    if out.resolve() == Path(args.recording).resolve():
+        raise CliError(f"--out {out} is the recording itself; write the labelled copy to another file")
+    recording = read_recording(args.recording)
+    labels = read_segments(args.segments, len(recording), recording.rate_hz, args.unit)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_recording_csv(out, recording.samples, labels)
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label or "(unlabelled)"] = counts.get(label or "(unlabelled)", 0) + 1
+    _say(f"wrote {out}: {len(labels)} samples; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if args.plot:
+        from edge.plot import plot_labelled_recording
+
+        plot_labelled_recording(recording.samples, labels, args.plot, recording.rate_hz,
+                                title=f"{out.name}: labels from {Path(args.segments).name}")
+        _say(f"wrote {args.plot}")
     return 0
 
 
@@ -650,8 +698,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "bench": cmd_bench, "demo": cmd_demo,
-            "monitor": cmd_monitor, "ports": cmd_ports, "enroll": cmd_enroll}
+COMMANDS = {"run": cmd_run, "replay": cmd_replay, "record": cmd_record, "label": cmd_label, "bench": cmd_bench,
+            "demo": cmd_demo, "monitor": cmd_monitor, "ports": cmd_ports, "enroll": cmd_enroll}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,9 @@ CHANNELS: tuple[str, ...] = (
     "body_gyro_x", "body_gyro_y", "body_gyro_z",
     "total_acc_x", "total_acc_y", "total_acc_z",
 )
+# The default class set, index = HAPT/UCI-HAR activity id - 1. A model trained on one's own data names its
+# own classes (checkpoint and bundle "classes"); this is the list of the shipped model and the HAPT default.
+CLASSES: tuple[str, ...] = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
 CHANNEL_UNITS: tuple[str, ...] = ("g",) * 3 + ("rad/s",) * 3 + ("g",) * 3
 # Order of the six raw input columns.
 RAW_COLUMNS: tuple[str, ...] = ("ax", "ay", "az", "gx", "gy", "gz")

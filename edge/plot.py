@@ -47,3 +47,38 @@ def plot_timeline(results: list[dict], path: str | Path, classes, true_labels=No
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_labelled_recording(samples, labels, path: str | Path, rate_hz: float = 50.0, title: str = "") -> Path:
+    """A labelled recording to check by eye: the acceleration and gyroscope axes over time, each labelled
+    span shaded in its own colour and named (samples: firmware_bridge Sample list; labels: one per sample)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    values = np.array([s.values() for s in samples], dtype=np.float64)  # (n, 6) acc g, gyro rad/s
+    t = np.arange(len(values)) / rate_hz
+    names = sorted({label for label in labels if label is not None})
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")  # distinct hues while they last
+    colours = {name: palette(i % palette.N) for i, name in enumerate(names)}
+    fig, axes = plt.subplots(2, 1, figsize=(14, 5.5), sharex=True, constrained_layout=True)
+    for ax, cols, unit in ((axes[0], slice(0, 3), "acc (g)"), (axes[1], slice(3, 6), "gyro (rad/s)")):
+        ax.plot(t, values[:, cols], lw=0.6)
+        ax.set_ylabel(unit)
+        start = 0
+        for i in range(1, len(labels) + 1):  # runs of one label
+            if i == len(labels) or labels[i] != labels[start]:
+                if labels[start] is not None:
+                    ax.axvspan(start / rate_hz, i / rate_hz, color=colours[labels[start]], alpha=0.3, lw=0)
+                start = i
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n], alpha=0.3) for n in names]
+    axes[0].legend(handles, names, loc="upper right", fontsize=8, ncol=max(1, len(names) // 4))
+    axes[0].set_title(title or "labelled recording (unshaded = unlabelled)")
+    axes[1].set_xlabel("time (s)")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

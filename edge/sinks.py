@@ -177,8 +177,10 @@ class RecordingSink:
     crash or a power cut loses at most the last second, and memory holds at most that second. Each
     write is of whole CSV rows, so a killed process leaves a file that replays."""
 
-    def __init__(self, path: str | Path, sync_every_s: float = 1.0):
+    def __init__(self, path: str | Path, sync_every_s: float = 1.0, label: str | None = None):
         self.path = Path(path)
+        # `har-edge record --label NAME`: every row carries NAME in the label column (a data set recording).
+        self._row_end = "\n" if label is None else f",{label}\n"
         self.raw = self.path.suffix.lower() == ".bin"
         self.sync_every_s = sync_every_s
         self.samples = 0
@@ -191,7 +193,8 @@ class RecordingSink:
         except OSError as exc:
             raise SinkError(f"cannot write {self.path}: {exc.strerror}; choose a writable path for --out") from None
         if not self.raw:
-            self._write((",".join(CSV_COLUMNS) + "\n").encode("ascii"))
+            header = ",".join(CSV_COLUMNS) + ("" if label is None else ",label")
+            self._write((header + "\n").encode("ascii"))
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -209,9 +212,9 @@ class RecordingSink:
         """Decoded samples: seq (n,), t_us (n,), raw (n, 6) (kept by a .csv recording only)."""
         if self.raw or len(seq) == 0:
             return
-        rows = [f"{s % SEQ_MODULO},{t % T_US_MODULO}," + ",".join(map(_csv_value, values)) + "\n"
+        rows = [f"{s % SEQ_MODULO},{t % T_US_MODULO}," + ",".join(map(_csv_value, values)) + self._row_end
                 for s, t, values in zip(seq.tolist(), t_us.tolist(), raw.tolist())]
-        self._pending.append("".join(rows).encode("ascii"))
+        self._pending.append("".join(rows).encode("utf-8"))
         self.samples += len(rows)
         self._maybe_sync()
 

@@ -27,7 +27,6 @@ import numpy as np
 
 from export import ExportError
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "HAPT_RawData_train_users.zip"
 DEFAULT_CALIBRATION = 600
 
 
@@ -47,17 +46,18 @@ def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def load_windows(ckpt: dict, data_path: Path, n_calibration: int, max_eval: int | None):
     """-> (calibration (n,128,9), eval windows (k,128,9), eval labels (k,), eval description); normalized."""
     from edge.frontend import FrontEndConfig
-    from training.data import DataError, checkpoint_inputs, load_hapt_windows
+    from training.data import DataError, checkpoint_inputs
+    from training.datasets import load_dataset
 
     train_subjects = [int(s) for s in ckpt["subjects"].get("train", [])]
     val_subjects = [int(s) for s in ckpt["subjects"].get("val", [])]
     try:
         frontend = FrontEndConfig.from_dict(ckpt["frontend"])
-        windows = load_hapt_windows(data_path, subjects=sorted(set(train_subjects + val_subjects)) or None,
-                                    config=frontend)
+        windows = load_dataset(data_path, frontend, classes=tuple(ckpt["classes"]),
+                               subjects=sorted(set(train_subjects + val_subjects)) or None)
     except (DataError, OSError, ValueError) as e:
         raise ExportError(f"cannot read calibration/validation windows from {data_path}: {e} "
-                          "(pass the HAPT raw data with --data)") from None
+                          "(pass the data set the checkpoint was trained on with --data)") from None
     X = checkpoint_inputs(windows, ckpt)   # (N, 128, 9) mount-aligned per subject if trained so, normalized
     train_mask = np.isin(windows.subject, train_subjects) if train_subjects else np.ones(len(X), bool)
     val_mask = np.isin(windows.subject, val_subjects) if val_subjects else np.zeros(len(X), bool)
@@ -76,7 +76,7 @@ def load_windows(ckpt: dict, data_path: Path, n_calibration: int, max_eval: int 
     return calibration, X[eval_idx], windows.y[eval_idx], description
 
 
-def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path = DEFAULT_DATA,
+def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | None = None,
                n_calibration: int = DEFAULT_CALIBRATION, max_eval: int | None = None, runs: int = 200,
                force: bool = False, windows=None) -> dict:
     """The whole export; returns {"bundle": Bundle, "rows": table rows, "misses": [...]}.
@@ -112,7 +112,11 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path = D
     _log(f"[1/5] {checkpoint}: {ckpt['model_name']}, classes {ckpt['classes']}")
 
     if windows is None:
-        windows = load_windows(ckpt, Path(data), n_calibration, max_eval)
+        from training.data import resolve_data_path
+
+        # The data set the checkpoint was trained on (its train_config "data"), unless --data names another.
+        data_path = resolve_data_path(data if data is not None else ckpt["train_config"].get("data"))
+        windows = load_windows(ckpt, data_path, n_calibration, max_eval)
     calibration, eval_X, eval_y, eval_description = windows
     _log(f"[2/5] {len(calibration)} calibration windows (training subjects), {len(eval_X)} evaluation "
          f"windows: {eval_description}")
@@ -163,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="model.pt written by `har-train fit`")
     p.add_argument("--out", required=True, help="bundle directory to write (must be new or empty; see --force)")
-    p.add_argument("--data", default=str(DEFAULT_DATA),
-                   help="HAPT raw data (zip or folder) for calibration and validation windows (default: %(default)s)")
+    p.add_argument("--data", default=None,
+                   help="data set for calibration and validation windows (default: the one the checkpoint was "
+                        "trained on, its train_config 'data'; empty there = the HAPT zip of the shared data)")
     p.add_argument("--calibration-windows", type=int, default=DEFAULT_CALIBRATION,
                    help="real training windows used to calibrate int8 (stratified over classes; default %(default)s)")
     p.add_argument("--max-eval", type=int, default=None, help="at most this many evaluation windows (default: all)")

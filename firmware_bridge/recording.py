@@ -1,10 +1,14 @@
 """Recordings of raw IMU samples: read three formats, write one (spec: PROTOCOL.md, "Recordings").
 
 - ``.csv``: the project's recording CSV, header ``seq,t_us,ax,ay,az,gx,gy,gz`` and an optional
-  ``label`` column (a class name or empty).
+  ``label`` column (a class name of the user's choosing, or empty = unlabelled).
 - ``.bin``: a raw capture of the serial bytes, decoded with ``FrameDecoder``.
 - ``acc_expNN_userMM.txt``: a HAPT raw experiment; ``gyro_expNN_userMM.txt`` beside it is read
   too, and ``labels.txt`` beside it (when present) gives per-sample labels.
+
+``HaptSource`` is the one reader of the HAPT raw data set (zip or folder: experiments, labels.txt),
+used by replay here and by training (training/datasets.py); ``data_root()`` is where the shared data
+lives.
 
 NaN values are kept (the edge runtime treats a NaN sample as missing) and counted in
 ``Recording.nan_samples``; infinities, text and wrong column counts are errors. Every
@@ -15,8 +19,10 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
 import statistics
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +35,12 @@ from firmware_bridge.protocol import (
     Sample,
 )
 
-CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
+# HAPT's activity_labels.txt, index = activity id - 1: the six UCI-HAR classes, then the postural transitions.
+HAPT_ACTIVITIES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING",
+                   "STAND_TO_SIT", "SIT_TO_STAND", "SIT_TO_LIE", "LIE_TO_SIT", "STAND_TO_LIE", "LIE_TO_STAND")
+HAPT_ARCHIVE = "HAPT_RawData_train_users.zip"
+# A class name in a recording's label column: what a user may call an activity (no spaces, no commas).
+LABEL_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 CSV_COLUMNS = ("seq", "t_us", "ax", "ay", "az", "gx", "gy", "gz")
 CSV_LABEL_COLUMN = "label"
 HAPT_RATE_HZ = 50.0
@@ -38,6 +49,21 @@ HAPT_NAME = re.compile(r"^acc_exp(\d+)_user(\d+)\.txt$")
 
 class RecordingError(ValueError):
     """A recording file cannot be read; the message names the file, the line and what to do."""
+
+
+def data_root() -> Path:
+    """The shared data folder: $HAR_SHARED_DATA when set (read at each call), else ../shared/data beside
+    the repository. Every tool, script and test finds the data through this one function."""
+    override = os.environ.get("HAR_SHARED_DATA")
+    return Path(override) if override else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def check_label(label: str, where: str) -> str:
+    """A label as written in a recording (stripped), or RecordingError when it cannot be a class name."""
+    if not LABEL_NAME.match(label):
+        raise RecordingError(f"{where}: label {label!r} is not a class name; use letters, digits and _ . - "
+                             "only (e.g. WALKING, RUNNING, bike-ride), or leave it empty for unlabelled samples")
+    return label
 
 
 @dataclass
@@ -147,10 +173,7 @@ def _read_csv(path: Path) -> Recording:
         samples.append(sample)
         if with_label:
             label = row[8].strip()
-            if label and label not in CLASSES:
-                raise RecordingError(f"{path}, line {line_no}: label {label!r} is not a class; use one of "
-                                     f"{', '.join(CLASSES)} or leave it empty")
-            labels.append(label or None)
+            labels.append(check_label(label, f"{path}, line {line_no}") if label else None)
     if not samples:
         raise RecordingError(f"{path}: header only, no samples; record something or pick another file")
     return Recording(samples, labels if with_label else None, _estimate_rate(samples, float(DEFAULT_RATE_HZ)), path, nan_samples)
@@ -174,65 +197,148 @@ def _read_bin(path: Path) -> Recording:
     return Recording(samples, None, rate, path, sum(map(_has_nan, samples)), counters)
 
 
-def _read_columns(path: Path, what: str) -> list[tuple[float, float, float]]:
-    if not path.exists():
-        raise RecordingError(f"{path}: missing; a HAPT experiment needs its {what} file beside the acc_ file "
-                             "(extract both from RawData/)")
-    rows = []
-    with path.open(encoding="ascii", errors="replace") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 3:
-                raise RecordingError(f"{path}, line {line_no}: {len(parts)} columns, a HAPT {what} file has 3 "
-                                     "(x y z); the file may be truncated or damaged: extract it again")
-            rows.append(tuple(_number(p, path, line_no, axis) for p, axis in zip(parts, "xyz")))
-    if not rows:
-        raise RecordingError(f"{path}: file is empty; extract it again from the HAPT RawData folder")
-    return rows
+# -- the HAPT raw data set ----------------------------------------------------------------------------
 
 
-def read_hapt_labels(labels_path: Path, experiment: int, user: int, n_samples: int) -> list[str | None]:
-    """Per-sample labels of one experiment from HAPT's labels.txt (activities 7-12 and gaps: None)."""
-    labels: list[str | None] = [None] * n_samples
-    with labels_path.open(encoding="ascii", errors="replace") as handle:
-        for line_no, line in enumerate(handle, start=1):
+@dataclass(frozen=True)
+class HaptSegment:
+    """One row of labels.txt: samples first..last (1-based, inclusive) of an experiment are `activity`."""
+
+    experiment: int
+    user: int
+    activity: int  # 1..12, HAPT_ACTIVITIES[activity - 1]
+    first: int
+    last: int
+    line: int      # line of labels.txt, for messages
+
+    @property
+    def name(self) -> str:
+        return HAPT_ACTIVITIES[self.activity - 1]
+
+
+class HaptSource:
+    """The HAPT raw data (``RawData/acc_expNN_userMM.txt``, ``gyro_...``, ``labels.txt``), given as the zip
+    file, the extracted folder (anywhere above RawData/) or the RawData folder itself. labels.txt is
+    optional for replay and required by ``segments()``."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise RecordingError(f"{self.path}: no such file or folder; give the HAPT raw data zip "
+                                 f"({HAPT_ARCHIVE}) or its extracted folder")
+        self._zip: zipfile.ZipFile | None = None
+        if self.path.is_file():
+            try:
+                self._zip = zipfile.ZipFile(self.path)
+            except zipfile.BadZipFile:
+                raise RecordingError(f"{self.path}: not a readable zip file (truncated download?); "
+                                     "download it again or give the extracted folder") from None
+            names = self._zip.namelist()
+        else:
+            names = [str(p.relative_to(self.path)) for p in self.path.rglob("*") if p.is_file()]
+        # Member names by file name; inside a zip or tree only RawData/ counts (the data set's own layout).
+        self.files = {Path(n).name: n for n in names
+                      if "RawData" in Path(n).parts or Path(n).parent == Path(".")}
+
+    def has(self, name: str) -> bool:
+        return name in self.files
+
+    def where(self, name: str) -> str:
+        return f"{self.path}/{self.files[name]}" if self._zip is None else f"{self.path}:{self.files[name]}"
+
+    def read_text(self, name: str, what: str) -> str:
+        if name not in self.files:
+            where = f"{self.path}/{name}" if self._zip is None else f"{self.path}:{name}"
+            raise RecordingError(f"{where}: missing; a HAPT experiment needs its {what} beside the acc_ file "
+                                 "(extract acc_, gyro_ and labels.txt from RawData/ together)")
+        member = self.files[name]
+        raw = self._zip.read(member) if self._zip is not None else (self.path / member).read_bytes()
+        return raw.decode("ascii", errors="replace")
+
+    def experiments(self) -> list[tuple[int, int]]:
+        """(experiment, user) of every acc_ file, sorted."""
+        found = [HAPT_NAME.match(n) for n in self.files]
+        return sorted((int(m.group(1)), int(m.group(2))) for m in found if m)
+
+    def segments(self) -> list[HaptSegment]:
+        """Every labels.txt row, checked: five integers, activity 1..12, first <= last."""
+        if "labels.txt" not in self.files:
+            raise RecordingError(f"{self.path}: no RawData/labels.txt inside; is this the HAPT raw data set?")
+        where = self.where("labels.txt")
+        rows = []
+        for line_no, line in enumerate(self.read_text("labels.txt", "label file").splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue
             if len(parts) != 5:
-                raise RecordingError(f"{labels_path}, line {line_no}: {len(parts)} columns; labels.txt rows are "
+                raise RecordingError(f"{where}, line {line_no}: {len(parts)} columns; labels.txt rows are "
                                      "'experiment user activity first last': extract it again")
             try:
-                exp, usr, activity, first, last = (int(p) for p in parts)
+                experiment, user, activity, first, last = (int(p) for p in parts)
             except ValueError:
-                raise RecordingError(f"{labels_path}, line {line_no}: {line.strip()!r} is not five integers; "
+                raise RecordingError(f"{where}, line {line_no}: {line.strip()!r} is not five integers; "
                                      "extract labels.txt again") from None
-            if exp != experiment or usr != user:
+            if not 1 <= activity <= len(HAPT_ACTIVITIES) or not 1 <= first <= last:
+                raise RecordingError(f"{where}, line {line_no}: activity {activity} (1..{len(HAPT_ACTIVITIES)}) "
+                                     f"or samples {first}..{last} out of range; extract labels.txt again")
+            rows.append(HaptSegment(experiment, user, activity, first, last, line_no))
+        return rows
+
+    def read_columns(self, name: str, what: str) -> list[tuple[float, float, float]]:
+        """An acc_ or gyro_ file: three numbers per line -> rows; errors name the file and line."""
+        where = self.where(name) if name in self.files else name
+        rows = []
+        for line_no, line in enumerate(self.read_text(name, what).splitlines(), start=1):
+            parts = line.split()
+            if not parts:
                 continue
-            if not 1 <= first <= last <= n_samples:
-                raise RecordingError(f"{labels_path}, line {line_no}: samples {first}..{last} are outside experiment "
-                                     f"{experiment} (user {user}), which has {n_samples} samples (1-based); "
-                                     "the acc/gyro files and labels.txt do not belong together")
-            if 1 <= activity <= len(CLASSES):
-                labels[first - 1:last] = [CLASSES[activity - 1]] * (last - first + 1)
+            if len(parts) != 3:
+                raise RecordingError(f"{where}, line {line_no}: {len(parts)} columns, a HAPT {what} has 3 "
+                                     "(x y z); the file may be truncated or damaged: extract it again")
+            rows.append((_number(parts[0], where, line_no, "x"), _number(parts[1], where, line_no, "y"),
+                         _number(parts[2], where, line_no, "z")))
+        if not rows:
+            raise RecordingError(f"{where}: file is empty; extract it again from the HAPT RawData folder")
+        return rows
+
+    def read_experiment(self, experiment: int, user: int) -> list[tuple[float, ...]]:
+        """One experiment's raw samples: rows of (ax, ay, az) in g with gravity, then (gx, gy, gz) in rad/s."""
+        acc_name = f"acc_exp{experiment:02d}_user{user:02d}.txt"
+        gyro_name = f"gyro_exp{experiment:02d}_user{user:02d}.txt"
+        acc = self.read_columns(acc_name, "accelerometer file")
+        gyro = self.read_columns(gyro_name, "gyroscope file")
+        if len(acc) != len(gyro):
+            raise RecordingError(f"{self.where(acc_name)}: {len(acc)} rows but {gyro_name} has {len(gyro)}; one "
+                                 "of them is truncated: extract both again")
+        return [a + g for a, g in zip(acc, gyro)]
+
+
+def hapt_sample_labels(segments: list[HaptSegment], experiment: int, user: int, n_samples: int,
+                       where: str = "labels.txt", keep: tuple[str, ...] = HAPT_ACTIVITIES[:6]) -> list[str | None]:
+    """Per-sample labels of one experiment: the names of activities in `keep` (default the six UCI-HAR
+    classes, so the postural transitions count as unlabelled); None elsewhere."""
+    labels: list[str | None] = [None] * n_samples
+    for seg in segments:
+        if seg.experiment != experiment or seg.user != user:
+            continue
+        if seg.last > n_samples:
+            raise RecordingError(f"{where}, line {seg.line}: samples {seg.first}..{seg.last} are outside experiment "
+                                 f"{experiment} (user {user}), which has {n_samples} samples (1-based); "
+                                 "the acc/gyro files and labels.txt do not belong together")
+        if seg.name in keep:
+            labels[seg.first - 1:seg.last] = [seg.name] * (seg.last - seg.first + 1)
     return labels
 
 
 def _read_hapt(acc_path: Path) -> Recording:
     match = HAPT_NAME.match(acc_path.name)
     experiment, user = int(match.group(1)), int(match.group(2))
-    gyro_path = acc_path.with_name("gyro_" + acc_path.name[len("acc_"):])
-    acc = _read_columns(acc_path, "accelerometer")
-    gyro = _read_columns(gyro_path, "gyroscope")
-    if len(acc) != len(gyro):
-        raise RecordingError(f"{acc_path}: {len(acc)} rows but {gyro_path.name} has {len(gyro)}; one of them is "
-                             "truncated: extract both again")
+    source = HaptSource(acc_path.parent)
+    rows = source.read_experiment(experiment, user)
     tick_us = round(1e6 / HAPT_RATE_HZ)
-    samples = [Sample(i % SEQ_MODULO, (i * tick_us) % T_US_MODULO, *a, *g) for i, (a, g) in enumerate(zip(acc, gyro))]
-    labels_path = acc_path.with_name("labels.txt")
-    labels = read_hapt_labels(labels_path, experiment, user, len(samples)) if labels_path.exists() else None
+    samples = [Sample(i % SEQ_MODULO, (i * tick_us) % T_US_MODULO, *r) for i, r in enumerate(rows)]
+    labels = (hapt_sample_labels(source.segments(), experiment, user, len(samples), source.where("labels.txt"))
+              if source.has("labels.txt") else None)
     return Recording(samples, labels, HAPT_RATE_HZ, acc_path, sum(map(_has_nan, samples)))
 
 
@@ -247,9 +353,10 @@ def write_recording_csv(path: str | Path, samples: list[Sample], labels: list[st
         raise RecordingError(f"{path}: {len(labels)} labels for {len(samples)} samples; give one label (or None) per sample")
     if labels is not None:
         for i, label in enumerate(labels):
-            if label is not None and label not in CLASSES:
-                raise RecordingError(f"{path}: label {label!r} of sample {i} is not a class; use one of {', '.join(CLASSES)} or None")
-    with path.open("w", newline="", encoding="utf-8") as handle:
+            if label is not None:
+                check_label(label, f"{path}, sample {i}")
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow([*CSV_COLUMNS, CSV_LABEL_COLUMN] if labels is not None else CSV_COLUMNS)
         for i, s in enumerate(samples):
@@ -257,3 +364,50 @@ def write_recording_csv(path: str | Path, samples: list[Sample], labels: list[st
             if labels is not None:
                 row.append(labels[i] or "")
             writer.writerow(row)
+    tmp.replace(path)  # a reader never sees half a recording
+
+
+SEGMENT_COLUMNS = ("start", "end", "label")
+SEGMENT_UNITS = ("samples", "seconds")
+
+
+def read_segments(path: str | Path, n_samples: int, rate_hz: float, unit: str = "samples") -> list[str | None]:
+    """A segments CSV (header ``start,end,label``; one labelled span per row, ``start`` inclusive, ``end``
+    exclusive, in samples from 0 or in seconds from the first sample) -> one label (or None) per sample.
+    Spans may not overlap or reach past the recording; samples of no span are unlabelled."""
+    path = Path(path)
+    if unit not in SEGMENT_UNITS:
+        raise RecordingError(f"unit {unit!r}: segments are in {' or '.join(SEGMENT_UNITS)}")
+    if not path.is_file():
+        raise RecordingError(f"{path}: no such segments file; write a CSV with the header {','.join(SEGMENT_COLUMNS)}")
+    rows = list(csv.reader(path.read_text(encoding="utf-8", errors="replace").splitlines()))
+    header = [h.strip() for h in rows[0]] if rows else []
+    if header != list(SEGMENT_COLUMNS):
+        raise RecordingError(f"{path}, line 1: header is {','.join(header)!r}; a segments file starts with "
+                             f"{','.join(SEGMENT_COLUMNS)} (then one 'start,end,LABEL' row per span, in {unit})")
+    labels: list[str | None] = [None] * n_samples
+    owner = [0] * n_samples  # line of the span that labelled each sample, for overlap messages
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 3:
+            raise RecordingError(f"{path}, line {line_no}: {len(row)} columns; write start,end,LABEL")
+        start, end = (_number(v, path, line_no, name) for v, name in zip(row[:2], SEGMENT_COLUMNS))
+        if unit == "seconds":
+            first, stop = round(start * rate_hz), round(end * rate_hz)
+        elif start != int(start) or end != int(end):
+            raise RecordingError(f"{path}, line {line_no}: {start:g},{end:g} are not whole sample numbers; "
+                                 "give samples (from 0) or use --unit seconds")
+        else:
+            first, stop = int(start), int(end)
+        label = check_label(row[2].strip(), f"{path}, line {line_no}")
+        if not 0 <= first < stop <= n_samples:
+            raise RecordingError(f"{path}, line {line_no}: span {row[0].strip()}..{row[1].strip()} {unit} is empty or "
+                                 f"outside the recording of {n_samples} samples ({n_samples / rate_hz:.2f} s); "
+                                 "start < end, end exclusive")
+        clash = next((owner[i] for i in range(first, stop) if owner[i]), 0)
+        if clash:
+            raise RecordingError(f"{path}, line {line_no}: span overlaps the span of line {clash}; one label per sample")
+        labels[first:stop] = [label] * (stop - first)
+        owner[first:stop] = [line_no] * (stop - first)
+    return labels

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from firmware_bridge.recording import read_recording, write_recording_csv
-from training.data import DEFAULT_HAPT_PATH
+from training.data import default_hapt_path
 
 FIRST, LAST = 2300, 16400  # 0-based sample range [FIRST, LAST) of acc_exp01_user01.txt
 OUT = Path(__file__).resolve().parent.parent / "edge" / "examples" / "user01_exp01.csv"
@@ -24,7 +24,7 @@ OUT = Path(__file__).resolve().parent.parent / "edge" / "examples" / "user01_exp
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(DEFAULT_HAPT_PATH))
+    parser.add_argument("--data", default=str(default_hapt_path()))
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(args.data) as z:
         for member in z.namelist():

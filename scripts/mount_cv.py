@@ -27,19 +27,20 @@ from edge.mount import MountCalibration, MountConfig, align_by_subject, rotate_w
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 from training.cv import fold_checkpoints  # noqa: E402
-from training.data import (DEFAULT_HAPT_PATH, _Source, load_hapt_windows, normalize,  # noqa: E402
-                           read_hapt_experiment)
+from firmware_bridge.recording import HaptSource  # noqa: E402
+from training.data import default_hapt_path, normalize  # noqa: E402
+from training.datasets import load_dataset  # noqa: E402
 from training.metrics import classification_report  # noqa: E402
 from training.train import predict  # noqa: E402
 
 
-def first_session_rotations(source: _Source, user: int, held_out, config: MountConfig,
+def first_session_rotations(source: HaptSource, user: int, held_out, config: MountConfig,
                             frontend: FrontEndConfig) -> np.ndarray:
     """(n, 3, 3): for each of the user's CV windows, the online calibration's rotation when it ended."""
     rotations = np.tile(np.eye(3), (len(held_out), 1, 1))
     calibration = MountCalibration(config)
     for experiment in sorted(set(held_out.experiment.tolist())):
-        stream, ends = FrontEnd(frontend).push(read_hapt_experiment(source, experiment, user))  # (k, 128, 9), (k,)
+        stream, ends = FrontEnd(frontend).push(np.asarray(source.read_experiment(experiment, user)))  # (k, 128, 9), (k,)
         states = []  # rotation after each stream window
         for window in stream:
             calibration.update(window)
@@ -52,7 +53,7 @@ def first_session_rotations(source: _Source, user: int, held_out, config: MountC
     return rotations
 
 
-def score_run(run: Path, windows, source: _Source) -> dict[str, list[tuple[float, float]]]:
+def score_run(run: Path, windows, source: HaptSource) -> dict[str, list[tuple[float, float]]]:
     """Each fold's checkpoint of `run` on its held-out users -> {calibration: [(accuracy, macro-F1) per fold]}."""
     scores = {"calibrated": [], "first session": [], "uncalibrated": []}
     for path in fold_checkpoints(run):
@@ -83,10 +84,10 @@ def score_run(run: Path, windows, source: _Source) -> dict[str, list[tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="`har-train cv` output folders of mount-aligned runs")
-    parser.add_argument("--data", default=DEFAULT_HAPT_PATH)
+    parser.add_argument("--data", default=default_hapt_path())
     options = parser.parse_args()
     torch.set_num_threads(1)
-    windows, source = load_hapt_windows(options.data), _Source(options.data)
+    windows, source = load_dataset(options.data), HaptSource(options.data)
     try:
         per_run = {run.name: score_run(run, windows, source) for run in options.runs}
     except ConfigError as exc:

@@ -18,21 +18,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 from training.cv import fold_checkpoints  # noqa: E402
-from training.data import DEFAULT_HAPT_PATH, checkpoint_inputs, load_hapt_windows  # noqa: E402
+from training.data import checkpoint_inputs, default_hapt_path  # noqa: E402
+from training.datasets import load_dataset  # noqa: E402
 from training.train import predict  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a `har-train cv` output folder (with fold_K/model.pt)")
-    parser.add_argument("--data", default=DEFAULT_HAPT_PATH)
+    parser.add_argument("--data", default=default_hapt_path())
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
         folds = fold_checkpoints(args.run)
     except ConfigError as exc:
         raise SystemExit(f"per_user_cv: {exc}") from None
-    windows = load_hapt_windows(args.data)
+    windows = load_dataset(args.data)
     sitting, standing = windows.classes.index("SITTING"), windows.classes.index("STANDING")
     print(f"{'fold':>4} {'user':>4} {'windows':>7} {'accuracy':>8}  sitting->standing  standing->sitting")
     for path in folds:

@@ -177,12 +177,12 @@ def export_heldout_bundles(default: str, summaries: dict) -> None:
 
 
 def heldout_section(default: str, summaries: dict) -> list[str]:
-    from training.data import DEFAULT_HAPT_PATH
+    from training.data import default_hapt_path
 
     summary = summaries[default]
     per_user = []  # (fold, user, windows scored, raw correct, smoothed correct, realtime factor)
     plotted = None
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(DEFAULT_HAPT_PATH) as z:
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(default_hapt_path()) as z:
         raw_dir = Path(tmp)
         for member in z.namelist():
             if Path(member).name.endswith(".txt"):

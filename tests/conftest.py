@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
 
+from firmware_bridge.recording import HAPT_ARCHIVE, data_root
+
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("HAR_SHARED_DATA", REPO.parent / "shared" / "data"))
-HAPT_ZIP = SHARED_DATA / "HAPT_RawData_train_users.zip"
-UCI_SUBSET_ZIP = SHARED_DATA / "UCI_HAR_subset_train_4sigdig.zip"
+UCI_SUBSET = "UCI_HAR_subset_train_4sigdig.zip"
 
 
 def _need(path: Path) -> Path:
@@ -22,12 +21,12 @@ def _need(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def hapt_zip() -> Path:
-    return _need(HAPT_ZIP)
+    return _need(data_root() / HAPT_ARCHIVE)
 
 
 @pytest.fixture(scope="session")
 def uci_subset_zip() -> Path:
-    return _need(UCI_SUBSET_ZIP)
+    return _need(data_root() / UCI_SUBSET)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import torch
 
 from edge.frontend import filter_recording
 from training.augment import WindowAugmentation, random_rotations, rotate_windows, scale_movement
-from training.data import _Source, read_hapt_experiment
+from firmware_bridge.recording import HaptSource
 
 
 def test_rotations_are_proper_and_within_the_angle():
@@ -20,7 +20,7 @@ def test_rotations_are_proper_and_within_the_angle():
 
 
 def test_rotating_windows_matches_filtering_a_rotated_sensor(hapt_user1_dir):
-    raw = read_hapt_experiment(_Source(hapt_user1_dir), 1, 1)[:3000]        # (3000, 6) acc g, gyro rad/s
+    raw = np.asarray(HaptSource(hapt_user1_dir).read_experiment(1, 1))[:3000]        # (3000, 6) acc g, gyro rad/s
     rotation = random_rotations(1, 8.0, torch.Generator().manual_seed(3))[0].numpy()  # (3, 3)
     rotated_raw = np.hstack([raw[:, :3] @ rotation.T, raw[:, 3:] @ rotation.T])
     from_rotated_sensor = filter_recording(rotated_raw)                     # (3000, 9)
@@ -47,7 +47,7 @@ def test_random_rotation_works_on_normalized_windows():
 
 
 def test_scaling_the_movement_keeps_gravity(hapt_user1_dir):
-    raw = read_hapt_experiment(_Source(hapt_user1_dir), 1, 1)[:3000]        # (3000, 6)
+    raw = np.asarray(HaptSource(hapt_user1_dir).read_experiment(1, 1))[:3000]        # (3000, 6)
     window = torch.from_numpy(filter_recording(raw)[1000:1128][None].astype(np.float32))  # (1, 128, 9)
     scaled = scale_movement(window, torch.tensor([1.2]))[0]
     gravity = window[0, :, 6:9] - window[0, :, 0:3]                         # (128, 3) low-passed tilt

@@ -8,7 +8,9 @@ import torch
 
 from edge.frontend import FrontEndConfig
 from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
-from training.data import CLASS_NAMES, fit_normalization, load_hapt_windows
+from edge.frontend import CLASSES as CLASS_NAMES
+from training.data import fit_normalization
+from training.datasets import load_dataset
 from training.models import create_model
 
 torch.set_num_threads(1)
@@ -16,7 +18,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="module")
 def real_windows(hapt_zip):
-    windows = load_hapt_windows(hapt_zip, subjects=[1])
+    windows = load_dataset(hapt_zip, subjects=[1])
     mean, std = fit_normalization(windows.X)
     return torch.from_numpy((windows.X[:16] - mean) / std), mean, std  # (16, 128, 9)
 

@@ -8,46 +8,32 @@ import zipfile
 import numpy as np
 import pytest
 
-from edge.frontend import filter_recording
-from training.data import (CLASS_NAMES, DataError, _Source, fit_normalization, load_hapt_windows,
-                           load_uci_inertial, read_hapt_experiment, read_hapt_labels, subject_folds)
+from edge.frontend import CLASSES, filter_recording
+from firmware_bridge.recording import HaptSource
+from training.data import DataError, fit_normalization, subject_folds
+from training.datasets import load_dataset
 
 
 @pytest.fixture(scope="module")
 def user1(hapt_user1_dir):
-    return load_hapt_windows(hapt_user1_dir)
-
-
-def test_windows_lie_inside_one_labelled_segment_of_one_experiment(user1, hapt_user1_dir):
-    labels = read_hapt_labels((hapt_user1_dir / "RawData" / "labels.txt").read_text())
-    assert set(np.unique(user1.subject)) == {1}
-    assert set(np.unique(user1.experiment)) == {1, 2}
-    assert set(np.unique(user1.y)) == set(range(6))
-    for x_start, experiment, y in zip(user1.start, user1.experiment, user1.y):
-        rows = labels[(labels[:, 0] == experiment) & (labels[:, 1] == 1)]
-        first0, last_excl = rows[:, 3] - 1, rows[:, 4]
-        inside = (first0 <= x_start) & (x_start + 128 <= last_excl)
-        assert inside.sum() == 1, (experiment, x_start)
-        assert rows[inside, 2][0] == y + 1  # the window's class is its segment's activity
+    return load_dataset(hapt_user1_dir)
 
 
 def test_windows_are_the_streaming_front_end_output_of_the_whole_experiment(user1, hapt_user1_dir):
-    channels = filter_recording(read_hapt_experiment(_Source(hapt_user1_dir), 2, 1))
+    channels = filter_recording(np.asarray(HaptSource(hapt_user1_dir).read_experiment(2, 1)))
     for i in np.flatnonzero(user1.experiment == 2)[::17]:
         s = user1.start[i]
         assert np.array_equal(user1.X[i], channels[s:s + 128])
 
 
 def test_windows_start_every_hop_from_each_segment_start(user1, hapt_user1_dir):
-    labels = read_hapt_labels((hapt_user1_dir / "RawData" / "labels.txt").read_text())
-    row = labels[(labels[:, 0] == 1) & (labels[:, 2] == 5)][0]  # first STANDING segment of exp 1
-    starts = user1.start[(user1.experiment == 1) & (user1.start >= row[3] - 1) & (user1.start < row[4])]
-    expected = np.arange(row[3] - 1, row[4] - 128 + 1, 64)
-    assert starts.tolist() == expected.tolist()
+    seg = next(s for s in HaptSource(hapt_user1_dir).segments() if s.experiment == 1 and s.activity == 5)
+    starts = user1.start[(user1.experiment == 1) & (user1.start >= seg.first - 1) & (user1.start < seg.last)]
+    assert starts.tolist() == np.arange(seg.first - 1, seg.last - 128 + 1, 64).tolist()
 
 
 def test_subject_filter_and_zip_give_the_same_windows_as_the_folder(hapt_zip, user1):
-    from_zip = load_hapt_windows(hapt_zip, subjects=[1])
+    from_zip = load_dataset(hapt_zip, subjects=[1])
     assert np.array_equal(from_zip.X, user1.X) and np.array_equal(from_zip.y, user1.y)
 
 
@@ -72,10 +58,11 @@ def test_subject_folds_are_disjoint_and_cover_every_subject():
 
 
 def test_uci_official_layout_loads_from_the_zip(uci_subset_zip):
-    X, y, subject = load_uci_inertial(uci_subset_zip, "train")
+    windows = load_dataset(uci_subset_zip)
+    X, y = windows.X, windows.y
     assert X.shape == (2400, 128, 9) and X.dtype == np.float32
-    assert set(np.unique(y)) == set(range(len(CLASS_NAMES)))
-    assert subject is None  # this copy has no subject file
+    assert set(np.unique(y)) == set(range(len(CLASSES)))
+    assert set(windows.subject.tolist()) == {0}  # this copy has no subject file
     # total_acc - body_acc is gravity: slowly varying, near 1 g in magnitude
     gravity = X[:, :, 6:9] - X[:, :, 0:3]
     assert np.median(np.linalg.norm(gravity, axis=-1)) == pytest.approx(1.0, abs=0.05)
@@ -84,17 +71,16 @@ def test_uci_official_layout_loads_from_the_zip(uci_subset_zip):
 def test_uci_layout_from_a_folder_and_its_errors(tmp_path, uci_subset_zip):
     with zipfile.ZipFile(uci_subset_zip) as z:
         z.extractall(tmp_path)
-    X, y, _ = load_uci_inertial(tmp_path, "train")
-    assert X.shape == (2400, 128, 9)
+    assert load_dataset(tmp_path).X.shape == (2400, 128, 9)
     signals = tmp_path / "UCI HAR Dataset" / "train" / "Inertial Signals"
     lines = (signals / "body_gyro_y_train.txt").read_text().splitlines()
     lines[10] = " ".join(lines[10].split()[:127])
     (signals / "body_gyro_y_train.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"body_gyro_y_train.txt, line 11: expected 128 numbers, found 127"):
-        load_uci_inertial(tmp_path, "train")
+        load_dataset(tmp_path)
     (signals / "body_gyro_y_train.txt").unlink()
     with pytest.raises(DataError, match="body_gyro_y_train.txt' is missing"):
-        load_uci_inertial(tmp_path, "train")
+        load_dataset(tmp_path)
 
 
 # --- bad raw data: each gets the file name and line ---------------------------------------------
@@ -114,20 +100,20 @@ def _edit_line(path, number, text):
 
 def test_missing_gyro_file(broken_copy):
     (broken_copy / "gyro_exp02_user01.txt").unlink()
-    with pytest.raises(DataError, match="gyroscope file 'gyro_exp02_user01.txt' is missing"):
-        load_hapt_windows(broken_copy.parent)
+    with pytest.raises(DataError, match="gyro_exp02_user01.txt: missing.*gyroscope file"):
+        load_dataset(broken_copy.parent)
 
 
 def test_wrong_column_count(broken_copy):
     _edit_line(broken_copy / "acc_exp01_user01.txt", 1234, "0.9 -0.1")
-    with pytest.raises(DataError, match="acc_exp01_user01.txt, line 1234: expected 3 numbers, found 2"):
-        load_hapt_windows(broken_copy.parent)
+    with pytest.raises(DataError, match="acc_exp01_user01.txt, line 1234: 2 columns, a HAPT accelerometer file has 3"):
+        load_dataset(broken_copy.parent)
 
 
 def test_nan_rows(broken_copy):
     _edit_line(broken_copy / "gyro_exp01_user01.txt", 77, "0.01 nan 0.02")
-    with pytest.raises(DataError, match="gyro_exp01_user01.txt, line 77: NaN"):
-        load_hapt_windows(broken_copy.parent)
+    with pytest.raises(DataError, match="gyro_exp01_user01.txt, line 77: NaN value"):
+        load_dataset(broken_copy.parent)
 
 
 def test_label_rows_outside_the_recording(broken_copy):
@@ -136,20 +122,20 @@ def test_label_rows_outside_the_recording(broken_copy):
     number = next(i for i, l in enumerate(lines, 1) if l.split()[:2] == ["2", "1"])
     _edit_line(labels, number, "2 1 5 250 999999")
     with pytest.raises(DataError, match=f"labels.txt, line {number}: segment 250..999999 .* outside"):
-        load_hapt_windows(broken_copy.parent)
+        load_dataset(broken_copy.parent)
 
 
 def test_acc_and_gyro_of_different_length(broken_copy):
     gyro = broken_copy / "gyro_exp01_user01.txt"
     gyro.write_text("\n".join(gyro.read_text().splitlines()[:-5]) + "\n")
-    with pytest.raises(DataError, match="acc_exp01_user01.txt has 20598 samples but gyro_exp01_user01.txt has 20593"):
-        load_hapt_windows(broken_copy.parent)
+    with pytest.raises(DataError, match="acc_exp01_user01.txt: 20598 rows but gyro_exp01_user01.txt has 20593"):
+        load_dataset(broken_copy.parent)
 
 
 def test_truncated_zip_and_missing_path(tmp_path, hapt_zip):
     truncated = tmp_path / "cut.zip"
     truncated.write_bytes(hapt_zip.read_bytes()[:4096])
     with pytest.raises(DataError, match="not a readable zip"):
-        load_hapt_windows(truncated)
+        load_dataset(truncated)
     with pytest.raises(DataError, match="no such file or folder"):
-        load_hapt_windows(tmp_path / "nowhere")
+        load_dataset(tmp_path / "nowhere")

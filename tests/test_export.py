@@ -23,7 +23,7 @@ from edge.inference import create_session  # noqa: E402
 from export import ExportError  # noqa: E402
 from export.fuse import FUSION_ATOL, check_fusion, count_batchnorms, fuse_model  # noqa: E402
 from training.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from training.data import CLASS_NAMES  # noqa: E402
+from edge.frontend import CLASSES as CLASS_NAMES  # noqa: E402
 from training.models import create_model  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
@@ -233,4 +233,4 @@ def test_cli_errors_are_messages_not_tracebacks(exported, tmp_path, capsys):
     assert main([str(exported["ckpt_path"]), "--out", str(exported["dir"])]) == 1
     assert "is not empty" in capsys.readouterr().err
     assert main([str(exported["ckpt_path"]), "--out", str(tmp_path / "c"), "--data", str(tmp_path / "no.zip")]) == 1
-    assert "pass the HAPT raw data with --data" in capsys.readouterr().err
+    assert "pass the data set the checkpoint was trained on with --data" in capsys.readouterr().err

@@ -10,14 +10,14 @@ import pytest
 
 from edge.frontend import (CHANNELS, FrontEnd, FrontEndConfig, FrontEndError, SlidingWindow,
                            StreamingFilter, filter_recording)
-from training.data import _Source, read_hapt_experiment
+from firmware_bridge.recording import HaptSource
 
 FS = 50.0
 
 
 @pytest.fixture(scope="module")
 def raw_exp01(hapt_user1_dir) -> np.ndarray:
-    return read_hapt_experiment(_Source(hapt_user1_dir), 1, 1)  # (20598, 6) real walking/sitting/...
+    return np.asarray(HaptSource(hapt_user1_dir).read_experiment(1, 1))  # (20598, 6) real walking/sitting/...
 
 
 def _feed(front_end: FrontEnd, raw: np.ndarray, chunk_sizes) -> tuple[np.ndarray, np.ndarray]:

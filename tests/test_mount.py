@@ -14,7 +14,7 @@ from edge.frontend import FrontEndConfig
 from edge.mount import (MountCalibration, MountConfig, MountError, align_by_subject, gravity_directions, moving,
                         reference_direction, rotate_windows, rotation_onto)
 from edge.runtime import Model, Pipeline
-from training.data import load_hapt_windows
+from training.datasets import load_dataset
 
 WALKING, SITTING, LAYING = 0, 3, 5
 CANONICAL = (0.979, -0.185, -0.086)  # about the HAPT wearers' mean walking gravity direction
@@ -24,7 +24,7 @@ TILT = Rotation.from_rotvec(np.radians(15.0) * np.array([0.0, 0.6, 0.8])).as_mat
 
 @pytest.fixture(scope="module")
 def user1(hapt_user1_dir):
-    return load_hapt_windows(hapt_user1_dir, subjects=[1])
+    return load_dataset(hapt_user1_dir, subjects=[1])
 
 
 def angle_deg(a, b) -> np.ndarray:
@@ -39,9 +39,9 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
     from tests.test_runtime import read_hapt_raw
 
     from edge.frontend import FrontEnd
-    from training.data import read_hapt_labels
+    from firmware_bridge.recording import HaptSource
 
-    labels = read_hapt_labels((hapt_user1_dir / "RawData" / "labels.txt").read_text())
+    labels = np.array([(s.experiment, s.user, s.activity, s.first, s.last) for s in HaptSource(hapt_user1_dir).segments()])
     stream, ends = FrontEnd(FrontEndConfig()).push(read_hapt_raw(hapt_user1_dir))  # (k, 128, 9) experiment 1
     transitions = labels[(labels[:, 0] == 1) & (labels[:, 2] >= 7)]  # sit-to-stand, lie-to-sit, ...
     covering = np.array([any(e - 128 < last and e > first - 1 for _, _, _, first, last in transitions) for e in ends])

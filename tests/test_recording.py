@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from firmware_bridge.protocol import Sample, encode_hello, encode_sample
-from firmware_bridge.recording import CLASSES, RecordingError, read_recording, write_recording_csv
+from edge.frontend import CLASSES
+from firmware_bridge.recording import RecordingError, read_recording, write_recording_csv
 
 
 def f32(x: float) -> float:
@@ -137,7 +138,7 @@ def write(path, text):
     ("seq,t_us,ax,ay,az,gx,gy,gz\n0,0,1,0,inf,0,0,0\n", "line 2: column az is infinite"),
     ("seq,t_us,ax,ay,az,gx,gy,gz\n70000,0,1,0,0,0,0,0\n", "line 2: column seq is 70000, outside 0..65535"),
     ("seq,t_us,ax,ay,az,gx,gy,gz\n0.5,0,1,0,0,0,0,0\n", "line 2: column seq is '0.5', not an integer"),
-    ("seq,t_us,ax,ay,az,gx,gy,gz,label\n0,0,1,0,0,0,0,0,JOGGING\n", "line 2: label 'JOGGING' is not a class"),
+    ("seq,t_us,ax,ay,az,gx,gy,gz,label\n0,0,1,0,0,0,0,0,jog ging\n", "line 2: label 'jog ging' is not a class name"),
 ])
 def test_csv_errors_name_file_and_line(tmp_path, text, message):
     path = write(tmp_path / "bad.csv", text)
@@ -156,8 +157,15 @@ def test_write_rejects_bad_labels(tmp_path):
     samples = [Sample(0, 0, 0, 0, 1, 0, 0, 0)]
     with pytest.raises(RecordingError, match="2 labels for 1 samples"):
         write_recording_csv(tmp_path / "x.csv", samples, ["WALKING", None])
-    with pytest.raises(RecordingError, match="'RUNNING' of sample 0 is not a class"):
-        write_recording_csv(tmp_path / "x.csv", samples, ["RUNNING"])
+    with pytest.raises(RecordingError, match="sample 0: label 'RUN,NING' is not a class name"):
+        write_recording_csv(tmp_path / "x.csv", samples, ["RUN,NING"])
+
+
+def test_own_class_names_round_trip(tmp_path):
+    """A label column may name any activity of the user's (custom class sets), not only the six."""
+    samples = [Sample(i, i * 20000, 0, 0, 1, 0, 0, 0) for i in range(3)]
+    write_recording_csv(tmp_path / "x.csv", samples, ["RUNNING", None, "bike-ride"])
+    assert read_recording(tmp_path / "x.csv").labels == ["RUNNING", None, "bike-ride"]
 
 
 # ---- raw captures ----

@@ -40,9 +40,10 @@ class CentroidSession:
 
 
 def build_standin_model(hapt_dir) -> Model:
-    from training.data import fit_normalization, load_hapt_windows
+    from training.data import fit_normalization
+    from training.datasets import load_dataset
 
-    windows = load_hapt_windows(hapt_dir, subjects=[1])
+    windows = load_dataset(hapt_dir, subjects=[1])
     mean, std = fit_normalization(windows.X)
     session = CentroidSession(((windows.X - mean) / std).astype(np.float32), windows.y)
     return Model(CLASSES, mean.astype(np.float32), std.astype(np.float32), FrontEndConfig(), session, "stand-in")

@@ -11,7 +11,8 @@ import torch
 from training.cli import main
 from training.config import DEFAULT_CONFIG_PATH, ConfigError, TrainConfig, load_train_config, parse_override
 from training.cv import cross_validate
-from training.data import fit_normalization, load_hapt_windows, normalize
+from training.data import fit_normalization, normalize
+from training.datasets import load_dataset
 from training.metrics import classification_report
 from training.models import create_model
 from training.train import fit, load_windows, lr_factor, split_subjects
@@ -23,7 +24,7 @@ SUBJECTS = [1, 3, 5]
 
 @pytest.fixture(scope="module")
 def windows(hapt_zip):
-    return load_hapt_windows(hapt_zip, subjects=SUBJECTS)  # real front-end windows of three users
+    return load_dataset(hapt_zip, subjects=SUBJECTS)  # real front-end windows of three users
 
 
 def _quick(**overrides) -> TrainConfig:

@@ -92,3 +92,94 @@ def load_checkpoint(path: str | Path):
     model.variant_name = ckpt["model_name"]
     model.eval()
     return model, ckpt
+
+
+# ----------------------------------------------------------------------------------------------
+# Fine-tuning: a checkpoint's weights under another (or the same) class set
+
+# The shipped model's checkpoint, beside its bundle (docs/training.md "Fine-tuning"); `--init default` names it.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "edge" / "models" / "default" / "model.pt"
+
+
+def init_path(name: str) -> Path:
+    """`--init` argument -> checkpoint path ("default" = the shipped model's checkpoint)."""
+    if name != "default":
+        return Path(name)
+    if not SHIPPED_CHECKPOINT.exists():
+        raise CheckpointError(f"--init default: the shipped checkpoint {SHIPPED_CHECKPOINT} is not in this "
+                              "checkout; give a model.pt written by `har-train fit` instead")
+    return SHIPPED_CHECKPOINT
+
+
+def head_keys(model_config: dict) -> list[str]:
+    """State-dict keys whose shape follows n_classes (the classification head), found by building the
+    architecture with two class counts: whatever changes shape is the head, for every architecture."""
+    a = build_model({**model_config, "n_classes": 2}).state_dict()
+    b = build_model({**model_config, "n_classes": 3}).state_dict()
+    return [k for k in a if a[k].shape != b[k].shape]
+
+
+def init_from_checkpoint(path: str | Path, classes) -> tuple[object, dict, str]:
+    """-> (model with the checkpoint's weights for `classes`, checkpoint, what was done, in words).
+
+    Same classes in the same order: every weight is kept. Otherwise the head is replaced: its rows for
+    classes the checkpoint knows are copied (in the new order), the others newly initialized."""
+    ckpt = read_checkpoint(path)
+    classes, old = list(classes), list(ckpt["classes"])
+    config = {**ckpt["model_config"], "n_classes": len(classes)}
+    try:
+        model = build_model(config)
+    except (ModelConfigError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path}: its model_config cannot build a model: {exc}") from None
+    state = dict(ckpt["state_dict"])
+    if classes == old:
+        message = f"fine-tuning {ckpt['model_name']} from {path}: same classes, every weight kept"
+    else:
+        fresh = model.state_dict()
+        kept = [c for c in classes if c in old]
+        for key in head_keys(ckpt["model_config"]):
+            head = fresh[key].clone()  # (n_new, ...) newly initialized rows
+            for i, name in enumerate(classes):
+                if name in old:
+                    head[i] = state[key][old.index(name)]
+            state[key] = head
+        added = [c for c in classes if c not in old]
+        dropped = [c for c in old if c not in classes]
+        message = (f"fine-tuning {ckpt['model_name']} from {path}: the class set changed from {old} to {classes}; "
+                   f"the classification head is replaced (rows of {len(kept)} known classes copied"
+                   + (f", new: {added}" if added else "") + (f", dropped: {dropped}" if dropped else "")
+                   + "), every other weight kept")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {path}: weights do not fit model {ckpt['model_name']!r}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    model.variant_name = ckpt["model_name"]
+    return model, ckpt, message
+
+
+# ----------------------------------------------------------------------------------------------
+# The training state of an unfinished run (`har-train fit --resume`)
+
+STATE_FILE = "training_state.pt"
+STATE_FORMAT = "har-training-state/1"
+
+
+def save_training_state(out_dir: str | Path, state: dict) -> Path:
+    """OUT/training_state.pt, replaced atomically after every epoch (a kill mid-write leaves the last one)."""
+    return save_checkpoint(Path(out_dir) / STATE_FILE, {"format": STATE_FORMAT, **state})
+
+
+def read_training_state(out_dir: str | Path) -> dict:
+    path = Path(out_dir) / STATE_FILE
+    if not path.exists():
+        done = " (the run finished: model.pt is there)" if (Path(out_dir) / "model.pt").exists() else ""
+        raise CheckpointError(f"--resume: {path} does not exist{done}; start the run without --resume")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a damaged file: many exception types, as for read_checkpoint
+        raise CheckpointError(f"--resume: {path} is not a readable training state ({type(exc).__name__}); "
+                              "delete it and start again") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"--resume: {path} is not a {STATE_FORMAT} file")
+    return state

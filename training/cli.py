@@ -1,7 +1,10 @@
-"""`har-train`: fit | cv | models.
+"""`har-train`: fit | cv | evaluate | models.
 
     har-train fit --out runs/physics [--config training/configs/default.json] [--set epochs=40 --set ema=true]
     har-train fit --out runs/ship --set train_all=true          # final model: all subjects, last/EMA epoch
+    har-train fit --out runs/mine --data my_recordings/ --init default    # fine-tune on your own data
+    har-train fit --out runs/physics --resume                   # continue an interrupted run
+    har-train evaluate MODEL --data PATH [--split test] [--json OUT] [--confusion OUT.png]
     har-train cv  --out runs/cv_h64 --folds 5 --model tcn_physics_h64 [--set ...]
     har-train models                                             # variants with params / MACs / RF
 
@@ -24,13 +27,30 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override one config key; repeatable (e.g. --set epochs=40 --set val_subjects=[1,3])")
         p.add_argument("--model", help="model variant (same as --set model=NAME)")
+        p.add_argument("--data", help="data set: HAPT raw data, a folder of recordings with manifest.csv or "
+                                      "UCI-HAR (docs/datasets.md; same as --set data=PATH)")
         p.add_argument("--out", required=True, help="output directory (created)")
 
     fit = sub.add_parser("fit", help="train one model; validate on held-out subjects unless train_all=true")
     common(fit)
+    fit.add_argument("--init", metavar="CHECKPOINT",
+                     help="fine-tune from this model.pt ('default': the shipped model's); a changed class set "
+                          "replaces the head (same as --set init=...)")
+    fit.add_argument("--resume", action="store_true",
+                     help="continue the unfinished run in --out from its training_state.pt (same settings)")
     cv = sub.add_parser("cv", help="subject-wise k-fold cross-validation")
     common(cv)
     cv.add_argument("--folds", type=int, help="number of subject folds (same as --set folds=K)")
+    evaluate = sub.add_parser("evaluate", help="score a checkpoint or a bundle on a data set")
+    evaluate.add_argument("model", help="model.pt (har-train fit) or a bundle directory (har-export)")
+    evaluate.add_argument("--data", help="data set (default: the HAPT zip of the shared data)")
+    evaluate.add_argument("--split", default="train", choices=("train", "test"),
+                          help="UCI-HAR split (default train; other kinds have none)")
+    evaluate.add_argument("--subjects", help="only these subjects, e.g. 1,3,5")
+    evaluate.add_argument("--backend", choices=("tflite", "onnx"), default="tflite", help="bundle backend")
+    evaluate.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="bundle precision")
+    evaluate.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    evaluate.add_argument("--confusion", metavar="OUT.png", help="draw the confusion matrix")
     models = sub.add_parser("models", help="list the model variants with parameters, MACs and receptive field")
     models.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -44,6 +64,10 @@ def _config(args):
         overrides.append(f"model={args.model}")
     if getattr(args, "folds", None) is not None:
         overrides.append(f"folds={args.folds}")
+    if args.data:
+        overrides.append(f"data={args.data}")
+    if getattr(args, "init", None):
+        overrides.append(f"init={args.init}")
     return load_train_config(args.config, overrides + list(args.overrides))
 
 
@@ -63,15 +87,36 @@ def _models(as_json: bool) -> None:
     print("params / MACs: classification path only (what is exported); train params include auxiliary heads.")
 
 
+def _evaluate(args) -> None:
+    from training.data import resolve_data_path
+    from training.evaluate import evaluate_model, summary_text, write_outputs
+
+    subjects = None
+    if args.subjects:
+        try:
+            subjects = [int(s) for s in args.subjects.split(",") if s.strip()]
+        except ValueError:
+            from training.config import ConfigError
+
+            raise ConfigError(f"--subjects {args.subjects!r}: give integer ids, e.g. 1,3,5") from None
+    data = resolve_data_path(args.data)
+    report = evaluate_model(args.model, data, split=args.split, subjects=subjects, backend=args.backend,
+                            precision=args.precision)
+    print(summary_text(report), end="")
+    write_outputs(report, args.json, args.confusion)
+
+
 def main(argv=None) -> int:
     from training.checkpoint import CheckpointError
     from training.config import ConfigError
     from training.models import ModelConfigError
 
-    try:
-        from training.data import DataError
-    except ImportError:  # pragma: no cover - data.py always defines it
-        DataError = ConfigError
+    from edge.bundle import BundleError
+    from edge.inference import InferenceError
+    from edge.mount import MountError
+    from firmware_bridge.recording import RecordingError
+    from training.data import DataError
+
     args = _parser().parse_args(argv)
     try:
         if args.command == "models":
@@ -80,7 +125,7 @@ def main(argv=None) -> int:
             from training.train import fit
 
             config = _config(args)
-            metrics = fit(config, args.out)
+            metrics = fit(config, args.out, resume=args.resume)
             line = f"saved {args.out}/model.pt ({metrics['selection']})"
             if "val" in metrics:
                 line += f"; val accuracy {metrics['val']['accuracy']:.4f}, macro-F1 {metrics['val']['macro_f1']:.4f}"
@@ -93,7 +138,10 @@ def main(argv=None) -> int:
                   f"accuracy {summary['accuracy']['mean']:.4f} +- {summary['accuracy']['std']:.4f}  "
                   f"macro-F1 {summary['macro_f1']['mean']:.4f} +- {summary['macro_f1']['std']:.4f}  "
                   f"({args.out}/cv_summary.json)")
-    except (ConfigError, ModelConfigError, CheckpointError, DataError) as exc:
+        elif args.command == "evaluate":
+            _evaluate(args)
+    except (ConfigError, ModelConfigError, CheckpointError, DataError, RecordingError, BundleError,
+            InferenceError, MountError) as exc:
         print(f"har-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

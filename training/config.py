@@ -11,7 +11,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from training.models import ModelConfigError, model_config
+
+DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "configs" / "default.json"
 
 
@@ -48,7 +50,9 @@ class TrainConfig:
     # data and split
     train_hop: int = 64                    # samples between training windows; validation and the device keep
                                            # the front-end's hop 64. Smaller = overlapping windows shifted in time
-    data: str = "../shared/data/HAPT_RawData_train_users.zip"  # relative: to cwd, else to the repo root
+    data: str = ""                         # a data set (docs/datasets.md): HAPT, recordings folder or UCI-HAR;
+                                           # "" = the HAPT zip of the shared data ($HAR_SHARED_DATA, ../shared/data);
+                                           # relative: to cwd, else to the repo root
     subjects: list = field(default_factory=list)  # restrict to these subjects ([] = all in the data)
     val_subjects: list = field(default_factory=list)  # held-out subjects; [] = fold `val_fold` of `folds`
     folds: int = 5                         # subject-wise folds (cv mode; and the default split of fit)
@@ -59,6 +63,11 @@ class TrainConfig:
     eval_batch_size: int = 512
     max_batches_per_epoch: int = 0         # 0 = all; >0 caps batches per epoch (quick runs, timing)
     progress: bool = True                  # tqdm progress bar
+    # own data, fine-tuning and device (docs/datasets.md; docs/training.md "Your own data, fine-tuning, ...")
+    classes: list = field(default_factory=list)  # class names in output order; [] = the data set's own
+    init: str = ""                         # fine-tune from this checkpoint ("default": the shipped model's)
+    device: str = "auto"                   # auto (CUDA when present) | cpu | cuda
+    amp: bool = True                       # bfloat16 autocast on CUDA (mixed precision); no effect on CPU
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,11 +79,10 @@ class TrainConfig:
                 **self.model_options}
 
     def data_path(self) -> Path:
-        """`data` as given if absolute or present relative to the cwd, else relative to the repo root."""
-        path = Path(self.data).expanduser()
-        if path.is_absolute() or path.exists():
-            return path
-        return REPO_ROOT / path
+        """`data` resolved (training.data.resolve_data_path): "" = the shared HAPT zip."""
+        from training.data import resolve_data_path
+
+        return resolve_data_path(self.data)
 
 
 def valid_keys() -> list[str]:
@@ -108,11 +116,12 @@ def _coerce(key: str, value):
             return value
         if isinstance(value, int) and not isinstance(value, bool):
             return [value]
-        if isinstance(value, str):  # "1,3,5"
+        if isinstance(value, str):  # "1,3,5"; classes: "WALKING,RUNNING"
             try:
                 return [int(v) for v in value.split(",") if v.strip()]
             except ValueError:
-                pass
+                if key == "classes":
+                    return [v.strip() for v in value.split(",") if v.strip()]
     elif expected is dict:
         if isinstance(value, dict):
             return value
@@ -178,8 +187,6 @@ def validate(config: TrainConfig) -> None:
         problems.append(f"intensity_scale={config.intensity_scale} must be in [0, 1)")
     if not 0.0 <= config.mount_unaligned_fraction <= 1.0:
         problems.append(f"mount_unaligned_fraction={config.mount_unaligned_fraction} must be in [0, 1]")
-    if not 0.0 <= config.label_smoothing < 1.0:
-        problems.append(f"label_smoothing={config.label_smoothing} must be in [0, 1)")
     if config.lr <= 0:
         problems.append(f"lr={config.lr} must be > 0")
     if not 0.0 < config.ema_decay < 1.0:
@@ -191,6 +198,15 @@ def validate(config: TrainConfig) -> None:
     for key in ("subjects", "val_subjects"):
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in getattr(config, key)):
             problems.append(f"{key}={getattr(config, key)} must be a list of integer subject ids")
+    if config.classes and (not all(isinstance(c, str) and c for c in config.classes)
+                           or len(set(config.classes)) != len(config.classes) or len(config.classes) < 2):
+        problems.append(f"classes={config.classes} must be two or more distinct class names (or [] for the data's)")
+    if config.device not in DEVICES:
+        problems.append(f"device={config.device!r} must be one of {', '.join(DEVICES)}")
+    try:  # the model's own checks (one home for each range: training.models.ModelConfig.validate)
+        model_config(config.model, **config.model_overrides())
+    except ModelConfigError as exc:
+        problems.append(str(exc))
     if problems:
         raise ConfigError("invalid training configuration: " + "; ".join(problems))
 

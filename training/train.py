@@ -4,7 +4,10 @@ best epoch chosen on the validation subjects only, and a report directory.
     result = fit(load_train_config(None, ["epochs=5"]), "runs/demo")
 
 Out dir: model.pt (training/checkpoint.py), metrics.json, confusion.txt, confusion.png, curves.png,
-norm.json, history.json.
+norm.json; while the run is unfinished also training_state.pt (replaced after every epoch: `resume=True`
+continues from it, losing at most the epoch that was running).
+Any data set kind (training/datasets.py), any class set (`classes`), fine-tuning from a checkpoint (`init`),
+CUDA with bfloat16 autocast when present (`device`, `amp`).
 With train_all=true there are no validation subjects: the saved weights are those of the LAST epoch
 (the EMA weights when ema=true), and metrics.json says so ("selection").
 """
@@ -27,9 +30,11 @@ from tqdm import tqdm
 from edge.frontend import FrontEndConfig
 from edge.mount import MountConfig, align_by_subject, canonical_direction, subject_references
 from training.augment import WindowAugmentation
-from training.checkpoint import make_checkpoint, save_checkpoint
+from training.checkpoint import (STATE_FILE, init_from_checkpoint, init_path, make_checkpoint, read_training_state,
+                                 save_checkpoint, save_training_state)
 from training.config import ConfigError, TrainConfig
-from training.data import WindowSet, fit_normalization, load_hapt_windows, normalize, subject_folds
+from training.data import WindowSet, fit_normalization, normalize, subject_folds
+from training.datasets import load_dataset_hops
 from training.metrics import classification_report, confusion_text, plot_confusion, plot_curves
 from training.models import create_model, model_summary
 
@@ -66,12 +71,22 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def resolve_device(name: str) -> torch.device:
+    """auto -> cuda when torch sees a GPU, else cpu; cuda without one is a ConfigError."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda but torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                          "use device=auto or device=cpu")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
 @torch.no_grad()
 def predict(model, X: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """Logits (N, n_classes) of normalized windows X (N, 128, 9), in eval mode."""
+    """Logits (N, n_classes) on the CPU of normalized windows X (N, 128, 9), in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
-    out = torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])  # (N, n_classes)
+    device = next(model.parameters()).device
+    out = torch.cat([model(X[i:i + batch_size].to(device)).float().cpu()
+                     for i in range(0, len(X), batch_size)])  # (N, n_classes)
     model.train(was_training)
     return out
 
@@ -94,25 +109,38 @@ def fit_mount(references: dict[int, np.ndarray], train_subjects) -> MountConfig:
 
 def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
     """-> (windows at the front-end's hop, as the device cuts them: validation; windows at `train_hop`: training).
-    The same front-end and the same labelled segments make both; only the spacing of window starts differs."""
-    subjects = config.subjects or None
-    device_windows = load_hapt_windows(config.data_path(), subjects=subjects)
-    if config.train_hop == FrontEndConfig().hop:
-        return device_windows, device_windows
-    return device_windows, load_hapt_windows(config.data_path(), subjects=subjects,
-                                             config=FrontEndConfig(hop=config.train_hop))
+    One front-end pass per recording makes both; only the spacing of window starts differs."""
+    device_hop = FrontEndConfig().hop
+    by_hop = load_dataset_hops(config.data_path(), sorted({device_hop, config.train_hop}), FrontEndConfig(),
+                               classes=tuple(config.classes), subjects=config.subjects or None)
+    return by_hop[device_hop], by_hop[config.train_hop]
+
+
+def check_class_coverage(windows: WindowSet, where) -> None:
+    """Every class of the set needs training windows: a class without any could never be learnt."""
+    counts = np.bincount(windows.y, minlength=len(windows.classes))
+    empty = [c for c, n in zip(windows.classes, counts) if n == 0]
+    if empty:
+        raise ConfigError(f"class(es) {empty} have no training windows in {where}; label some data with them "
+                          f"or leave them out of `classes` (windows per class: "
+                          f"{dict(zip(windows.classes, counts.tolist()))})")
 
 
 def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = None,
-        train_windows: WindowSet | None = None) -> dict:
+        train_windows: WindowSet | None = None, resume: bool = False, epoch_done=None,
+        say=print) -> dict:
     """Train one model per `config`, write the report into out_dir, return metrics.json's content.
     `windows` (device hop) and `train_windows` (train_hop; default `windows`), un-normalized, may be given to
-    skip loading the data (cross-validation loads once)."""
+    skip loading the data (cross-validation loads once). resume=True continues out_dir's unfinished run from its
+    training_state.pt; `epoch_done(epoch)` is called after each epoch's state is saved; `say` prints notes."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(config.num_threads)
     set_seed(config.seed)
-    model = create_model(config.model, **config.model_overrides())  # first: a bad name fails before loading data
+    device = resolve_device(config.device)
+    state = read_training_state(out_dir) if resume else None
+    if state is not None:
+        check_resumable(config, state["train_config"], out_dir)
 
     if windows is None:
         windows, train_windows = load_windows(config)
@@ -120,9 +148,21 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         windows = windows.of_subjects(config.subjects)
     if train_windows is None:
         train_windows = windows
+    classes = list(windows.classes)
     train_subjects, val_subjects = split_subjects(config, windows.subject)
     train_set = train_windows.of_subjects(train_subjects)
     val_set = windows.of_subjects(val_subjects) if val_subjects else None
+    check_class_coverage(train_set, f"the training subjects {train_subjects}")
+
+    init = None
+    if config.init:  # fine-tuning: the checkpoint's architecture, weights, normalization and mount
+        model, init, message = init_from_checkpoint(init_path(config.init), classes)
+        if config.model != init["model_name"]:
+            message += f" (its architecture {init['model_name']!r}, not model={config.model!r})"
+        say(message)
+    else:
+        model = create_model(config.model, **config.model_overrides(), n_classes=len(classes))
+    model_name = init["model_name"] if init is not None else config.model
 
     mount = None
     unaligned_train = None
@@ -131,14 +171,18 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         # mean; validation wearers count as calibrated (edge/mount.py: the device calibrates while worn).
         # One reference per wearer, from their windows at the device's hop whatever train_hop cuts.
         references = subject_references(windows.X, windows.subject, MountConfig(canonical=(1.0, 0.0, 0.0)))
-        mount = fit_mount(references, train_subjects)
+        mount = (MountConfig.from_dict(init["mount"], "checkpoint mount") if init is not None and init.get("mount")
+                 else fit_mount(references, train_subjects))
         unaligned_train = train_set.X  # (N, 128, 9): what the device feeds before its calibration
         train_set = replace(train_set, X=align_by_subject(train_set.X, train_set.subject, mount, references))
         if val_set is not None:
             val_set = replace(val_set, X=align_by_subject(val_set.X, val_set.subject, mount, references))
 
-    # Statistics from the training subjects only: validation windows are normalized with them.
-    mean, std = fit_normalization(train_set.X)
+    # Statistics from the training subjects only (fine-tuning keeps the checkpoint's: its weights expect them).
+    if init is not None:
+        mean, std = (np.asarray(init["norm"][k], np.float32) for k in ("mean", "std"))
+    else:
+        mean, std = fit_normalization(train_set.X)
     X_train = torch.from_numpy(normalize(train_set.X, mean, std))  # (N, 128, 9)
     y_train = torch.from_numpy(train_set.y)  # (N,)
     X_unaligned = None
@@ -147,8 +191,8 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     if val_set is not None:
         X_val = torch.from_numpy(normalize(val_set.X, mean, std))  # (M, 128, 9)
         y_val = torch.from_numpy(val_set.y)  # (M,)
-    classes = list(windows.classes)
 
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batches_per_epoch = math.ceil(len(X_train) / config.batch_size)
     if config.max_batches_per_epoch:
@@ -159,13 +203,28 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay), use_buffers=True)
            if config.ema else None)
     evaluated = lambda: ema.module if ema is not None else model  # noqa: E731  the weights we judge and save
+    # bfloat16 autocast on CUDA: no loss scaling needed (bf16 has fp32's exponent range).
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and config.amp)
+    torch.backends.cudnn.benchmark = device.type == "cuda"  # fixed window shapes: let cuDNN pick its kernels
 
     generator = torch.Generator().manual_seed(config.seed)
     augment = WindowAugmentation(mean, std, config.seed, max_degrees=config.rotate_degrees,
                                  intensity=config.intensity_scale)
     history: list[dict] = []
     best = {"score": -1.0, "epoch": 0, "state": None}
-    for epoch in range(1, config.epochs + 1):
+    first_epoch = 1
+    if state is not None:  # everything the next epoch depends on, as it was after the saved one
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        augment.generator.set_state(state["augment_generator"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, first_epoch = state["history"], state["best"], state["epoch"] + 1
+        say(f"resuming {out_dir} after epoch {state['epoch']} of {config.epochs}")
+    for epoch in range(first_epoch, config.epochs + 1):
         model.train()
         order = torch.randperm(len(X_train), generator=generator)[: batches_per_epoch * config.batch_size]
         sums: dict[str, float] = {}
@@ -181,7 +240,9 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
                 xb = torch.where(raw[:, None, None], X_unaligned[idx], xb)  # (b, 128, 9)
             if augment.active:
                 xb = augment(xb)  # (b, 128, 9) the same movements, other mounting angle or vigour
-            loss, parts = model.training_loss(xb, yb)
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            with autocast:
+                loss, parts = model.training_loss(xb, yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -207,7 +268,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
             record.update(val_loss=report["loss"], val_accuracy=report["accuracy"], val_macro_f1=report["macro_f1"])
             if report["macro_f1"] > best["score"]:  # model selection on the validation subjects only
                 best = {"score": report["macro_f1"], "epoch": epoch,
-                        "state": copy.deepcopy(evaluated().state_dict())}
+                        "state": {k: v.detach().cpu().clone() for k, v in evaluated().state_dict().items()}}
         history.append(record)
         message = (f"epoch {epoch}/{config.epochs}  loss {record['train_loss']:.4f}  "
                    f"{train_seconds:.1f}s")
@@ -215,8 +276,16 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
             message += f"  val acc {record['val_accuracy']:.4f}  val macro-F1 {record['val_macro_f1']:.4f}"
         if config.progress:
             tqdm.write(message)
+        save_training_state(out_dir, {
+            "epoch": epoch, "train_config": config.to_dict(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
+            "augment_generator": augment.generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "history": history, "best": best})
+        if epoch_done is not None:
+            epoch_done(epoch)
 
-    final = copy.deepcopy(evaluated())
+    final = copy.deepcopy(evaluated()).cpu()
     if val_set is not None:
         final.load_state_dict(best["state"])
         selection = (f"best validation macro-F1 at epoch {best['epoch']} of {config.epochs}"
@@ -227,9 +296,12 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     final.eval()
 
     metrics = {
-        "model": config.model,
+        "model": model_name,
         "selection": selection,
         "best_epoch": best["epoch"] if val_set is not None else config.epochs,
+        "classes": classes,
+        "init": str(init_path(config.init)) if init is not None else None,
+        "device": str(device),
         "train_subjects": train_subjects,
         "val_subjects": val_subjects,
         "n_train_windows": len(train_set),
@@ -244,13 +316,13 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         metrics["val"] = report
         (out_dir / "confusion.txt").write_text(confusion_text(report, classes))
         plot_confusion(report, classes, out_dir / "confusion.png",
-                       title=f"{config.model}, val subjects {val_subjects}\n"
+                       title=f"{model_name}, val subjects {val_subjects}\n"
                              f"accuracy {report['accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f}")
     plot_curves(history, out_dir / "curves.png")
 
-    frontend = asdict(FrontEndConfig())  # the front-end that made the windows (load_hapt_windows' default)
+    frontend = asdict(FrontEndConfig())  # the front-end that made the windows (load_dataset's default)
     checkpoint = make_checkpoint(
-        final, model_name=config.model, train_config=config.to_dict(), classes=classes,
+        final, model_name=model_name, train_config=config.to_dict(), classes=classes,
         channels=list(windows.channels), mean=mean, std=std, frontend=frontend,
         metrics={k: v for k, v in metrics.items() if k != "history"},
         train_subjects=train_subjects, val_subjects=val_subjects,
@@ -260,4 +332,17 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         {"channels": list(windows.channels), "mean": checkpoint["norm"]["mean"], "std": checkpoint["norm"]["std"],
          "fit_on_subjects": train_subjects}, indent=2) + "\n")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out_dir / STATE_FILE).unlink()  # finished: nothing left to resume
     return metrics
+
+
+# Keys that may differ between an interrupted run and its resumption: how it runs, not what it computes.
+RESUME_MAY_DIFFER = ("progress", "num_threads", "eval_batch_size", "device", "amp")
+
+
+def check_resumable(config: TrainConfig, saved: dict, out_dir: Path) -> None:
+    changed = sorted(k for k, v in config.to_dict().items() if k not in RESUME_MAY_DIFFER and saved.get(k) != v)
+    if changed:
+        raise ConfigError(f"--resume: {out_dir} was started with other settings for {changed} "
+                          f"(then: {[saved.get(k) for k in changed]}); resume with the same config and --set lines, "
+                          "or start a new --out")
