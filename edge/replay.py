@@ -19,14 +19,37 @@ from typing import Iterator
 import numpy as np
 
 from firmware_bridge.protocol import DEFAULT_RATE_HZ, SEQ_MODULO, T_US_MODULO
-from firmware_bridge.recording import CLASSES, CSV_COLUMNS, CSV_LABEL_COLUMN, read_recording
+from firmware_bridge.recording import CSV_COLUMNS, CSV_LABEL_COLUMN, LABEL_NAME, read_recording
 
+from edge.frontend import CLASSES
 from edge.gaps import samples_to_arrays
 from edge.sources import SampleBlock
 
 _REFUSED = object()  # a block the fast parser does not take as clean
 NO_LABEL = 255  # label code of an unlabelled sample
-_CODES = {name: i for i, name in enumerate(CLASSES)} | {"": NO_LABEL}
+
+
+class LabelTable:
+    """Label name <-> uint8 code. Starts with the six classes and grows as recordings name others (a data
+    set of one's own names its own classes); a name that cannot be a label is a ValueError."""
+
+    def __init__(self, names=CLASSES) -> None:
+        self.names: list[str] = []
+        self._codes: dict[str, int] = {"": NO_LABEL}
+        for name in names:
+            self.code(name)
+
+    def code(self, name: str) -> int:
+        code = self._codes.get(name)
+        if code is None:
+            if not LABEL_NAME.match(name) or len(self.names) >= NO_LABEL:
+                raise ValueError(f"label {name!r}")
+            code = self._codes[name] = len(self.names)
+            self.names.append(name)
+        return code
+
+
+LABELS = LabelTable()
 
 
 class CodedLabels:
@@ -66,12 +89,12 @@ class CodedLabels:
             windows = spans[np.where(inside, chunk - size, 0)]  # (k, size) uint8 codes
             first = windows[:, 0]
             same = inside & (windows == first[:, None]).all(axis=1) & (first != NO_LABEL)
-            truth += [CLASSES[c] if ok else None for c, ok in zip(first.tolist(), same.tolist())]
+            truth += [LABELS.names[c] if ok else None for c, ok in zip(first.tolist(), same.tolist())]
         return truth
 
     def names(self) -> list[str | None]:
         """The labels as a list of class names / None (what truth_summary and plot_timeline index)."""
-        names = (*CLASSES, *([None] * (256 - len(CLASSES))))
+        names = (*LABELS.names, *([None] * (256 - len(LABELS.names))))
         return [names[c] for c in self.codes.tolist()]
 
 
@@ -139,7 +162,7 @@ class StreamedRecording:
         if self._whole.labels is not None:
             if self.labels is None:
                 self.labels = CodedLabels()
-            self.labels.extend(np.array([_CODES[label or ""] for label in self._whole.labels[done:]], np.uint8))
+            self.labels.extend(np.array([LABELS.code(label or "") for label in self._whole.labels[done:]], np.uint8))
         for i in range(done, len(samples), self.block):
             seq, t_us, raw = samples_to_arrays(samples[i:i + self.block])
             self.samples += len(seq)
@@ -163,9 +186,9 @@ class StreamedRecording:
                 raise ValueError("a row with another column count")
             ints = np.loadtxt(lines, delimiter=",", dtype=np.int64, usecols=(0, 1), comments=None, ndmin=2)  # (n, 2)
             raw = np.loadtxt(lines, delimiter=",", dtype=np.float64, usecols=range(2, 8), comments=None, ndmin=2)  # (n, 6)
-            codes = np.array([_CODES[line.rpartition(",")[2].strip()] for line in lines], np.uint8) \
+            codes = np.array([LABELS.code(line.rpartition(",")[2].strip()) for line in lines], np.uint8) \
                 if self._with_label else None
-        except (ValueError, KeyError):
+        except ValueError:
             ints = None
         if ints is None or np.isinf(raw).any() or not ((ints[:, 0] >= 0) & (ints[:, 0] < SEQ_MODULO)).all() \
                 or not ((ints[:, 1] >= 0) & (ints[:, 1] < T_US_MODULO)).all():

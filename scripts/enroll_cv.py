@@ -72,12 +72,12 @@ def hapt_folder(run_dir: Path) -> Path:
     """The HAPT zip extracted once (read_recording reads acc_expNN_userMM.txt files with labels.txt beside)."""
     import zipfile
 
-    from training.data import DEFAULT_HAPT_PATH
+    from training.data import default_hapt_path
 
     folder = run_dir / "hapt"
     if not (folder / "labels.txt").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(DEFAULT_HAPT_PATH) as z:
+        with zipfile.ZipFile(default_hapt_path()) as z:
             for member in z.namelist():
                 if "/RawData/" in member and member.endswith(".txt"):
                     (folder / Path(member).name).write_bytes(z.read(member))
