@@ -102,6 +102,12 @@ def rotation_onto(reference, canonical) -> np.ndarray:
     return Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
 
 
+def angle_deg(a, b) -> float:
+    """Degrees between two 3-vectors (any length)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), float(a @ b))))
+
+
 def rotate_windows(windows: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """(..., 128, 9) -> same shape, each triplet rotated: v' = R v (channels stay in frontend.CHANNELS order)."""
     out = np.array(windows, dtype=np.float32, copy=True)
@@ -141,27 +147,64 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
     return out
 
 
+# A session whose walking gravity lies this far from the saved reference was re-mounted: 20 HAPT wearers'
+# two recordings differ by 1-20 degrees (8 of 21 by 9.7-20, taken off and put back), while the mean of 20
+# moving windows of one recording stays within about 3-5 degrees of that recording's own reference.
+REMOUNT_DEG = 7.0
+
+
 class MountCalibration:
     """Online reference of one wearer: the running mean gravity direction of the moving windows seen so far.
-    Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated)."""
+    Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated).
 
-    def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0):
+    Re-mount detection: each session (`start_session`, one per stream) checks its first `min_windows`
+    moving windows against the saved reference; if their mean lies more than `remount_deg` away, the board
+    was put back at another angle and the reference is re-learnt from this session's windows alone
+    (`remounted` holds the angle for the window that found it); else they join the saved reference."""
+
+    def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0,
+                 remount_deg: float | None = REMOUNT_DEG):
         self.config = config
         self.direction_sum = np.asarray(direction_sum, dtype=np.float64)  # (3,) sum of unit directions
         self.windows = int(windows)
+        self.remount_deg = remount_deg  # None: never re-learn (one reference for ever)
         self._cached: tuple[int, np.ndarray] | None = None  # (windows, rotation) for the current sum
+        self.start_session()
 
     @property
     def calibrated(self) -> bool:
         return self.windows >= self.config.min_windows
 
+    def start_session(self) -> None:
+        """A new session: the board may have been taken off and put back since the reference was learnt."""
+        self._session_sum = np.zeros(3)  # (3,) this session's moving directions while being checked
+        self._session_windows = 0
+        self._checking = self.calibrated and self.remount_deg is not None
+        self.remounted: float | None = None  # degrees, set by the update that detected a re-mount
+
     def update(self, window: np.ndarray) -> bool:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
+        self.remounted = None
         batch = window[None]
         if not moving(batch, self.config)[0]:
             return False
-        self.direction_sum += gravity_directions(batch)[0]
-        self.windows += 1
+        direction = gravity_directions(batch)[0]  # (3,)
+        if not self._checking:
+            self.direction_sum += direction
+            self.windows += 1
+            return True
+        self._session_sum += direction
+        self._session_windows += 1
+        if self._session_windows >= self.config.min_windows:
+            self._checking = False
+            angle = angle_deg(self._session_sum, self.direction_sum)
+            if angle > self.remount_deg:  # re-mounted: the saved reference no longer describes the board
+                self.direction_sum, self.windows = self._session_sum.copy(), self._session_windows
+                self._cached = None
+                self.remounted = angle
+            else:
+                self.direction_sum += self._session_sum
+                self.windows += self._session_windows
         return True
 
     def rotation(self) -> np.ndarray:

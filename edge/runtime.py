@@ -14,7 +14,8 @@ samples from 0 including missing ones, so after a gap reset it keeps counting fr
 start), `label` (after post-processing; "uncertain" below the confidence floor), `raw_label`
 (argmax of this window alone), `confidence` (of `label`'s decision), `probs` (this window's
 class probabilities), `t` (wall time, s), `latency_ms` (from the arrival of the bytes or block
-that completed the window to this result).
+that completed the window to this result); `transition` (only with a model that has transition
+classes, and only on a window recognised as one: e.g. "SIT_TO_STAND", edge/postprocess.py).
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ class StageTimers:
 
 def window_result(sample_end: int, decision, probs: list[float], classes, arrival: float) -> dict:
     """probs: this window's class probabilities, already rounded plain floats."""
-    return {
+    result = {
         "sample_end": sample_end,
         "label": decision.label,
         "raw_label": decision.raw_label,
@@ -113,6 +114,9 @@ def window_result(sample_end: int, decision, probs: list[float], classes, arriva
         "t": time.time(),
         "latency_ms": round((time.perf_counter() - arrival) * 1e3, 4),
     }
+    if decision.transition is not None:  # a transition model recognised a posture change in this window
+        result["transition"] = decision.transition
+    return result
 
 
 class Pipeline:
@@ -134,6 +138,7 @@ class Pipeline:
         self.calibration = None
         if model.mount is not None:
             self.calibration = calibration if calibration is not None else MountCalibration(model.mount)
+            self.calibration.start_session()  # a saved calibration is checked against this stream's walking
             if not self.calibration.calibrated:
                 seconds = model.mount.min_windows * model.frontend_config.hop / rate
                 self.notify(f"mount not calibrated yet: labels are less accurate until the wearer has walked for "
@@ -252,6 +257,10 @@ class Pipeline:
             if self.calibration.calibrated and not was_calibrated:
                 self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
                             "windows are aligned from now on")
+            if self.calibration.remounted is not None:
+                self.notify(f"mount moved by {self.calibration.remounted:.0f} degrees from the saved calibration "
+                            f"(the board was re-mounted): re-learnt from this stream's {self.calibration.windows} "
+                            "moving windows")
             aligned[i] = self.calibration.align(window)
         self.timers.add("align", time.perf_counter() - t0, len(windows))
         return aligned

@@ -158,6 +158,16 @@ def read_hapt_experiment(source: _Source, experiment: int, user: int) -> np.ndar
     return np.hstack([acc, gyro])
 
 
+def cut_windows(parts: dict, channels: np.ndarray, starts: np.ndarray, size: int, label: int, user: int,
+                experiment: int) -> None:
+    """Append the windows channels[s:s + size] (filtered (n, 9)) starting at `starts` to parts' lists."""
+    parts["X"].append(np.stack([channels[s:s + size] for s in starts]))  # (k, 128, 9)
+    parts["y"].append(np.full(len(starts), label))
+    parts["subject"].append(np.full(len(starts), user))
+    parts["experiment"].append(np.full(len(starts), experiment))
+    parts["start"].append(starts)
+
+
 def load_hapt_windows(
     path: str | Path = DEFAULT_HAPT_PATH,
     subjects=None,
@@ -186,11 +196,7 @@ def load_hapt_windows(
             starts = np.arange(first - 1, last - size + 1, hop)     # 0-based, window inside [first-1, last)
             if len(starts) == 0:
                 continue
-            parts["X"].append(np.stack([channels[s:s + size] for s in starts]))  # (k, 128, 9)
-            parts["y"].append(np.full(len(starts), activity - 1))
-            parts["subject"].append(np.full(len(starts), user))
-            parts["experiment"].append(np.full(len(starts), experiment))
-            parts["start"].append(starts)
+            cut_windows(parts, channels, starts, size, activity - 1, user, experiment)
     if not parts["X"]:
         raise DataError(f"{path}: no labelled windows found" + (f" for subjects {sorted(wanted)}" if wanted else ""))
     return WindowSet(

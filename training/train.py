@@ -94,13 +94,19 @@ def fit_mount(references: dict[int, np.ndarray], train_subjects) -> MountConfig:
 
 def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
     """-> (windows at the front-end's hop, as the device cuts them: validation; windows at `train_hop`: training).
-    The same front-end and the same labelled segments make both; only the spacing of window starts differs."""
+    The same front-end and the same labelled segments make both; only the spacing of window starts differs.
+    transitions=true adds the postural-transition windows to training (training/transitions.py)."""
     subjects = config.subjects or None
     device_windows = load_hapt_windows(config.data_path(), subjects=subjects)
-    if config.train_hop == FrontEndConfig().hop:
-        return device_windows, device_windows
-    return device_windows, load_hapt_windows(config.data_path(), subjects=subjects,
-                                             config=FrontEndConfig(hop=config.train_hop))
+    train_windows = device_windows
+    if config.train_hop != FrontEndConfig().hop:
+        train_windows = load_hapt_windows(config.data_path(), subjects=subjects,
+                                          config=FrontEndConfig(hop=config.train_hop))
+    if config.transitions:
+        from training.transitions import with_transitions
+
+        device_windows, train_windows = with_transitions(device_windows, train_windows, config.data_path(), subjects)
+    return device_windows, train_windows
 
 
 def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = None,
@@ -205,7 +211,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         if val_set is not None:
             report = evaluate(evaluated(), X_val, y_val, classes, config.eval_batch_size)
             record.update(val_loss=report["loss"], val_accuracy=report["accuracy"], val_macro_f1=report["macro_f1"])
-            if report["macro_f1"] > best["score"]:  # model selection on the validation subjects only
+            if config.select_epoch == "best" and report["macro_f1"] > best["score"]:  # chosen on the val users
                 best = {"score": report["macro_f1"], "epoch": epoch,
                         "state": copy.deepcopy(evaluated().state_dict())}
         history.append(record)
@@ -217,10 +223,13 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
             tqdm.write(message)
 
     final = copy.deepcopy(evaluated())
-    if val_set is not None:
+    if val_set is not None and config.select_epoch == "best":
         final.load_state_dict(best["state"])
         selection = (f"best validation macro-F1 at epoch {best['epoch']} of {config.epochs}"
-                     + (" (EMA weights)" if ema is not None else ""))
+                     + (" (EMA weights)" if ema is not None else "") + ": chosen on the validation users")
+    elif val_set is not None:
+        selection = (f"select_epoch=last: the {'EMA' if ema is not None else 'last-epoch'} weights after epoch "
+                     f"{config.epochs}; the validation users only score, they choose nothing")
     else:
         selection = (f"train_all: no validation subjects; the {'EMA' if ema is not None else 'last-epoch'} "
                      f"weights after epoch {config.epochs} are saved, chosen by no held-out score")
@@ -229,7 +238,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     metrics = {
         "model": config.model,
         "selection": selection,
-        "best_epoch": best["epoch"] if val_set is not None else config.epochs,
+        "best_epoch": best["epoch"] if val_set is not None and config.select_epoch == "best" else config.epochs,
         "train_subjects": train_subjects,
         "val_subjects": val_subjects,
         "n_train_windows": len(train_set),
