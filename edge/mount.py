@@ -160,14 +160,17 @@ class MountCalibration:
     Re-mount detection: each session (`start_session`, one per stream) checks its first `min_windows`
     moving windows against the saved reference; if their mean lies more than `remount_deg` away, the board
     was put back at another angle and the reference is re-learnt from this session's windows alone
-    (`remounted` holds the angle for the window that found it); else they join the saved reference."""
+    (`remounted` holds the angle for the window that found it); else they join the saved reference.
+    With `trust_saved=False` the saved reference is not applied until that check has passed (the session's
+    first windows go unrotated, as a new wearer's do)."""
 
     def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0,
-                 remount_deg: float | None = REMOUNT_DEG):
+                 remount_deg: float | None = REMOUNT_DEG, trust_saved: bool = True):
         self.config = config
         self.direction_sum = np.asarray(direction_sum, dtype=np.float64)  # (3,) sum of unit directions
         self.windows = int(windows)
         self.remount_deg = remount_deg  # None: never re-learn (one reference for ever)
+        self.trust_saved = trust_saved  # False: a session's windows stay unrotated until its walking confirms it
         self._cached: tuple[int, np.ndarray] | None = None  # (windows, rotation) for the current sum
         self.start_session()
 
@@ -207,8 +210,13 @@ class MountCalibration:
                 self.windows += self._session_windows
         return True
 
+    @property
+    def aligning(self) -> bool:
+        """Windows are rotated: calibrated, and (with trust_saved=False) the saved reference confirmed."""
+        return self.calibrated and (self.trust_saved or not self._checking)
+
     def rotation(self) -> np.ndarray:
-        if not self.calibrated:
+        if not self.aligning:
             return np.eye(3)
         if self._cached is None or self._cached[0] != self.windows:  # changes only when a moving window counts
             reference = self.direction_sum / np.linalg.norm(self.direction_sum)
@@ -217,7 +225,7 @@ class MountCalibration:
 
     def align(self, window: np.ndarray) -> np.ndarray:
         """(128, 9) -> (128, 9) rotated by the current reference (as it is while uncalibrated)."""
-        if not self.calibrated:
+        if not self.aligning:
             return np.asarray(window, dtype=np.float32)
         return rotate_windows(window, self.rotation())
 

@@ -15,11 +15,12 @@ flags and a test can build many.
 Postural transitions: a model whose classes include HAPT's transitions (STAND_TO_SIT ... LIE_TO_STAND,
 `TRANSITION_POSTURE`) gives each window their probabilities too. The smoother then works on the
 activities alone (renormalized), and keeps a *posture*: a window whose transition probabilities sum to
-`transition_threshold` or more sets it to the posture its most likely transition leads to (SIT_TO_STAND ->
+more than `transition_threshold` sets it to the posture its most likely transition leads to (SIT_TO_STAND ->
 STANDING). While the posture is SITTING or STANDING and the activity label is the other of the two, the
 label shown is the posture: telling sitting from standing by the tilt of one window is the error every
-model makes, while getting up and sitting down are movements a window sees well. A moving label (walking,
-stairs) clears the posture; LAYING is always the model's own. The decision names the transition it saw.
+model makes, while getting up and sitting down are movements a window sees well. A transition window is
+shown as the posture it leads to (the new label comes with the movement, not after it); a moving label
+(walking, stairs) clears the posture; LAYING is always the model's own. The decision names the transition.
 """
 
 from __future__ import annotations
@@ -104,11 +105,11 @@ class LabelSmoother:
         transition = [p[i] for i in self._transition]  # (6,)
         activity = [p[i] for i in self._activity]  # (6,)
         mass = sum(activity)
-        seen = None
-        if sum(transition) >= self.config.transition_threshold:
+        decision = self._decide([a / mass for a in activity] if mass > 0 else activity)
+        if sum(transition) > self.config.transition_threshold:  # a posture change: show where it leads
             seen = self.all_classes[self._transition[_argmax(transition)]]
             self.posture = TRANSITION_POSTURE[seen]
-        decision = self._decide([a / mass for a in activity] if mass > 0 else activity)
+            return Decision(self.posture, decision.raw_label, sum(transition), seen)
         label, confidence = decision.label, decision.confidence
         if label not in STATIC and label != UNCERTAIN:
             self.posture = None  # moving: the next posture is the model's to read
@@ -116,7 +117,7 @@ class LabelSmoother:
             index = self.classes.index(self.posture)
             label = self.posture
             confidence = sum(h[index] for h in self._history) / len(self._history)
-        return Decision(label, decision.raw_label, confidence, seen)
+        return Decision(label, decision.raw_label, confidence)
 
     def _decide(self, p: list[float]) -> Decision:
         self._history.append(p)

@@ -37,16 +37,18 @@ def describe(s: SmoothingConfig) -> str:
     return f"{s.method}/{s.n}@{s.threshold:g}"
 
 
-def nested_smoothing(streams) -> tuple[list[dict], dict]:
-    """For each fold, the smoother with the best label accuracy on the other folds' users, applied to it."""
+def nested_smoothing(streams, max_lag_s: float | None) -> tuple[list[dict], dict]:
+    """For each fold, the smoother with the best label accuracy on the other folds' users (among those whose
+    median label lag there is at most max_lag_s, when any is), applied to it."""
     folds = sorted({k for k, *_ in streams})
     table = {describe(s): {k: [score_user(f, u, st, m, s) for f, u, st, m in streams if f == k] for k in folds}
              for s in SMOOTHING_GRID}
     chosen_users, choice = [], {}
     for k in folds:
         def others(name):
-            users = [u for j in folds if j != k for u in table[name][j]]
-            return sum(u["label_correct"] for u in users) / sum(u["windows"] for u in users)
+            total = pooled([u for j in folds if j != k for u in table[name][j]])
+            fast = max_lag_s is None or total["median_lag_s"] <= max_lag_s
+            return fast, total["label_accuracy"]
         best = max(table, key=others) if len(folds) > 1 else describe(SmoothingConfig())
         choice[k] = best
         chosen_users += table[best][k]
@@ -65,8 +67,12 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=SmoothingConfig().threshold, help="uncertain floor")
     parser.add_argument("--choose-smoothing", action="store_true",
                         help="also choose the smoother per fold on the other folds' users (nested)")
+    parser.add_argument("--max-lag", type=float, default=1.5,
+                        help="--choose-smoothing prefers smoothers with at most this median label lag (s)")
     parser.add_argument("--remount-deg", type=float, default=REMOUNT_DEG,
                         help="re-learn the calibration when a session's walking is this far off it (0: never)")
+    parser.add_argument("--verify-saved", action="store_true",
+                        help="a carried calibration is applied only once the session's walking confirms it")
     parser.add_argument("--data", default=DEFAULT_HAPT_PATH)
     parser.add_argument("--quiet", action="store_true", help="no per-user lines while streaming")
     options = parser.parse_args()
@@ -74,9 +80,11 @@ def main() -> None:
     smoothing = SmoothingConfig(options.smoothing, options.window, min(2, options.window), options.threshold)
     data = HaptRecordings(options.data)
     tag = f"{options.backend}_{options.precision}" + ("" if options.remount_deg == REMOUNT_DEG
-                                                      else f"_remount{options.remount_deg:g}")
+                                                      else f"_remount{options.remount_deg:g}") + (
+        "_verify" if options.verify_saved else "")
     remount = options.remount_deg or None
-    calibration_factory = lambda config: MountCalibration(config, remount_deg=remount)  # noqa: E731
+    calibration_factory = lambda config: MountCalibration(config, remount_deg=remount,
+                                                                  trust_saved=not options.verify_saved)  # noqa: E731
     partitions = {}
     for run in options.runs:
         started = time.perf_counter()
@@ -87,11 +95,11 @@ def main() -> None:
             raise SystemExit(f"streamed_cv: error: {exc}") from None
         users = [score_user(k, u, st, m) for k, u, st, m in streams]
         result = {"run": str(run), "backend": options.backend, "precision": options.precision,
-                  "remount_deg": remount,
+                  "remount_deg": remount, "verify_saved": options.verify_saved,
                   "smoothing": describe(smoothing), "users": users, "pooled": pooled(users),
                   "seconds": time.perf_counter() - started}
         if options.choose_smoothing:
-            chosen, details = nested_smoothing(streams)
+            chosen, details = nested_smoothing(streams, options.max_lag)
             result["nested_smoothing"] = {"pooled": pooled(chosen), **details}
         partitions[run.name] = result
         (run / f"streamed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
