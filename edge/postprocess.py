@@ -45,10 +45,13 @@ class SmoothingConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    method: str = "average"
+    # Default: no smoothing and no "uncertain" floor. Chosen by the streamed cross-validation, per fold on the
+    # other folds' users (scripts/streamed_cv.py --choose-smoothing, docs/results.md "Honest streamed accuracy"):
+    # the errors are whole bouts, which averaging does not fix, while it and the floor delay every new label.
+    method: str = "none"
     n: int = 3  # recent windows considered (the current one included); 3 windows = 2.56 s of new data
     k: int = 2  # votes the winner needs (method "vote")
-    threshold: float = 0.5  # confidence below this -> "uncertain" (0 disables)
+    threshold: float = 0.0  # confidence below this -> "uncertain" (0 disables)
     transition_threshold: float = 0.5  # transition probability mass that sets the posture (transition models)
 
     def __post_init__(self) -> None:
