@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--backend", default="torch", choices=("torch", "tflite", "onnx"),
                         help="torch: the fold checkpoint (fp32); tflite/onnx: the fold's bundle fold_K/bundle")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
-    parser.add_argument("--smoothing", default="average", choices=("average", "vote", "none"))
+    parser.add_argument("--smoothing", default=SmoothingConfig().method, choices=("average", "vote", "none"))
     parser.add_argument("--window", type=int, default=SmoothingConfig().n, help="smoothing windows")
     parser.add_argument("--threshold", type=float, default=SmoothingConfig().threshold, help="uncertain floor")
     parser.add_argument("--choose-smoothing", action="store_true",
