@@ -59,12 +59,15 @@ cv:
 	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_last_seed2
 	$(CV) --model bilm --set epochs=30 --set transitions=true --out runs/cv/bilm_e30_trans
 	$(CV) --model tcn_physics_h32 --set epochs=10 --out runs/cv/tcn_physics_h32_e10_last
+	$(CV) --model tcn_physics_h32 --set epochs=10 --set seed=1 --out runs/cv/tcn_physics_h32_e10_last_seed1
+	$(CV) --model tcn_physics_h32 --set epochs=10 --set seed=2 --out runs/cv/tcn_physics_h32_e10_last_seed2
 
 # Streamed first-session accuracy (the headline) of the honest runs; writes runs/cv/NAME/streamed_*.json.
 STREAMED = $(PY) scripts/streamed_cv.py --quiet
 streamed:
 	$(STREAMED) --choose-smoothing runs/cv/$(DEFAULT_CV) runs/cv/$(DEFAULT_CV)_seed1 runs/cv/$(DEFAULT_CV)_seed2
-	$(STREAMED) runs/cv/bilm_e30_trans runs/cv/tcn_physics_h32_e10_last
+	$(STREAMED) runs/cv/bilm_e30_trans
+	$(STREAMED) runs/cv/tcn_physics_h32_e10_last runs/cv/tcn_physics_h32_e10_last_seed1 runs/cv/tcn_physics_h32_e10_last_seed2
 	for k in 0 1 2; do $(PY) -m export.cli runs/cv/$(DEFAULT_CV)/fold_$$k/model.pt --out runs/cv/$(DEFAULT_CV)/fold_$$k/bundle --force; done
 	$(STREAMED) --backend tflite --precision fp32 runs/cv/$(DEFAULT_CV)
 	$(STREAMED) --backend tflite --precision int8 runs/cv/$(DEFAULT_CV)
