@@ -92,8 +92,8 @@ def cv_section(default: str) -> tuple[list[str], dict]:
             f"| {pct(acc['mean'])} ± {pct(acc['std'])} | {f1['mean']:.3f} ± {f1['std']:.3f} "
             f"| {pct(acc['min'])}-{pct(acc['max'])} | {pct(s['pooled']['accuracy'])} "
             f"| {s['train_seconds_per_epoch']['mean']:.0f} |")
-    lines += ["", "Commands: `make cv` (each run: `har-train cv --folds 3 --model NAME --set epochs=N "
-              "--set num_threads=1 --out runs/cv/NAME`; the training column gives N epochs and any other `--set`). Seconds per epoch were measured "
+    lines += ["", "Commands: `make cv` (each run: `har-train cv --folds 3 --config training/configs/cv/NAME.json "
+              "--set num_threads=1 --out runs/cv/NAME`; the training column gives its epochs and other keys). Seconds per epoch were measured "
               "with two or three folds' processes sharing the 2 cores, so they are upper bounds.", ""]
     chosen = summaries.get(default)
     if chosen:
