@@ -9,30 +9,13 @@ import pytest
 
 from edge.frontend import CLASSES, filter_recording
 from firmware_bridge.protocol import Sample
-from firmware_bridge.recording import (HAPT_ACTIVITIES, HaptSource, hapt_sample_labels, read_recording,
+from firmware_bridge.recording import (HaptSource, read_recording,
                                        write_recording_csv)
 from training import datasets
 from training.data import DataError
 from training.datasets import dataset_kind, label_runs, load_dataset, load_dataset_hops
 
-
-def own_recordings(folder, hapt_dir, experiments=((1, 1), (2, 1)), subject=7, transition="TRANSITION"):
-    """Real HAPT experiments written as the project's labelled recording CSVs (the six classes, and the
-    postural transitions 7-12 as one class named `transition`), with a manifest: a data set of one's own."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = HaptSource(hapt_dir)
-    segments = source.segments()
-    lines = ["recording,subject"]
-    for experiment, user in experiments:
-        rows = source.read_experiment(experiment, user)
-        labels = hapt_sample_labels(segments, experiment, user, len(rows), keep=HAPT_ACTIVITIES)
-        labels = [transition if label in HAPT_ACTIVITIES[6:] else label for label in labels]
-        samples = [Sample(i % 65536, i * 20000, *r) for i, r in enumerate(rows)]
-        name = f"exp{experiment:02d}.csv"
-        write_recording_csv(folder / name, samples, labels)
-        lines.append(f"{name},{subject}")
-    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
-    return folder
+from helpers import own_recordings
 
 
 @pytest.fixture(scope="module")

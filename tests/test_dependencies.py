@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 
 # Import names of the third-party packages each layer may use (pyproject.toml: dependencies, the edge extra).
 BRIDGE_THIRD_PARTY = {"cobs", "serial"}  # cobs, pyserial

@@ -23,39 +23,12 @@ from firmware_bridge.recording import read_recording, write_recording_csv
 
 from edge.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
-
-
-TINY_BUNDLE = REPO / "tests" / "data" / "tiny_bundle"  # the export tests' stored bundle (small, trained)
-
-
-@pytest.fixture(scope="session")
-def bundle_dir() -> Path:
-    """HAR_EDGE_TEST_BUNDLE if set, else the shipped model, else the export tests' tiny bundle."""
-    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
-        if candidate and (Path(candidate) / "bundle.json").is_file():
-            return Path(candidate)
-    pytest.skip(f"no model bundle: neither {SHIPPED_BUNDLE} nor {TINY_BUNDLE} is there and HAR_EDGE_TEST_BUNDLE "
-                "is not set (point it at a directory written by `har-export`)")
-
-
-@pytest.fixture(scope="session")
-def hapt_recording(hapt_user1_dir) -> Path:
-    """HAPT user 1, experiment 1: 20,598 real samples (6.9 min) with labels.txt beside it."""
-    return hapt_user1_dir / "RawData" / "acc_exp01_user01.txt"
-
+from helpers import REPO, read_jsonl
 
 def replay(args, capsys):
     rc = main(["replay", *map(str, args)])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
-
-
-def read_jsonl(path: Path, kind: str = "window") -> list[dict]:
-    """The window lines (no "type" key) or the status lines ("type": "status") of a JSONL output."""
-    objects = [json.loads(line) for line in path.read_text().splitlines()]
-    return [o for o in objects if o.get("type", "window") == kind]
 
 
 def labels_of(results):

@@ -33,7 +33,7 @@ from edge.sources import ByteFileSource
 from edge.replay import StreamedRecording
 from firmware_bridge.recording import read_recording
 
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

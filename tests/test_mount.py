@@ -16,6 +16,8 @@ from edge.mount import (MountCalibration, MountConfig, MountError, align_by_subj
 from edge.runtime import Model, Pipeline
 from training.datasets import load_dataset
 
+from helpers import read_hapt_raw, sample_block
+
 WALKING, SITTING, LAYING = 0, 3, 5
 CANONICAL = (0.979, -0.185, -0.086)  # about the HAPT wearers' mean walking gravity direction
 MOUNT = MountConfig(CANONICAL)
@@ -36,8 +38,6 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
     assert is_moving[user1.y <= 2].mean() > 0.95      # walking, upstairs, downstairs
     assert is_moving[user1.y >= SITTING].mean() < 0.02  # sitting, standing, laying (2 of 150 lying windows)
     # Posture changes move hard but turn gravity: few of the stream windows that cover one count.
-    from tests.test_runtime import read_hapt_raw
-
     from edge.frontend import FrontEnd
     from firmware_bridge.recording import HaptSource
 
@@ -123,8 +123,6 @@ class RecordingSession:
 
 
 def test_pipeline_aligns_windows_once_calibrated(hapt_user1_dir, user1):
-    from tests.test_runtime import read_hapt_raw, sample_block
-
     from edge.frontend import FrontEnd
 
     raw = read_hapt_raw(hapt_user1_dir, n=16000)  # 5 min of user 1: static postures, then walking

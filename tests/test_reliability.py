@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,8 @@ from firmware_bridge.simulate import VirtualDevice
 from edge.mount import MountCalibration, MountConfig, MountError
 from edge.sinks import JsonlSink, RecordingSink
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 RATE_HZ = 50
 
 
