@@ -11,12 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.protocol import Sample
-from firmware_bridge.recording import (HAPT_ACTIVITIES, HaptSource, hapt_sample_labels, read_recording,
-                                       write_recording_csv)
+from firmware_bridge.recording import (
+    HAPT_ACTIVITIES,
+    HaptSource,
+    hapt_sample_labels,
+    read_recording,
+    write_recording_csv,
+)
 
 from edge.frontend import FrontEndConfig
 from edge.gaps import SEQ_MODULO
-from edge.runtime import Model
+from edge.model import Model
 from edge.sources import SampleBlock
 
 REPO = Path(__file__).resolve().parent.parent

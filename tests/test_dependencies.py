@@ -17,7 +17,6 @@ import pytest
 
 from helpers import REPO
 
-
 # Import names of the third-party packages each layer may use (pyproject.toml: dependencies, the edge extra).
 BRIDGE_THIRD_PARTY = {"cobs", "serial"}  # cobs, pyserial
 EDGE_THIRD_PARTY = BRIDGE_THIRD_PARTY | {
@@ -86,10 +85,10 @@ def baseline():
     except ImportError:
         pass
     import importlib
-    return importlib.import_module("tensorflow"), __import__("edge.runtime")
+    return importlib.import_module("tensorflow"), __import__("edge.pipeline")
 '''
     assert violations(source, "edge", "m.py") == ["m.py:7 imports torch", "m.py:8 imports training.models",
                                                    "m.py:10 imports export", "m.py:14 imports tensorflow"]
     bridge = violations(source, "firmware_bridge", "b.py")
-    assert "b.py:4 imports numpy" in bridge and "b.py:14 imports edge.runtime" in bridge
+    assert "b.py:4 imports numpy" in bridge and "b.py:14 imports edge.pipeline" in bridge
     assert "b.py:3 imports firmware_bridge.frontend" not in bridge  # a relative import stays in its package

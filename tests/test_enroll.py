@@ -20,9 +20,19 @@ from firmware_bridge.simulate import VirtualDevice
 
 from edge.bundle import load_bundle
 from edge.cli import main
-from edge.enroll import (PROFILE_FORMAT, ProfileError, Step, enrol, load_profile, recording_windows, save_profile,
-                         step_problem)
-from edge.runtime import Pipeline, load_model, truth_summary
+from edge.enroll import (
+    PROFILE_FORMAT,
+    ProfileError,
+    Step,
+    enrol,
+    load_profile,
+    recording_windows,
+    save_profile,
+    step_problem,
+)
+from edge.model import load_model
+from edge.pipeline import Pipeline
+from edge.scoring import truth_summary
 from edge.sources import RecordingSource
 
 from helpers import REPO, SHIPPED_BUNDLE, TINY_BUNDLE  # TINY_BUNDLE: written by an earlier har-export, har-bundle/1

@@ -17,7 +17,8 @@ import pytest
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 from firmware_bridge.simulate import Faults, VirtualDevice
 
-from edge.runtime import Pipeline, run_loop
+from edge.loop import run_loop
+from edge.pipeline import Pipeline
 from edge.sinks import MemorySink
 from edge.sources import Backoff, SampleBlock, SerialSource
 
@@ -30,7 +31,7 @@ N_SAMPLES = 6000
 @pytest.fixture(scope="module")
 def model(hapt_user1_dir):
     """A real exported model (shipped, HAR_EDGE_TEST_BUNDLE, or the stored tiny bundle), else the stand-in."""
-    from edge.runtime import load_model
+    from edge.model import load_model
 
     bundle = find_bundle()
     return build_standin_model(hapt_user1_dir) if bundle is None else load_model(bundle, "tflite", "int8")

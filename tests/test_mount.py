@@ -11,9 +11,20 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from edge.frontend import FrontEndConfig
-from edge.mount import (MountCalibration, MountConfig, MountError, align_by_subject, gravity_directions, moving,
-                        reference_direction, rotate_windows, rotation_onto)
-from edge.runtime import Model, Pipeline
+from edge.model import Model
+from edge.mount import (
+    MountCalibration,
+    MountConfig,
+    MountError,
+    align_by_subject,
+    gravity_directions,
+    moving,
+    reference_direction,
+    rotate_windows,
+    rotation_onto,
+)
+from edge.pipeline import Pipeline
+
 from training.datasets import load_dataset
 
 from helpers import read_hapt_raw, sample_block
@@ -38,8 +49,9 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
     assert is_moving[user1.y <= 2].mean() > 0.95      # walking, upstairs, downstairs
     assert is_moving[user1.y >= SITTING].mean() < 0.02  # sitting, standing, laying (2 of 150 lying windows)
     # Posture changes move hard but turn gravity: few of the stream windows that cover one count.
-    from edge.frontend import FrontEnd
     from firmware_bridge.recording import HaptSource
+
+    from edge.frontend import FrontEnd
 
     labels = np.array([(s.experiment, s.user, s.activity, s.first, s.last) for s in HaptSource(hapt_user1_dir).segments()])
     stream, ends = FrontEnd(FrontEndConfig()).push(read_hapt_raw(hapt_user1_dir))  # (k, 128, 9) experiment 1

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 
-
 from helpers import REPO
 
 GUARD = textwrap.dedent("""

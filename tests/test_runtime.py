@@ -12,12 +12,16 @@ import pytest
 
 from edge.frontend import SlidingWindow, filter_recording
 from edge.gaps import SEQ_MODULO
+from edge.loop import run_loop
+from edge.model import Model
+from edge.pipeline import Pipeline
 from edge.postprocess import SmoothingConfig, softmax
-from edge.runtime import Model, Pipeline, run_loop, window_truth
+from edge.scoring import window_truth
 from edge.sinks import MemorySink
 from edge.sources import ByteChunk, LinkEvent, RecordingSource, SampleBlock
 
 from helpers import CLASSES, build_standin_model, read_hapt_raw, sample_block
+
 
 @pytest.fixture(scope="module")
 def model(hapt_user1_dir) -> Model:
