@@ -143,6 +143,12 @@ def rotation_onto(reference, canonical) -> np.ndarray:
     return rotation_matrix(axis / _norm(axis) * angle)
 
 
+def angle_deg(a, b) -> float:
+    """Degrees between two 3-vectors (any length)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), float(a @ b))))
+
+
 def rotate_windows(windows: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     """(..., 128, 9) -> same shape, each triplet rotated: v' = R v (channels stay in frontend.CHANNELS order)."""
     out = np.array(windows, dtype=np.float32, copy=True)
@@ -188,43 +194,90 @@ def reference_rotation(direction_sum, config: MountConfig) -> np.ndarray:
     return rotation_onto(direction_sum / _norm(direction_sum), config.canonical)
 
 
+# A session whose walking gravity lies this far from the saved reference was re-mounted: 20 HAPT wearers'
+# two recordings differ by 1-20 degrees (8 of 21 by 9.7-20, taken off and put back), while the mean of 20
+# moving windows of one recording stays within about 3-5 degrees of that recording's own reference.
+REMOUNT_DEG = 7.0
+
+
 class MountCalibration:
     """Online reference of one wearer: the running mean gravity direction of the moving windows seen so far.
-    Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated)."""
+    Until `min_windows` moving windows are in, `rotation` is the identity (uncalibrated).
 
-    def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0):
+    Re-mount detection: each session (`start_session`, one per stream) checks its first `min_windows`
+    moving windows against the saved reference; if their mean lies more than `remount_deg` away, the board
+    was put back at another angle and the reference is re-learnt from this session's windows alone
+    (`remounted` holds the angle for the window that found it); else they join the saved reference.
+    With `trust_saved=False` the saved reference is not applied until that check has passed (the session's
+    first windows go unrotated, as a new wearer's do)."""
+
+    def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0,
+                 remount_deg: float | None = REMOUNT_DEG, trust_saved: bool = True):
         self.config = config
-        self.direction_sum = np.asarray(direction_sum, dtype=np.float64)  # (3,) sum of unit directions
+        self.direction_sum = np.array(direction_sum, dtype=np.float64)  # (3,) sum of unit directions (own copy)
         self.windows = int(windows)
+        self.remount_deg = remount_deg  # None: never re-learn (one reference for ever)
+        self.trust_saved = trust_saved  # False: a session's windows stay unrotated until its walking confirms it
         self._cached: tuple[int, np.ndarray] | None = None  # (windows, rotation) for the current sum
+        self.start_session()
 
     @property
     def calibrated(self) -> bool:
         return self.windows >= self.config.min_windows
 
+    def start_session(self) -> None:
+        """A new session: the board may have been taken off and put back since the reference was learnt."""
+        self._session_sum = np.zeros(3)  # (3,) this session's moving directions while being checked
+        self._session_windows = 0
+        self._checking = self.calibrated and self.remount_deg is not None
+        self.remounted: float | None = None  # degrees, set by the update that detected a re-mount
+
     def update(self, window: np.ndarray) -> bool:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
-        before = self.windows
-        self.update_many(window[None])
-        return self.windows > before
+        return bool(self.update_many(window[None])[3][0])
 
-    def update_many(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the tests and directions of
-        all k computed in one call) -> (counts (k,), sums (k, 3)): moving windows and direction sum after each."""
+    def update_many(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the moving test and the
+        directions of all k computed in one call) -> after each window: aligning (k,) bool, moving windows
+        of the reference (k,), its direction sum (k, 3), and whether the window counted (k,) bool.
+        `remounted` holds the angle when a window of this batch found a re-mount."""
         mask = moving(windows, self.config)  # (k,)
-        counts = self.windows + np.cumsum(mask)  # (k,)
-        sums = np.repeat(self.direction_sum[None], len(windows), axis=0)  # (k, 3)
-        if mask.any():
-            directions = np.zeros((len(windows), 3))
-            directions[mask] = gravity_directions(windows[mask])  # (k, 3), 0 for windows that do not count
-            for i in range(len(windows)):  # in order, as one update per window adds them
-                self.direction_sum = self.direction_sum + directions[i] if mask[i] else self.direction_sum
-                sums[i] = self.direction_sum
-        self.windows = int(counts[-1]) if len(counts) else self.windows
-        return counts, sums
+        directions = iter(gravity_directions(windows[mask]) if mask.any() else ())  # (m, 3)
+        k = len(windows)
+        aligning, counts, sums = np.zeros(k, bool), np.zeros(k, np.int64), np.zeros((k, 3))
+        self.remounted = None
+        for i, counted in enumerate(mask.tolist()):  # in order: the re-mount check is a state machine
+            if counted:
+                self._add(next(directions))
+            aligning[i], counts[i], sums[i] = self.aligning, self.windows, self.direction_sum
+        return aligning, counts, sums, mask
+
+    def _add(self, direction: np.ndarray) -> None:
+        """One moving window's unit gravity direction (3,)."""
+        if not self._checking:
+            self.direction_sum += direction
+            self.windows += 1
+            return
+        self._session_sum += direction
+        self._session_windows += 1
+        if self._session_windows >= self.config.min_windows:
+            self._checking = False
+            angle = angle_deg(self._session_sum, self.direction_sum)
+            if angle > self.remount_deg:  # re-mounted: the saved reference no longer describes the board
+                self.direction_sum, self.windows = self._session_sum.copy(), self._session_windows
+                self._cached = None
+                self.remounted = angle
+            else:
+                self.direction_sum += self._session_sum
+                self.windows += self._session_windows
+
+    @property
+    def aligning(self) -> bool:
+        """Windows are rotated: calibrated, and (with trust_saved=False) the saved reference confirmed."""
+        return self.calibrated and (self.trust_saved or not self._checking)
 
     def rotation(self) -> np.ndarray:
-        if not self.calibrated:
+        if not self.aligning:
             return np.eye(3)
         if self._cached is None or self._cached[0] != self.windows:  # changes only when a moving window counts
             self._cached = (self.windows, reference_rotation(self.direction_sum, self.config))
@@ -232,7 +285,7 @@ class MountCalibration:
 
     def align(self, window: np.ndarray) -> np.ndarray:
         """(128, 9) -> (128, 9) rotated by the current reference (as it is while uncalibrated)."""
-        if not self.calibrated:
+        if not self.aligning:
             return np.asarray(window, dtype=np.float32)
         return rotate_windows(window, self.rotation())
 

@@ -15,7 +15,8 @@ samples from 0 including missing ones, so after a gap reset it keeps counting fr
 start), `label` (after post-processing; "uncertain" below the confidence floor), `raw_label`
 (argmax of this window alone), `confidence` (of `label`'s decision), `probs` (this window's
 class probabilities), `t` (wall time, s), `latency_ms` (from the arrival of the bytes or block
-that completed the window to this result).
+that completed the window to this result); `transition` (only with a model that has transition
+classes, and only on a window recognised as one: e.g. "SIT_TO_STAND", edge/postprocess.py).
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ class StageClock:
 def window_result(sample_end: int, decision: Decision, probs: list[float], classes: Sequence[str],
                   arrival: float) -> dict[str, Any]:
     """probs: this window's class probabilities, already rounded plain floats."""
-    return {
+    result: dict[str, Any] = {
         "sample_end": sample_end,
         "label": decision.label,
         "raw_label": decision.raw_label,
@@ -104,6 +105,9 @@ def window_result(sample_end: int, decision: Decision, probs: list[float], class
         "t": time.time(),
         "latency_ms": round((time.perf_counter() - arrival) * 1e3, 4),
     }
+    if decision.transition is not None:  # a transition model recognised a posture change in this window
+        result["transition"] = decision.transition
+    return result
 
 
 class Pipeline:
@@ -135,6 +139,7 @@ class Pipeline:
         self.calibration: MountCalibration | None = None
         if model.mount is not None:
             self.calibration = calibration if calibration is not None else MountCalibration(model.mount)
+            self.calibration.start_session()  # a saved calibration is checked against this stream's walking
             if not self.calibration.calibrated:
                 seconds = model.mount.min_windows * model.frontend_config.hop / rate
                 self.notify(f"mount not calibrated yet: labels are less accurate until the wearer has walked for "
@@ -149,7 +154,7 @@ class Pipeline:
         self.aligned_flags = np.zeros(0, bool)  # (k,) which of the last windows were rotated (`align`)
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
         self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
-        self._matrix: tuple[int, np.ndarray] | None = None  # (moving windows, (9, 9) rotate-and-scale matrix)
+        self._matrix: tuple[bytes | None, np.ndarray] | None = None  # (reference key, (9, 9) rotate-and-scale matrix)
         self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
         self._held_n = 0
         self._since_reset = 0  # samples given to the front-end since its last reset
@@ -284,26 +289,31 @@ class Pipeline:
             return None
         with self.timers.stage("align", len(windows)):
             was_calibrated = self.calibration.calibrated
-            counts, sums = self.calibration.update_many(windows)  # (k,), (k, 3) after each window
-            minimum = self.calibration.config.min_windows
+            aligning, _, sums, _ = self.calibration.update_many(windows)  # (k,), _, (k, 3) after each window
             if self.calibration.calibrated and not was_calibrated:
-                self.notify(f"mount calibrated from {minimum} moving windows; windows are aligned from now on")
-            self.aligned_flags = counts >= minimum  # (k,)
+                self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
+                            "windows are aligned from now on")
+            if self.calibration.remounted is not None:
+                self.notify(f"mount moved by {self.calibration.remounted:.0f} degrees from the saved calibration "
+                            f"(the board was re-mounted): re-learnt from this stream's {self.calibration.windows} "
+                            "moving windows")
+            self.aligned_flags = aligning  # (k,)
             matrices = None  # nothing is rotated before the calibration
-            if counts[-1] >= minimum:
+            if aligning.any():
                 matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
-                for i, (count, direction_sum) in enumerate(zip(counts.tolist(), sums)):
-                    matrices[i] = self._rotate_and_scale(count, direction_sum)
+                for i, (rotated, direction_sum) in enumerate(zip(aligning.tolist(), sums)):
+                    matrices[i] = self._rotate_and_scale(rotated, direction_sum)
         return matrices
 
-    def _rotate_and_scale(self, count: int, direction_sum: np.ndarray) -> np.ndarray:
+    def _rotate_and_scale(self, rotated: bool, direction_sum: np.ndarray) -> np.ndarray:
         """(9, 9) float32: channels @ M == (each triplet rotated by the wearer's reference) * scale, for the
-        reference after `count` moving windows (identity before calibration); recomputed only when it changed."""
+        reference whose unit directions sum to `direction_sum` (identity while not `rotated`); recomputed only
+        when the reference changed (a re-mount can re-learn it with the same window count, so keyed by the sum)."""
         assert self.calibration is not None  # align() calls this only with a calibration
-        if self._matrix is None or self._matrix[0] != count:
-            rotation = reference_rotation(direction_sum, self.calibration.config) \
-                if count >= self.calibration.config.min_windows else np.eye(3)
-            self._matrix = (count, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
+        key = direction_sum.tobytes() if rotated else None
+        if self._matrix is None or self._matrix[0] != key:
+            rotation = reference_rotation(direction_sum, self.calibration.config) if rotated else np.eye(3)
+            self._matrix = (key, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
         return self._matrix[1]
 
     def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:

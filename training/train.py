@@ -109,11 +109,18 @@ def fit_mount(references: dict[int, np.ndarray], train_subjects) -> MountConfig:
 
 def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
     """-> (windows at the front-end's hop, as the device cuts them: validation; windows at `train_hop`: training).
-    One front-end pass per recording makes both; only the spacing of window starts differs."""
+    One front-end pass per recording makes both; only the spacing of window starts differs.
+    transitions=true adds the postural-transition windows to training (training/transitions.py)."""
     device_hop = FrontEndConfig().hop
     by_hop = load_dataset_hops(config.data_path(), sorted({device_hop, config.train_hop}), FrontEndConfig(),
                                classes=tuple(config.classes), subjects=config.subjects or None)
-    return by_hop[device_hop], by_hop[config.train_hop]
+    device_windows, train_windows = by_hop[device_hop], by_hop[config.train_hop]
+    if config.transitions:  # the postural-transition windows join training only (training/transitions.py)
+        from training.transitions import with_transitions
+
+        device_windows, train_windows = with_transitions(device_windows, train_windows, config.data_path(),
+                                                         config.subjects or None)
+    return device_windows, train_windows
 
 
 def check_class_coverage(windows: WindowSet, where) -> None:
@@ -266,7 +273,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         if val_set is not None:
             report = evaluate(evaluated(), X_val, y_val, classes, config.eval_batch_size)
             record.update(val_loss=report["loss"], val_accuracy=report["accuracy"], val_macro_f1=report["macro_f1"])
-            if report["macro_f1"] > best["score"]:  # model selection on the validation subjects only
+            if config.select_epoch == "best" and report["macro_f1"] > best["score"]:  # chosen on the val users
                 best = {"score": report["macro_f1"], "epoch": epoch,
                         "state": {k: v.detach().cpu().clone() for k, v in evaluated().state_dict().items()}}
         history.append(record)
@@ -286,10 +293,13 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
             epoch_done(epoch)
 
     final = copy.deepcopy(evaluated()).cpu()
-    if val_set is not None:
+    if val_set is not None and config.select_epoch == "best":
         final.load_state_dict(best["state"])
         selection = (f"best validation macro-F1 at epoch {best['epoch']} of {config.epochs}"
-                     + (" (EMA weights)" if ema is not None else ""))
+                     + (" (EMA weights)" if ema is not None else "") + ": chosen on the validation users")
+    elif val_set is not None:
+        selection = (f"select_epoch=last: the {'EMA' if ema is not None else 'last-epoch'} weights after epoch "
+                     f"{config.epochs}; the validation users only score, they choose nothing")
     else:
         selection = (f"train_all: no validation subjects; the {'EMA' if ema is not None else 'last-epoch'} "
                      f"weights after epoch {config.epochs} are saved, chosen by no held-out score")
@@ -298,7 +308,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     metrics = {
         "model": model_name,
         "selection": selection,
-        "best_epoch": best["epoch"] if val_set is not None else config.epochs,
+        "best_epoch": best["epoch"] if val_set is not None and config.select_epoch == "best" else config.epochs,
         "classes": classes,
         "init": str(init_path(config.init)) if init is not None else None,
         "device": str(device),
