@@ -28,41 +28,14 @@ model-tcn:
 	cp runs/ship_tcn/model.pt edge/models/modern_tcn/model.pt   # its torch checkpoint, for `har-train fit --init`
 
 # Subject-wise 3-fold cross-validation of every compared variant, exactly as measured for docs/results.md
-# (1 thread each, one after another; each run's seconds per epoch are in docs/results.md). Runs made before
-# mount alignment became the default, or to compare without it, say align_mount=false.
+# (1 thread each, one after another; each run's seconds per epoch are in docs/results.md). Each run is a named
+# config, training/configs/cv/NAME.json -> runs/cv/NAME; runs made before mount alignment became the default, or
+# to compare without it, say "align_mount": false there; runs made before select_epoch=last became the default say
+# "select_epoch": "best". One run: make cv CV_RUNS=bilm_e30_last
 CV = $(PY) -m training.cli cv --folds $(CV_FOLDS) --set num_threads=1 --set progress=false
+CV_RUNS ?= $(basename $(notdir $(wildcard training/configs/cv/*.json)))
 cv:
-	$(CV) --set align_mount=false --model tcn_physics_h32 --set epochs=10 --out runs/cv/tcn_physics_h32
-	$(CV) --set align_mount=false --model bilm --set epochs=10 --out runs/cv/bilm
-	$(CV) --set align_mount=false --model tcn_physics_h64 --set epochs=8 --out runs/cv/tcn_physics_h64
-	$(CV) --set align_mount=false --model tcn_base --set model_options.hidden=64 --set epochs=8 --out runs/cv/tcn_base_h64
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --out runs/cv/bilm_e30
-	$(CV) --set align_mount=false --model bilm --set epochs=50 --out runs/cv/bilm_e50
-	$(CV) --set align_mount=false --model tcn_physics_h64 --set epochs=30 --out runs/cv/tcn_physics_h64_e30
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set train_hop=32 --out runs/cv/bilm_e30_hop32
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set train_hop=16 --out runs/cv/bilm_e30_hop16
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set rotate_degrees=10 --out runs/cv/bilm_e30_rot10
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_seed1
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_seed2
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set label_smoothing=0.1 --out runs/cv/bilm_e30_ls01
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set intensity_scale=0.2 --out runs/cv/bilm_e30_int02
-	$(CV) --set align_mount=false --model bilm --set epochs=30 --set model_options.latent_dim=32 --set 'model_options.encoder_channels=[16,32,64]' --out runs/cv/bilm_e30_small
-	$(CV) --set align_mount=false --model tcn_physics --set epochs=8 --out runs/cv/tcn_physics_h128
-	$(CV) --set align_mount=false --model tcn_base --set epochs=8 --out runs/cv/tcn_base_h128
-	$(CV) --set mount_unaligned_fraction=0 --model bilm --set epochs=30 --out runs/cv/bilm_e30_mount
-	$(CV) --set mount_unaligned_fraction=0 --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_mount_seed1
-	$(CV) --set mount_unaligned_fraction=0 --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_mount_seed2
-	$(CV) --model bilm --set epochs=30 --out runs/cv/bilm_e30_mount_mix05
-	$(CV) --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_mount_mix05_seed1
-	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_mount_mix05_seed2
-	# The honest protocol (select_epoch=last, the default since): the headline runs, three user partitions each.
-	$(CV) --model bilm --set epochs=30 --out runs/cv/bilm_e30_last
-	$(CV) --model bilm --set epochs=30 --set seed=1 --out runs/cv/bilm_e30_last_seed1
-	$(CV) --model bilm --set epochs=30 --set seed=2 --out runs/cv/bilm_e30_last_seed2
-	$(CV) --model bilm --set epochs=30 --set transitions=true --out runs/cv/bilm_e30_trans
-	$(CV) --model tcn_physics_h32 --set epochs=10 --out runs/cv/tcn_physics_h32_e10_last
-	$(CV) --model tcn_physics_h32 --set epochs=10 --set seed=1 --out runs/cv/tcn_physics_h32_e10_last_seed1
-	$(CV) --model tcn_physics_h32 --set epochs=10 --set seed=2 --out runs/cv/tcn_physics_h32_e10_last_seed2
+	for run in $(CV_RUNS); do $(CV) --config training/configs/cv/$$run.json --out runs/cv/$$run || exit 1; done
 
 # Streamed first-session accuracy (the headline) of the honest runs; writes runs/cv/NAME/streamed_*.json.
 STREAMED = $(PY) scripts/streamed_cv.py --quiet

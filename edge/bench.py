@@ -29,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.frontend import FrontEnd
-from edge.runtime import EXAMPLE_RECORDING, Pipeline, StageTimers, load_model
-from edge.timing import stats_ms
 from firmware_bridge.recording import HAPT_ARCHIVE, data_root
+
+from edge.frontend import FrontEnd
+from edge.model import load_model
+from edge.paths import EXAMPLE_RECORDING
+from edge.pipeline import Pipeline, StageTimers
+from edge.timing import stats_ms
 
 ENGINES = (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32"))
 REPO = Path(__file__).resolve().parent.parent

@@ -417,7 +417,9 @@ def _resolve_port(args) -> None:
 # -- commands -------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from edge.runtime import Pipeline, load_model, run_loop
+    from edge.loop import run_loop
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
     from edge.sources import SerialSource
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
@@ -435,8 +437,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_replay(args) -> int:
+    from edge.loop import format_counters, run_loop
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
     from edge.replay import StreamedRecording, WindowLog, paced
-    from edge.runtime import Pipeline, format_counters, load_model, run_loop, truth_summary
+    from edge.scoring import truth_summary
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     t_load = time.perf_counter()
@@ -511,7 +516,9 @@ def _write_json(path: str, data: dict) -> None:
 def cmd_record(args) -> int:
     """Recording is a sink of the one pipeline: the decode stage feeds it, it streams to disk (edge/sinks.py)."""
     from edge.gaps import samples_to_arrays
-    from edge.runtime import Pipeline, load_model, run_loop
+    from edge.loop import run_loop
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
     from edge.sinks import RecordingSink
     from edge.sources import ByteChunk, LinkEvent, SerialSource
 
@@ -632,9 +639,18 @@ def cmd_ports(args) -> int:
 def cmd_enroll(args) -> int:
     from firmware_bridge.recording import read_recording
 
-    from edge.enroll import (GET_READY_S, check_bundle_for_profiles, enrol, enrolment_calibration, format_summary,
-                             guided_enrolment, guided_steps, recording_windows, save_profile)
-    from edge.runtime import load_model
+    from edge.enroll import (
+        GET_READY_S,
+        check_bundle_for_profiles,
+        enrol,
+        enrolment_calibration,
+        format_summary,
+        guided_enrolment,
+        guided_steps,
+        recording_windows,
+        save_profile,
+    )
+    from edge.model import load_model
     from edge.sources import SerialSource
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
@@ -683,8 +699,8 @@ class CliError(ValueError):
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that are the user's to fix: printed as one line, exit 2, no traceback."""
     from edge.frontend import FrontEndError
+    from edge.model import EdgeError
     from edge.postprocess import SmoothingConfigError
-    from edge.runtime import EdgeError
     from edge.sinks import SinkError
     from edge.sources import SourceError
 

@@ -36,10 +36,14 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
     """Stream args.recording through a virtual device into the live runtime; returns the summary."""
     # Imported here: `har-edge --help` builds this command's options without loading numpy.
     import numpy as np
+
     from firmware_bridge.recording import read_recording
     from firmware_bridge.simulate import Faults, VirtualDevice
 
-    from edge.runtime import Pipeline, load_model, run_loop, truth_summary
+    from edge.loop import run_loop
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
+    from edge.scoring import truth_summary
     from edge.sinks import MemorySink
     from edge.sources import SerialSource
     from edge.timing import stats_ms
@@ -91,7 +95,7 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
 
 
 def print_summary(summary: dict) -> None:
-    from edge.runtime import format_counters
+    from edge.loop import format_counters
 
     print("\n== summary ==")
     print(f"windows: {summary['windows']}   labels: " + ", ".join(f"{k} {v}" for k, v in summary["labels"].items()))

@@ -40,9 +40,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from edge.mount import (MountCalibration, gravity_directions, moving, reference_direction, rotate_windows,
-                        rotation_onto)
-from edge.runtime import EdgeError, Model, Pipeline, window_truth
+from edge.model import EdgeError, Model
+from edge.mount import MountCalibration, gravity_directions, moving, reference_direction, rotate_windows, rotation_onto
+from edge.pipeline import Pipeline
+from edge.scoring import window_truth
 
 PROFILE_FORMAT = "har-profile/1"
 L2_GRID = (0.1, 0.03, 0.01, 0.003, 0.001)  # penalties on W, b tried; chosen on the wearer's own enrolment data

@@ -144,6 +144,7 @@ class _Session:
         self.window = bundle.window
         self.n_channels = len(bundle.channels)
         self.n_classes = bundle.n_classes
+        self.precision_reason = "as asked"  # create_session says why, for precision "auto"
 
     def describe(self) -> str:
         note = getattr(self, "delegate_note", "")

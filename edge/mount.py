@@ -120,7 +120,7 @@ def rotation_matrix(rotvec) -> np.ndarray:
 
 def triplet_matrix(rotation) -> np.ndarray:
     """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
-    one matrix product rotates a whole window, and normalization folds into it (edge/runtime.py)."""
+    one matrix product rotates a whole window, and normalization folds into it (edge/pipeline.py)."""
     matrix = np.zeros((9, 9))
     rotation_t = np.asarray(rotation, dtype=np.float64).T
     for triplet in TRIPLETS:

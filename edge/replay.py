@@ -74,7 +74,7 @@ class CodedLabels:
 
     def window_truth(self, ends, size: int) -> list[str | None]:
         """Each window's true class: the label all its `size` samples share, else None (as
-        edge.runtime.window_truth, from the codes with numpy, a thousand windows at a time: no
+        edge.scoring.window_truth, from the codes with numpy, a thousand windows at a time: no
         per-sample list or array beyond the codes themselves)."""
         codes = self.codes
         spans = np.lib.stride_tricks.sliding_window_view(codes, size) if len(codes) >= size else None  # (n-size+1, size)

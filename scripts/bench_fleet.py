@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from firmware_bridge.simulate import VirtualDevice  # noqa: E402
 
-from edge.runtime import EXAMPLE_RECORDING  # noqa: E402
+from edge.paths import EXAMPLE_RECORDING  # noqa: E402
 
 from services import Mosquitto, Output, wait_until  # noqa: E402
 

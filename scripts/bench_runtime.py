@@ -31,7 +31,8 @@ import json, sys, time
 import numpy as np
 from firmware_bridge.protocol import FrameDecoder, encode_sample
 from firmware_bridge.recording import read_recording
-from edge.runtime import Pipeline, load_model
+from edge.model import load_model
+from edge.pipeline import Pipeline
 from edge.sources import ByteChunk
 model = load_model(precision=sys.argv[1])
 samples = read_recording(sys.argv[2]).samples[:6400]

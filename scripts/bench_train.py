@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from training.data import default_hapt_path, fit_normalization, normalize  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
-from training.models import MODEL_VARIANTS, create_model, model_summary  # noqa: E402
+from training.models import VARIANTS, create_model, model_summary  # noqa: E402
 
 
 def conv1d_as_channels_last_2d(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -87,7 +87,7 @@ class CompiledLoss:
 def compare_settings(args, X: torch.Tensor, y: torch.Tensor) -> None:
     """Seconds per 21-user epoch of every variant under each setting THREADSxBATCH[l|c], in rotation."""
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]
-    names = [n for n in MODEL_VARIANTS if n != "tcn_tiny"]
+    names = [n for n in VARIANTS if n != "tcn_tiny"]
     runs = {}
     for setting in settings:
         compiled, channels_last = setting.endswith("c"), setting.endswith("l")
@@ -151,7 +151,7 @@ def main() -> None:
     if args.settings:
         compare_settings(args, X, y)
         return
-    names = [n for n in MODEL_VARIANTS if n != "tcn_tiny"]
+    names = [n for n in VARIANTS if n != "tcn_tiny"]
     models = {n: create_model(n) for n in names}
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=5e-4, weight_decay=0.01) for n, m in models.items()}
     step_s: dict[str, list[float]] = {n: [] for n in names}

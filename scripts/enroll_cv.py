@@ -15,7 +15,7 @@ keeps the epoch with the best held-out macro-F1, which would tune on the scored 
 (tflite int8, what the device runs): the profile is fitted with `edge.enroll` on the labelled windows of the
 wearer's first recording (HAPT acc_expNN_userMM.txt, labels from labels.txt; all of them, or only the first
 1, 2 or 5 minutes of labelled windows), then the wearer's second recording is streamed through
-`edge.runtime.Pipeline` exactly as `har-edge replay` does (mount calibration learnt online from empty,
+`edge.pipeline.Pipeline` exactly as `har-edge replay` does (mount calibration learnt online from empty,
 smoothing on) with and without the profile. Accuracy = windows lying inside one labelled activity whose
 label is right: `raw` the window's own decision, `smoothed` the label the device outputs. The re-mount check
 streams the second recording rotated by 20 degrees (a board re-mounted after enrolment) with the profile of
@@ -113,7 +113,8 @@ def stream_scores(model, recording, profile, calibration=None) -> dict:
     """The recording through the device pipeline (mount calibration from empty, or a copy of `calibration`)
     -> correct / scored windows."""
     from edge.mount import MountCalibration
-    from edge.runtime import Pipeline, truth_summary
+    from edge.pipeline import Pipeline
+    from edge.scoring import truth_summary
     from edge.sources import RecordingSource
 
     if calibration is not None:
@@ -132,9 +133,10 @@ LENGTHS = {"1 min": 60.0, "2 min": 120.0, "5 min": 300.0, "all": None}
 def score(run_dir: Path, json_out: Path | None) -> dict:
     import time
 
-    from edge.enroll import enrol, enrolment_calibration, recording_windows
-    from edge.runtime import load_model
     from firmware_bridge.recording import read_recording
+
+    from edge.enroll import enrol, enrolment_calibration, recording_windows
+    from edge.model import load_model
 
     folder = hapt_folder(run_dir)
     recordings = user_recordings(folder)
@@ -212,10 +214,12 @@ def summarize(rows: list[dict]) -> dict:
 def cost(bundle: Path, profile_path: Path, recording_path: Path, repeats: int = 3) -> None:
     """What the profile costs per window on the live path: the recording fed 64 samples at a time (one window per
     call, as a live board completes them), with and without the profile, alternating, `repeats` times each."""
-    from edge.enroll import load_profile
-    from edge.runtime import Pipeline, load_model
-    from edge.sources import RecordingSource
     from firmware_bridge.recording import read_recording
+
+    from edge.enroll import load_profile
+    from edge.model import load_model
+    from edge.pipeline import Pipeline
+    from edge.sources import RecordingSource
 
     model = load_model(bundle, "tflite", "int8")
     profile = load_profile(profile_path, model)

@@ -7,7 +7,7 @@ Each fold's checkpoint is scored on its held-out users' windows (the CV windows)
   (a wearer who already has a --mount-calibration file);
 - first session: the device's online calibration, started empty on the wearer's first experiment and
   carried into their second, fed every stream window (hop 64 from the stream start, transitions and
-  unlabelled stretches included) in time order, exactly as `edge.runtime.Pipeline` does; a window is
+  unlabelled stretches included) in time order, exactly as `edge.pipeline.Pipeline` does; a window is
   scored with the calibration as it stood when the window ended (identity before min_windows);
 - uncalibrated: no rotation at all.
 Labels are used only to score.

@@ -78,7 +78,7 @@ def cv_section(default: str) -> tuple[list[str], dict]:
         "3 folds of 7 held-out users each (`training.data.subject_folds`, seed 0); every fold trains on the other 14",
         "users and fits the normalization on them only. **Headline: streamed first-session accuracy** "
         "(`scripts/streamed_cv.py`, training/streamed.py): each held-out wearer's raw recordings streamed through "
-        "`edge.runtime.Pipeline` in time order, mount calibration empty at their first recording and carried to "
+        "`edge.pipeline.Pipeline` in time order, mount calibration empty at their first recording and carried to "
         "the next, windows wholly inside one labelled activity scored, `label` (what the wearer sees) and "
         "`raw_label`; shown for runs that kept the last epoch (`select_epoch=last`, nothing chosen on the scored "
         "users). The columns after it are the older window figures, each held-out wearer *calibrated* on all of "
@@ -105,8 +105,8 @@ def cv_section(default: str) -> tuple[list[str], dict]:
             f"| {pct(acc['mean'])} ± {pct(acc['std'])} | {f1['mean']:.3f} ± {f1['std']:.3f} "
             f"| {pct(acc['min'])}-{pct(acc['max'])} | {pct(s['pooled']['accuracy'])} "
             f"| {s['train_seconds_per_epoch']['mean']:.0f} |")
-    lines += ["", "Commands: `make cv` (each run: `har-train cv --folds 3 --model NAME --set epochs=N "
-              "--set num_threads=1 --out runs/cv/NAME`; the training column gives N epochs and any other `--set`), "
+    lines += ["", "Commands: `make cv` (each run: `har-train cv --folds 3 --config training/configs/cv/NAME.json "
+              "--set num_threads=1 --out runs/cv/NAME`; the training column gives its epochs and other keys), "
               "then `python scripts/streamed_cv.py runs/cv/NAME ...` for the streamed columns (`make streamed`). "
               "Seconds per epoch were measured "
               "with two or three folds' processes sharing the 2 cores, so they are upper bounds.", ""]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from firmware_bridge.simulate import Faults, VirtualDevice  # noqa: E402
 
-from edge.runtime import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: E402
+from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: E402
 
 WINDOW, HOP, MAX_INTERPOLATED = 128, 64, 5
 RATE_HZ = 50.0

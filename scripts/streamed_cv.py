@@ -3,7 +3,7 @@
     python scripts/streamed_cv.py runs/cv/A runs/cv/A_seed1 runs/cv/A_seed2 [--backend tflite --precision int8]
 
 Each run is one user partition (3 folds); each fold's model streams its own held-out users' raw recordings
-through edge.runtime.Pipeline, a new wearer each (calibration empty at the first recording, carried to the
+through edge.pipeline.Pipeline, a new wearer each (calibration empty at the first recording, carried to the
 next). Prints each user's figure, each partition's pooled figure, and the mean and sample standard deviation
 over the partitions; writes RUN/streamed_<backend>_<precision>.json.
 --choose-smoothing also picks the smoother for each fold on the OTHER folds' held-out users (the training

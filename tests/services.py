@@ -1,6 +1,6 @@
 """Real services for the tests, on loopback only: a Mosquitto broker, an MQTT subscriber (paho),
 headless Chromium driven over the DevTools protocol (a stdlib websocket), and a reader for the
-stderr of a `har-edge` subprocess.
+stderr of a `har-edge` subprocess, which `har_edge` starts and `stop` ends.
 
 Missing binaries skip with the reason, unless HAR_REQUIRE_SERVICES is set (CI): then they fail.
 """
@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -22,6 +23,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from helpers import REPO
 
 STARTUP_S = 20.0  # how long a service may take to come up before the test fails (a slow, shared CI machine)
 
@@ -280,3 +283,25 @@ class Chromium:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+# ---- the program under test, as a subprocess ------------------------------------------------------
+def har_edge(*args, env=None) -> tuple[subprocess.Popen, Output]:
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=REPO, text=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
+    return proc, Output(proc.stderr)
+
+
+def stop(proc: subprocess.Popen, err: Output) -> str:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        proc.wait()
+        pytest.fail(f"har-edge did not exit after SIGINT; its threads:\n{err.finish()[-6000:]}")
+    text = err.finish()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text, text
+    return text

@@ -7,32 +7,16 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.frontend import CLASSES, filter_recording
 from firmware_bridge.protocol import Sample
-from firmware_bridge.recording import (HAPT_ACTIVITIES, HaptSource, hapt_sample_labels, read_recording,
-                                       write_recording_csv)
+from firmware_bridge.recording import HaptSource, read_recording, write_recording_csv
+
+from edge.frontend import CLASSES, filter_recording
+
 from training import datasets
 from training.data import DataError
 from training.datasets import dataset_kind, label_runs, load_dataset, load_dataset_hops
 
-
-def own_recordings(folder, hapt_dir, experiments=((1, 1), (2, 1)), subject=7, transition="TRANSITION"):
-    """Real HAPT experiments written as the project's labelled recording CSVs (the six classes, and the
-    postural transitions 7-12 as one class named `transition`), with a manifest: a data set of one's own."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = HaptSource(hapt_dir)
-    segments = source.segments()
-    lines = ["recording,subject"]
-    for experiment, user in experiments:
-        rows = source.read_experiment(experiment, user)
-        labels = hapt_sample_labels(segments, experiment, user, len(rows), keep=HAPT_ACTIVITIES)
-        labels = [transition if label in HAPT_ACTIVITIES[6:] else label for label in labels]
-        samples = [Sample(i % 65536, i * 20000, *r) for i, r in enumerate(rows)]
-        name = f"exp{experiment:02d}.csv"
-        write_recording_csv(folder / name, samples, labels)
-        lines.append(f"{name},{subject}")
-    (folder / "manifest.csv").write_text("\n".join(lines) + "\n")
-    return folder
+from helpers import own_recordings
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +140,9 @@ def test_unlabelled_recording_and_not_a_data_set(own_copy, tmp_path):
 # ---- the loop: record with a label, label afterwards ----------------------------------------------
 
 def test_record_with_label_writes_the_label_column(hapt_user1_dir, tmp_path, capsys):
-    from edge.cli import main
     from firmware_bridge.simulate import VirtualDevice
+
+    from edge.cli import main
 
     rows = HaptSource(hapt_user1_dir).read_experiment(1, 1)[:2000]
     wire = [Sample(i, i * 20000, *map(float, np.float32(r))) for i, r in enumerate(rows)]  # float32 on the wire

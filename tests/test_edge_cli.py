@@ -23,39 +23,13 @@ from firmware_bridge.recording import read_recording, write_recording_csv
 
 from edge.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
-
-
-TINY_BUNDLE = REPO / "tests" / "data" / "tiny_bundle"  # the export tests' stored bundle (small, trained)
-
-
-@pytest.fixture(scope="session")
-def bundle_dir() -> Path:
-    """HAR_EDGE_TEST_BUNDLE if set, else the shipped model, else the export tests' tiny bundle."""
-    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
-        if candidate and (Path(candidate) / "bundle.json").is_file():
-            return Path(candidate)
-    pytest.skip(f"no model bundle: neither {SHIPPED_BUNDLE} nor {TINY_BUNDLE} is there and HAR_EDGE_TEST_BUNDLE "
-                "is not set (point it at a directory written by `har-export`)")
-
-
-@pytest.fixture(scope="session")
-def hapt_recording(hapt_user1_dir) -> Path:
-    """HAPT user 1, experiment 1: 20,598 real samples (6.9 min) with labels.txt beside it."""
-    return hapt_user1_dir / "RawData" / "acc_exp01_user01.txt"
+from helpers import REPO, read_jsonl
 
 
 def replay(args, capsys):
     rc = main(["replay", *map(str, args)])
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
-
-
-def read_jsonl(path: Path, kind: str = "window") -> list[dict]:
-    """The window lines (no "type" key) or the status lines ("type": "status") of a JSONL output."""
-    objects = [json.loads(line) for line in path.read_text().splitlines()]
-    return [o for o in objects if o.get("type", "window") == kind]
 
 
 def labels_of(results):
@@ -289,9 +263,8 @@ def test_run_gives_up_on_a_missing_port_when_told(bundle_dir, tmp_path, capsys):
 # -- record and run against the virtual device ----------------------------------------------------
 
 def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recording, tmp_path, capsys):
-    from firmware_bridge.simulate import VirtualDevice
-
     from firmware_bridge.protocol import Sample
+    from firmware_bridge.simulate import VirtualDevice
 
     # The wire carries float32: start from values a device could have sent.
     wire = [Sample(s.seq, s.t_us, *map(float, np.float32(s.values()))) for s in read_recording(hapt_recording).samples[:3000]]
@@ -363,7 +336,7 @@ def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_pat
 
 def test_demo_streams_the_example_through_a_virtual_device_like_replay(bundle_dir, tmp_path, capsys):
     """The quick start's demo: the example recording played at 100x over a pty gives replay's labels."""
-    from edge.runtime import EXAMPLE_RECORDING
+    from edge.paths import EXAMPLE_RECORDING
 
     rc = main(["demo", "--speed", "100", "--quiet", "--bundle", str(bundle_dir), "--jsonl", str(tmp_path / "demo.jsonl"),
                "--summary-json", str(tmp_path / "demo.json")])
@@ -419,7 +392,7 @@ def test_a_bad_mount_in_the_bundle_is_named(bundle_dir, hapt_recording, tmp_path
 
 def test_the_first_screen_shows_only_what_the_product_says(tmp_path):
     """No TFLite delegate INFO line, no warnings of libraries: every stderr line is har-edge's own."""
-    from edge.runtime import EXAMPLE_RECORDING
+    from edge.paths import EXAMPLE_RECORDING
 
     run = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(EXAMPLE_RECORDING), "--quiet"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -20,14 +20,23 @@ from firmware_bridge.simulate import VirtualDevice
 
 from edge.bundle import load_bundle
 from edge.cli import main
-from edge.enroll import (PROFILE_FORMAT, ProfileError, Step, enrol, load_profile, recording_windows, save_profile,
-                         step_problem)
-from edge.runtime import Pipeline, load_model, truth_summary
+from edge.enroll import (
+    PROFILE_FORMAT,
+    ProfileError,
+    Step,
+    enrol,
+    load_profile,
+    recording_windows,
+    save_profile,
+    step_problem,
+)
+from edge.model import load_model
+from edge.pipeline import Pipeline
+from edge.scoring import truth_summary
 from edge.sources import RecordingSource
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
-TINY_BUNDLE_V1 = REPO / "tests" / "data" / "tiny_bundle"  # written by an earlier har-export: har-bundle/1
+from helpers import REPO, SHIPPED_BUNDLE, TINY_BUNDLE  # TINY_BUNDLE: written by an earlier har-export, har-bundle/1
+
 REMOUNT = Rotation.from_rotvec(np.radians(20.0) * np.array([0.0, 0.0, 1.0])).as_matrix()  # a board 20 deg off
 
 
@@ -291,8 +300,8 @@ def test_enroll_refuses_an_unlabelled_recording_and_an_old_bundle(bundle_dir, us
     labelled = tmp_path / "l.csv"
     write_recording_csv(labelled, first.samples[:3000], labels=first.labels[:3000])
     assert main(["enroll", "--recording", str(labelled), "--profile", str(tmp_path / "p.json"),
-                 "--bundle", str(TINY_BUNDLE_V1)]) == 2
+                 "--bundle", str(TINY_BUNDLE)]) == 2
     err = capsys.readouterr().err
     assert "no features output" in err and "har-export" in err and not (tmp_path / "p.json").exists()
     with pytest.raises(ProfileError, match="no features output"):
-        load_profile(_enrolled_profile(bundle_dir, user1, tmp_path), load_model(TINY_BUNDLE_V1, "onnx", "fp32"))
+        load_profile(_enrolled_profile(bundle_dir, user1, tmp_path), load_model(TINY_BUNDLE, "onnx", "fp32"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +13,10 @@ import pytest
 from edge.bundle import load_bundle
 from edge.inference import InferenceError, create_session, dequantize, quantize
 
-DATA = Path(__file__).parent / "data"
-TINY_BUNDLE = DATA / "tiny_bundle"
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO, TINY_BUNDLE
+
+DATA = REPO / "tests" / "data"
+
 
 # Tolerances on the 48 stored windows (8 per class, real HAPT windows)
 FP32_ATOL = 1e-4            # ONNX fp32 vs TFLite fp32: the same float graph

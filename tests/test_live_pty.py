@@ -9,9 +9,7 @@ faults injected, the counters must match what the device says it injected.
 from __future__ import annotations
 
 import math
-import os
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,11 +17,12 @@ import pytest
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 from firmware_bridge.simulate import Faults, VirtualDevice
 
-from edge.runtime import Pipeline, run_loop
+from edge.loop import run_loop
+from edge.pipeline import Pipeline
 from edge.sinks import MemorySink
 from edge.sources import Backoff, SampleBlock, SerialSource
 
-from test_runtime import build_standin_model, read_hapt_raw
+from helpers import build_standin_model, find_bundle, read_hapt_raw
 
 SPEED = 50.0  # stream seconds per wall second: 6000 samples (2 min) stream in 2.4 s
 N_SAMPLES = 6000
@@ -32,13 +31,10 @@ N_SAMPLES = 6000
 @pytest.fixture(scope="module")
 def model(hapt_user1_dir):
     """A real exported model (shipped, HAR_EDGE_TEST_BUNDLE, or the stored tiny bundle), else the stand-in."""
-    from edge.runtime import load_model
-    from test_edge_cli import SHIPPED_BUNDLE, TINY_BUNDLE
+    from edge.model import load_model
 
-    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
-        if candidate and (Path(candidate) / "bundle.json").is_file():
-            return load_model(candidate, "tflite", "int8")
-    return build_standin_model(hapt_user1_dir)
+    bundle = find_bundle()
+    return build_standin_model(hapt_user1_dir) if bundle is None else load_model(bundle, "tflite", "int8")
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from training.models import (
-    MODEL_VARIANTS, BiLMClassifier, ModelConfig, ModelConfigError, PhysicsModernTCNHAR, count_macs,
-    create_model, list_models, model_summary, receptive_field,
+    VARIANTS, BiLMClassifier, ModelConfig, ModelConfigError, PhysicsModernTCNHAR, count_macs,
+    create_model, list_models, model_summary, receptive_field, register_model,
 )
 
 torch.set_num_threads(1)
@@ -179,7 +179,15 @@ def test_factory_errors_name_the_problem():
         create_model("tcn_base", kernel_sizes=(3, 6))
     with pytest.raises(ModelConfigError, match="arch"):
         create_model("tcn_base", arch="lstm")
-    assert set(MODEL_VARIANTS) >= {"tcn_base", "tcn_physics", "tcn_physics_h64", "tcn_physics_h32", "bilm"}
+    assert set(VARIANTS) >= {"tcn_base", "tcn_physics", "tcn_physics_h64", "tcn_physics_h32", "bilm"}
+
+
+def test_each_variant_is_one_registry_entry():
+    assert list_models() == list(VARIANTS) and all(v.name == k and v.description for k, v in VARIANTS.items())
+    assert create_model("tcn_physics_h64").config == VARIANTS["tcn_physics_h64"].config
+    with pytest.raises(ModelConfigError, match="'bilm' is registered twice"):
+        register_model("bilm", ModelConfig(arch="bilm"), "a second bilm")
+    assert VARIANTS["bilm"].description.startswith("BiLM VAE")
 
 
 def test_config_round_trips_through_a_dict():

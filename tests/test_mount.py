@@ -11,10 +11,23 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from edge.frontend import FrontEndConfig
-from edge.mount import (MountCalibration, MountConfig, MountError, align_by_subject, gravity_directions, moving,
-                        reference_direction, rotate_windows, rotation_onto)
-from edge.runtime import Model, Pipeline
+from edge.model import Model
+from edge.mount import (
+    MountCalibration,
+    MountConfig,
+    MountError,
+    align_by_subject,
+    gravity_directions,
+    moving,
+    reference_direction,
+    rotate_windows,
+    rotation_onto,
+)
+from edge.pipeline import Pipeline
+
 from training.datasets import load_dataset
+
+from helpers import read_hapt_raw, sample_block
 
 WALKING, SITTING, LAYING = 0, 3, 5
 CANONICAL = (0.979, -0.185, -0.086)  # about the HAPT wearers' mean walking gravity direction
@@ -36,10 +49,9 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
     assert is_moving[user1.y <= 2].mean() > 0.95      # walking, upstairs, downstairs
     assert is_moving[user1.y >= SITTING].mean() < 0.02  # sitting, standing, laying (2 of 150 lying windows)
     # Posture changes move hard but turn gravity: few of the stream windows that cover one count.
-    from tests.test_runtime import read_hapt_raw
+    from firmware_bridge.recording import HaptSource
 
     from edge.frontend import FrontEnd
-    from firmware_bridge.recording import HaptSource
 
     labels = np.array([(s.experiment, s.user, s.activity, s.first, s.last) for s in HaptSource(hapt_user1_dir).segments()])
     stream, ends = FrontEnd(FrontEndConfig()).push(read_hapt_raw(hapt_user1_dir))  # (k, 128, 9) experiment 1
@@ -123,8 +135,6 @@ class RecordingSession:
 
 
 def test_pipeline_aligns_windows_once_calibrated(hapt_user1_dir, user1):
-    from tests.test_runtime import read_hapt_raw, sample_block
-
     from edge.frontend import FrontEnd
 
     raw = read_hapt_raw(hapt_user1_dir, n=16000)  # 5 min of user 1: static postures, then walking
@@ -155,16 +165,12 @@ def test_pipeline_aligns_windows_once_calibrated(hapt_user1_dir, user1):
 
 def _session(raw, model, calibration, messages):
     """One stream (a `har-edge replay`) of raw samples through a fresh Pipeline, the calibration carried."""
-    from tests.test_runtime import sample_block
-
     pipeline = Pipeline(model, notify=messages.append, calibration=calibration)
     for start in range(0, len(raw), 1000):
         pipeline.process(sample_block(raw[start:start + 1000], first=start))
 
 
 def test_a_board_put_back_20_degrees_off_is_detected_and_relearnt(hapt_user1_dir, user1):
-    from tests.test_runtime import read_hapt_raw
-
     raw = read_hapt_raw(hapt_user1_dir)  # (n, 6) user 1's first recording: static postures, then walking
     mean, std = user1.X.reshape(-1, 9).mean(0).astype(np.float32), user1.X.reshape(-1, 9).std(0).astype(np.float32)
     model = Model(("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"),

@@ -9,23 +9,20 @@ password never stops recognition, and what was not delivered is counted.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from firmware_bridge.protocol import Sample
-from firmware_bridge.recording import read_recording, write_recording_csv
+from firmware_bridge.recording import read_recording
 
 from edge.cli import main
 
-from services import Mosquitto, Output, Subscriber, free_port, need, wait_until
-from test_edge_cli import REPO, bundle_dir, hapt_recording, read_jsonl  # noqa: F401 (fixtures)
+from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
+from services import Mosquitto, Output, Subscriber, free_port, har_edge, need, stop, wait_until
 
 SPEED = 20.0  # stream seconds per wall second
 
@@ -35,47 +32,6 @@ def broker(tmp_path):
     server = Mosquitto(tmp_path / "broker").start()
     yield server
     server.stop()
-
-
-def excerpt(hapt_recording, tmp_path, n: int) -> Path:
-    """The first n real samples as a recording CSV, in the float32 the wire carries."""
-    wire = [Sample(s.seq, s.t_us, *map(float, np.float32(s.values()))) for s in read_recording(hapt_recording).samples[:n]]
-    path = tmp_path / f"excerpt{n}.csv"
-    write_recording_csv(path, wire)
-    return path
-
-
-def expected_windows(n: int) -> int:
-    return len(range(128, n + 1, 64))
-
-
-def har_edge(*args, env=None) -> tuple[subprocess.Popen, Output]:
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", *map(str, args)], cwd=REPO, text=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
-    return proc, Output(proc.stderr)
-
-
-def jsonl_count(path: Path) -> int:
-    """Window lines written so far (status lines, which carry a "type" key, are not windows)."""
-    if not path.exists():
-        return 0
-    # Only complete lines: the file is polled while har-edge writes it.
-    return sum('"type":' not in line for line in path.read_text().split("\n")[:-1])
-
-
-def stop(proc: subprocess.Popen, err: Output) -> str:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
-        proc.wait()
-        pytest.fail(f"har-edge did not exit after SIGINT; its threads:\n{err.finish()[-6000:]}")
-    text = err.finish()
-    assert proc.returncode == 0, text
-    assert "Traceback" not in text, text
-    return text
 
 
 def stream_live(recording: Path, tmp_path: Path, options: list, during=None, env=None) -> tuple[list[dict], str]:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +21,8 @@ from firmware_bridge.simulate import VirtualDevice
 from edge.mount import MountCalibration, MountConfig, MountError
 from edge.sinks import JsonlSink, RecordingSink
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers import REPO
+
 RATE_HZ = 50
 
 
@@ -135,7 +135,7 @@ def test_live_display_off_a_terminal_prints_one_line_per_label_change():
 @pytest.mark.slow
 def test_mount_calibration_is_saved_while_running_so_a_crash_keeps_it(tmp_path):
     """`har-edge run` killed with SIGKILL (no exit handler runs) still leaves what it had learnt."""
-    from edge.runtime import DEFAULT_BUNDLE, EXAMPLE_RECORDING
+    from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING
 
     wearer, link = tmp_path / "wearer.json", tmp_path / "imu"
     assert json.loads((DEFAULT_BUNDLE / "bundle.json").read_text()).get("mount"), "the shipped model is mount-aligned"

@@ -10,56 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge.frontend import FrontEndConfig, SlidingWindow, filter_recording
+from edge.frontend import SlidingWindow, filter_recording
 from edge.gaps import SEQ_MODULO
+from edge.loop import run_loop
+from edge.model import Model
+from edge.pipeline import Pipeline
 from edge.postprocess import SmoothingConfig, softmax
-from edge.runtime import Model, Pipeline, run_loop, window_truth
+from edge.scoring import window_truth
 from edge.sinks import MemorySink
 from edge.sources import ByteChunk, LinkEvent, RecordingSource, SampleBlock
 
-CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
-
-
-class CentroidSession:
-    """Stand-in for an inference session: logits = -distance of window statistics to class centroids."""
-
-    def __init__(self, X: np.ndarray, y: np.ndarray):
-        feats = self.features(X)  # (N, 18)
-        self.centroids = np.stack([feats[y == c].mean(axis=0) for c in range(len(CLASSES))])  # (6, 18)
-        self.calls = 0
-
-    @staticmethod
-    def features(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([x.mean(axis=1), x.std(axis=1)], axis=1)  # (k, 18)
-
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        assert windows.dtype == np.float32 and windows.shape[1:] == (128, 9)
-        self.calls += 1
-        d = ((self.features(windows)[:, None, :] - self.centroids[None]) ** 2).sum(-1)  # (k, 6)
-        return (-d).astype(np.float32)
-
-
-def build_standin_model(hapt_dir) -> Model:
-    from training.data import fit_normalization
-    from training.datasets import load_dataset
-
-    windows = load_dataset(hapt_dir, subjects=[1])
-    mean, std = fit_normalization(windows.X)
-    session = CentroidSession(((windows.X - mean) / std).astype(np.float32), windows.y)
-    return Model(CLASSES, mean.astype(np.float32), std.astype(np.float32), FrontEndConfig(), session, "stand-in")
-
-
-def read_hapt_raw(hapt_dir, experiment=1, user=1, n=None) -> np.ndarray:
-    folder = hapt_dir / "RawData"
-    acc = np.loadtxt(folder / f"acc_exp{experiment:02d}_user{user:02d}.txt")
-    gyro = np.loadtxt(folder / f"gyro_exp{experiment:02d}_user{user:02d}.txt")
-    return np.concatenate([acc, gyro], axis=1)[:n]  # (n, 6)
-
-
-def sample_block(raw: np.ndarray, first: int = 0) -> SampleBlock:
-    n = len(raw)
-    seq = (first + np.arange(n)) % SEQ_MODULO
-    return SampleBlock(seq.astype(np.int64), (first + np.arange(n)) * 20_000, raw, 0.0)
+from helpers import CLASSES, build_standin_model, read_hapt_raw, sample_block
 
 
 @pytest.fixture(scope="module")

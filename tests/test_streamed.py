@@ -1,5 +1,5 @@
 """The honest headline protocol (training/streamed.py) on a small real subset: a cross-validation of four
-HAPT users, each scored once, streamed through edge.runtime.Pipeline by the one fold model that never saw
+HAPT users, each scored once, streamed through edge.pipeline.Pipeline by the one fold model that never saw
 them, whose kept epoch was chosen on nothing they did."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from edge.postprocess import SmoothingConfig
-from edge.runtime import window_truth
+from edge.scoring import window_truth
+
 from training.config import load_train_config
 from training.cv import cross_validate
 from training.streamed import HaptRecordings, bouts, pooled, score_user, stream_run, window_classes

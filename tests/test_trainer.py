@@ -14,12 +14,13 @@ from training.cv import cross_validate
 from training.data import fit_normalization, normalize
 from training.datasets import load_dataset
 from training.metrics import classification_report
-from training.models import create_model
+from training.models import VARIANTS, create_model
 from training.train import fit, load_windows, lr_factor, split_subjects
 
 torch.set_num_threads(1)
 
 SUBJECTS = [1, 3, 5]
+CV_CONFIGS = DEFAULT_CONFIG_PATH.parent / "cv"  # one JSON per `make cv` run
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +172,14 @@ def test_default_json_shows_the_dataclass_defaults():
     assert load_train_config(DEFAULT_CONFIG_PATH) == TrainConfig()
 
 
+@pytest.mark.parametrize("path", sorted(CV_CONFIGS.glob("*.json")), ids=lambda p: p.stem)
+def test_every_make_cv_run_is_a_valid_named_config(path):
+    data = json.loads(path.read_text())
+    config = load_train_config(path)
+    assert config.model in VARIANTS and path.stem in data["_comment"]
+    assert all(getattr(config, k) == v for k, v in data.items() if not k.startswith("_"))
+
+
 def test_overrides_are_parsed_by_type():
     cfg = load_train_config(None, ["epochs=7", "lr=1e-3", "ema=true", "model=tcn_base", "subjects=1,3,5",
                                    "val_subjects=[5]", "model_options.hidden=48", "weight_decay=0"])
@@ -241,6 +250,7 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
 def test_cli_models_lists_every_variant(capsys):
     assert main(["models", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
+    assert [(r["name"], r["description"]) for r in rows] == [(v.name, v.description) for v in VARIANTS.values()]
     assert {r["name"] for r in rows} >= {"tcn_base", "tcn_physics", "tcn_physics_h64", "tcn_physics_h32", "bilm"}
     assert all(r["params"] > 0 and r["macs"] > 0 and r["receptive_field"] >= 125 for r in rows)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import signal
 import subprocess
 import sys
 
@@ -16,9 +15,8 @@ import pytest
 from edge.cli import main
 from edge.web import Fleet, LiveServer
 
-from services import Chromium, Mosquitto, Output, wait_until
-from test_edge_cli import REPO, bundle_dir, hapt_recording, read_jsonl  # noqa: F401 (fixtures)
-from test_mqtt import excerpt, expected_windows, har_edge, jsonl_count, stop
+from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
+from services import Chromium, Mosquitto, Output, har_edge, stop, wait_until
 
 LAST_END = list(range(128, 3001, 64))[-1]  # the last window of the 3000-sample excerpt
 SHOWN = """(() => [...document.querySelectorAll('.device')].map(n => ({

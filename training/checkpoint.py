@@ -89,7 +89,6 @@ def load_checkpoint(path: str | Path):
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not fit model {ckpt['model_name']!r}: "
                               f"{str(exc).splitlines()[0]}") from None
-    model.variant_name = ckpt["model_name"]
     model.eval()
     return model, ckpt
 
@@ -154,7 +153,6 @@ def init_from_checkpoint(path: str | Path, classes) -> tuple[object, dict, str]:
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {path}: weights do not fit model {ckpt['model_name']!r}: "
                               f"{str(exc).splitlines()[0]}") from None
-    model.variant_name = ckpt["model_name"]
     return model, ckpt, message
 
 

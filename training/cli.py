@@ -72,11 +72,10 @@ def _config(args):
 
 
 def _models(as_json: bool) -> None:
-    from training.models import MODEL_DESCRIPTIONS, create_model, list_models, model_summary
+    from training.models import VARIANTS, build_model, model_summary
 
-    rows = []
-    for name in list_models():
-        rows.append({"name": name, **model_summary(create_model(name)), "description": MODEL_DESCRIPTIONS[name]})
+    rows = [{"name": variant.name, **model_summary(build_model(variant.config)), "description": variant.description}
+            for variant in VARIANTS.values()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return

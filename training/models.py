@@ -12,7 +12,8 @@ Story:
     MultiScaleConvBlock, DropPath (stochastic depth), ModernTCNBlock, SqueezeExcitation1d.
  3. BaseModernTCNHAR, and PhysicsModernTCNHAR = BaseModernTCNHAR + a per-time-step physics head.
  4. BiLM (seed 001): Encoder, Decoder, BiomechanicalConstraintModule, BiLMClassifier.
- 5. Named variants (MODEL_VARIANTS), create_model / build_model / list_models, model_summary.
+ 5. ARCHITECTURES (arch -> builder), the variant registry (register_model -> VARIANTS: name, config and
+    description in one entry), create_model / build_model / list_models, model_summary.
 
 Conventions kept by every block, because the export work depends on them:
  - 'same' convolutions: odd kernels with symmetric padding (k - 1) * dilation / 2, so T stays 128 with
@@ -27,14 +28,13 @@ Conventions kept by every block, because the export work depends on them:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-ARCHITECTURES = ("tcn", "bilm")
 
 # Biomechanical limits of seed 001 (virtual joints, see BiomechanicalConstraintModule).
 JOINT_ANGLE_MIN, JOINT_ANGLE_MAX = -math.pi, math.pi
@@ -51,7 +51,7 @@ class ModelConfigError(ValueError):
 # --------------------------------------------------------------------------------------------------
 @dataclass
 class ModelConfig:
-    arch: str = "tcn"                      # "tcn" (Modern TCN, seed 000) | "bilm" (seed 001)
+    arch: str = "tcn"                      # ARCHITECTURES key: "tcn" (Modern TCN, seed 000) | "bilm" (seed 001)
     input_dim: int = 9                     # the nine UCI-HAR channels of the front-end
     seq_len: int = 128                     # samples per window (2.56 s at 50 Hz)
     n_classes: int = 6
@@ -521,40 +521,81 @@ class BiLMClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # 5. Named variants, factory and summary
 # --------------------------------------------------------------------------------------------------
-MODEL_VARIANTS: dict[str, ModelConfig] = {
-    "tcn_base": ModelConfig(arch="tcn", hidden=128, physics=False),
-    "tcn_physics": ModelConfig(arch="tcn", hidden=128, physics=True),
-    "tcn_physics_h64": ModelConfig(arch="tcn", hidden=64, physics=True),
-    "tcn_physics_h32": ModelConfig(arch="tcn", hidden=32, physics=True),
-    "bilm": ModelConfig(arch="bilm", hidden=128, dropout=0.3),
-    # A few thousand parameters, for fast tests only.
-    "tcn_tiny": ModelConfig(arch="tcn", hidden=16, physics=True),
+def _build_tcn(config: ModelConfig) -> nn.Module:
+    return PhysicsModernTCNHAR(config) if config.physics else BaseModernTCNHAR(config)
+
+
+def _tcn_receptive_field(config: ModelConfig) -> int:
+    """Seed 000 formula: 1 + (k_large - 1) + 2 (k_max - 1) sum_i 2**i + (k_large - 1); 125 for 3 layers."""
+    k_max = max(config.kernel_sizes)
+    return (1 + (config.large_kernel - 1) + 2 * (k_max - 1) * sum(2 ** i for i in range(config.n_layers))
+            + (config.large_kernel - 1))
+
+
+def _bilm_receptive_field(config: ModelConfig) -> int:
+    """fc_mu reads the whole flattened trunk, so every output sees the whole window."""
+    return config.seq_len
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What ModelConfig.arch selects: how to build the model and its theoretical receptive field (samples)."""
+    build: Callable[[ModelConfig], nn.Module]
+    receptive_field: Callable[[ModelConfig], int]
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "tcn": Architecture(build=_build_tcn, receptive_field=_tcn_receptive_field),
+    "bilm": Architecture(build=BiLMClassifier, receptive_field=_bilm_receptive_field),
 }
 
-MODEL_DESCRIPTIONS = {
-    "tcn_base": "Base Modern TCN of seed 000 (no physics head)",
-    "tcn_physics": "Physics Modern TCN, hidden 128 (seed size)",
-    "tcn_physics_h64": "Physics Modern TCN, hidden 64",
-    "tcn_physics_h32": "Physics Modern TCN, hidden 32",
-    "bilm": "BiLM VAE latent classifier of seed 001 (real latent trajectory for the biomech loss)",
-    "tcn_tiny": "Physics Modern TCN, hidden 16 (tests)",
-}
+
+@dataclass(frozen=True)
+class ModelVariant:
+    """One named model (timm-style registry entry): its name, its configuration and what it is."""
+    name: str
+    config: ModelConfig
+    description: str
+
+
+VARIANTS: dict[str, ModelVariant] = {}
+
+
+def register_model(name: str, config: ModelConfig, description: str) -> ModelVariant:
+    """Add a named variant; `har-train models`, create_model and --set model=NAME all read VARIANTS."""
+    if name in VARIANTS:
+        raise ModelConfigError(f"model variant {name!r} is registered twice")
+    variant = ModelVariant(name, config, description)
+    VARIANTS[name] = variant
+    return variant
+
+
+register_model("tcn_base", ModelConfig(arch="tcn", hidden=128, physics=False),
+               "Base Modern TCN of seed 000 (no physics head)")
+register_model("tcn_physics", ModelConfig(arch="tcn", hidden=128, physics=True),
+               "Physics Modern TCN, hidden 128 (seed size)")
+register_model("tcn_physics_h64", ModelConfig(arch="tcn", hidden=64, physics=True), "Physics Modern TCN, hidden 64")
+register_model("tcn_physics_h32", ModelConfig(arch="tcn", hidden=32, physics=True), "Physics Modern TCN, hidden 32")
+register_model("bilm", ModelConfig(arch="bilm", hidden=128, dropout=0.3),
+               "BiLM VAE latent classifier of seed 001 (real latent trajectory for the biomech loss)")
+# A few thousand parameters, for fast tests only.
+register_model("tcn_tiny", ModelConfig(arch="tcn", hidden=16, physics=True), "Physics Modern TCN, hidden 16 (tests)")
 
 
 def list_models() -> list[str]:
-    return list(MODEL_VARIANTS)
+    return list(VARIANTS)
 
 
 def model_config(name: str, **overrides) -> ModelConfig:
     """The variant's ModelConfig with overrides applied (unknown names and keys raise ModelConfigError)."""
-    if name not in MODEL_VARIANTS:
+    if name not in VARIANTS:
         raise ModelConfigError(f"unknown model {name!r}; choose one of {list_models()} "
                                "(`har-train models` lists them with sizes)")
     valid = [f.name for f in fields(ModelConfig)]
     unknown = [k for k in overrides if k not in valid]
     if unknown:
         raise ModelConfigError(f"unknown model option(s) {unknown} for {name!r}; valid options: {valid}")
-    return replace(MODEL_VARIANTS[name], **overrides)  # replace() re-runs validation
+    return replace(VARIANTS[name].config, **overrides)  # replace() re-runs validation
 
 
 def build_model(config: ModelConfig | dict) -> nn.Module:
@@ -564,27 +605,18 @@ def build_model(config: ModelConfig | dict) -> nn.Module:
         if unknown:
             raise ModelConfigError(f"model config has unknown key(s) {unknown}; valid keys: {sorted(valid)}")
         config = ModelConfig(**config)
-    if config.arch == "bilm":
-        return BiLMClassifier(config)
-    return PhysicsModernTCNHAR(config) if config.physics else BaseModernTCNHAR(config)
+    return ARCHITECTURES[config.arch].build(config)  # arch was checked by ModelConfig.validate
 
 
 def create_model(name: str, **overrides) -> nn.Module:
-    """timm-style factory: create_model("tcn_physics_h64", dropout=0.2)."""
-    model = build_model(model_config(name, **overrides))
-    model.variant_name = name
-    return model
+    """timm-style factory: create_model("tcn_physics_h64", dropout=0.2). The name stays with the checkpoint
+    (make_checkpoint's model_name), not on the module."""
+    return build_model(model_config(name, **overrides))
 
 
 def receptive_field(config: ModelConfig) -> int:
-    """Theoretical receptive field in samples.
-    TCN (seed 000 formula): 1 + (k_large - 1) + 2 (k_max - 1) sum_i 2**i + (k_large - 1); 125 for 3 layers.
-    BiLM: fc_mu reads the whole flattened trunk, so every output sees the whole window (seq_len)."""
-    if config.arch == "bilm":
-        return config.seq_len
-    k_max = max(config.kernel_sizes)
-    return (1 + (config.large_kernel - 1) + 2 * (k_max - 1) * sum(2 ** i for i in range(config.n_layers))
-            + (config.large_kernel - 1))
+    """Theoretical receptive field in samples, by architecture (see ARCHITECTURES)."""
+    return ARCHITECTURES[config.arch].receptive_field(config)
 
 
 def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:

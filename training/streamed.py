@@ -3,7 +3,7 @@ meets the device.
 
 Each fold's checkpoint scores only its own held-out users (never seen in its training or normalization; the
 epoch kept was chosen on nothing they did, `select_epoch=last`). Each held-out wearer's raw HAPT recordings
-go through `edge.runtime.Pipeline` in time order (experiment order), in blocks of the front-end's hop (the
+go through `edge.pipeline.Pipeline` in time order (experiment order), in blocks of the front-end's hop (the
 device's 64-sample grid from the start of each recording), with the mount calibration starting empty at
 their first recording and carried into the next, exactly as `har-edge replay --mount-calibration FILE` does.
 Scored: the windows lying wholly inside one labelled segment of classes 1-6, both `raw_label` (the window's
@@ -22,12 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.frontend import FrontEndConfig
-from edge.mount import MountCalibration, MountConfig
-from edge.postprocess import LabelSmoother, SmoothingConfig
-from edge.runtime import Model, Pipeline
-from edge.sources import SampleBlock
 from firmware_bridge.recording import HaptSource
+
+from edge.frontend import FrontEndConfig
+from edge.model import Model
+from edge.mount import MountCalibration, MountConfig
+from edge.pipeline import Pipeline
+from edge.postprocess import LabelSmoother, SmoothingConfig
+from edge.sources import SampleBlock
+
 from training.checkpoint import load_checkpoint
 
 MIN_BOUT_S = 10.0  # bouts shorter than this are not timed for label lag
@@ -35,7 +38,7 @@ N_ACTIVITIES = 6   # HAPT activities 1-6 are the classes; 7-12 are postural tran
 
 
 class TorchSession:
-    """edge.runtime's session interface over a torch model: predict(windows (k, 128, 9) normalized) -> logits."""
+    """edge.model.Session over a torch model: predict(windows (k, 128, 9) normalized) -> logits."""
 
     def __init__(self, model: torch.nn.Module):
         self.model = model.eval()
@@ -235,7 +238,7 @@ def fold_model(checkpoint_path: Path, backend: str, precision: str) -> tuple[Mod
 
     if backend == "torch":
         return checkpoint_model(checkpoint_path)
-    from edge.runtime import load_model
+    from edge.model import load_model
 
     bundle = checkpoint_path.parent / "bundle"
     return load_model(bundle, backend, precision), read_checkpoint(checkpoint_path)

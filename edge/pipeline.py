@@ -1,0 +1,410 @@
+"""The streaming pipeline, from bytes (or decoded samples) to labelled windows.
+
+    source -> protocol decoder -> gap handling -> front-end (filter + window 128 / hop 64)
+           -> mount alignment (when the bundle has one) -> normalization (bundle statistics)
+           -> inference -> wearer profile (with --profile, edge/enroll.py) -> post-processing -> sinks
+
+`Pipeline.process(item)` runs one source item through every stage and returns the window
+results it completed (the main loop around it: edge/loop.py). Everything here is numpy / scipy
+plus the bundle's runtime; never torch. `StageTimers` keeps each stage's seconds and items
+(`har-edge bench`).
+
+Output contract, one dict per window in stream order (`window_result` keys):
+`sample_end` (stream position one past the window's last raw sample, counting the stream's
+samples from 0 including missing ones, so after a gap reset it keeps counting from the stream
+start), `label` (after post-processing; "uncertain" below the confidence floor), `raw_label`
+(argmax of this window alone), `confidence` (of `label`'s decision), `probs` (this window's
+class probabilities), `t` (wall time, s), `latency_ms` (from the arrival of the bytes or block
+that completed the window to this result); `transition` (only with a model that has transition
+classes, and only on a window recognised as one: e.g. "SIT_TO_STAND", edge/postprocess.py).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from firmware_bridge.protocol import Hello
+
+from edge.frontend import FrontEnd
+from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
+from edge.model import EdgeError, Model
+from edge.mount import MountCalibration, reference_rotation, triplet_matrix
+from edge.postprocess import Decision, LabelSmoother, SmoothingConfig, softmax
+from edge.sources import ByteChunk, LinkEvent, SampleBlock
+from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
+
+if TYPE_CHECKING:
+    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Log
+
+    from edge.enroll import Profile
+    from edge.sinks import RecordingSink
+
+_NO_WINDOWS = np.zeros((0, 128, 9), dtype=np.float32)
+_NO_ENDS = np.zeros(0, dtype=np.int64)
+
+
+class StageTimers:
+    """Seconds spent per stage and how many calls / items went through it.
+
+        with self.timers.stage("gaps", len(seq)):   # one line per stage; items may be set inside
+            ...
+    """
+
+    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "profile", "postprocess", "pipeline")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.STAGES, 0.0)
+        self.items = dict.fromkeys(self.STAGES, 0)
+
+    def add(self, stage: str, seconds: float, items: int) -> None:
+        self.seconds[stage] += seconds
+        self.items[stage] += items
+
+    def stage(self, name: str, items: int = 0) -> StageClock:
+        """A context manager timing one pass of stage `name` over `items` items (counted when it ends)."""
+        return StageClock(self, name, items)
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {s: {"seconds": self.seconds[s], "items": self.items[s]} for s in self.STAGES}
+
+
+class StageClock:
+    """One timed pass of a stage; `items` can be set inside the block when only the stage knows it.
+    A pass that raises is not counted. A plain class, not contextlib: it runs per sample on a live port."""
+
+    __slots__ = ("timers", "name", "items", "started")
+
+    def __init__(self, timers: StageTimers, name: str, items: int) -> None:
+        self.timers, self.name, self.items, self.started = timers, name, items, 0.0
+
+    def __enter__(self) -> StageClock:
+        self.started = time.perf_counter()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if kind is None:
+            self.timers.add(self.name, time.perf_counter() - self.started, self.items)
+
+
+def window_result(sample_end: int, decision: Decision, probs: list[float], classes: Sequence[str],
+                  arrival: float) -> dict[str, Any]:
+    """probs: this window's class probabilities, already rounded plain floats."""
+    result: dict[str, Any] = {
+        "sample_end": sample_end,
+        "label": decision.label,
+        "raw_label": decision.raw_label,
+        "confidence": round(decision.confidence, 6),
+        "probs": dict(zip(classes, probs)),
+        "t": time.time(),
+        "latency_ms": round((time.perf_counter() - arrival) * 1e3, 4),
+    }
+    if decision.transition is not None:  # a transition model recognised a posture change in this window
+        result["transition"] = decision.transition
+    return result
+
+
+class Pipeline:
+    """One stream's state: decoder, gap handler, front-end, smoother; the model's session."""
+
+    def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
+                 gaps: GapConfig | None = None, decoder: FrameDecoder | CsvLineDecoder | None = None,
+                 notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None,
+                 stall_after_s: float = 10.0, recorder: RecordingSink | None = None,
+                 profile: Profile | None = None) -> None:
+        self.model = model
+        self.profile = profile  # edge.enroll.Profile: the wearer's correction of the logits, or None
+        self.classes = model.classes
+        self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
+        self.recorder = recorder  # sinks.RecordingSink: fed what the decode stage gives (har-edge record)
+        rate = model.frontend_config.sample_rate_hz
+        self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
+        self.frontend = FrontEnd(model.frontend_config, model.filters)
+        self.smoother = LabelSmoother(model.classes, smoothing)
+        self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+        # Said once each, on stderr, as JSONL status lines and in the counters (edge/status.py).
+        self.status = StatusEvents(self.notify)
+        self.stall = StallWatch(self.status, stall_after_s)
+        self.mode_check = ModeCheck(self.status)
+        self.invalid = InvalidWatch(self.status, model.frontend_config.window)
+        self.rate = RateWatch(self.status, rate)
+        # The wearer's mount reference outlives front-end resets (same board on the same body); a saved one
+        # (`--mount-calibration FILE`) can be given, else it is learnt from this stream's moving windows.
+        self.calibration: MountCalibration | None = None
+        if model.mount is not None:
+            self.calibration = calibration if calibration is not None else MountCalibration(model.mount)
+            self.calibration.start_session()  # a saved calibration is checked against this stream's walking
+            if not self.calibration.calibrated:
+                seconds = model.mount.min_windows * model.frontend_config.hop / rate
+                self.notify(f"mount not calibrated yet: labels are less accurate until the wearer has walked for "
+                            f"about {seconds:.0f} s ({model.mount.min_windows} moving windows)")
+        self.timers = StageTimers()
+        self.offset = 0  # stream position of the front-end's first sample since its last reset
+        self.windows = 0
+        self.frontend_resets = 0
+        self.link = {"connects": 0, "disconnects": 0, "reconnects": 0}
+        self.device_logs = 0
+        self.hello: Hello | None = None
+        self.aligned_flags = np.zeros(0, bool)  # (k,) which of the last windows were rotated (`align`)
+        self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
+        self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
+        self._matrix: tuple[bytes | None, np.ndarray] | None = None  # (reference key, (9, 9) rotate-and-scale matrix)
+        self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
+        self._held_n = 0
+        self._since_reset = 0  # samples given to the front-end since its last reset
+
+    def warm_up(self) -> None:
+        """Run the front-end code and the model once on throwaway data, so that the first live
+        window does not pay for first-call allocations (a few milliseconds)."""
+        cfg = self.model.frontend_config
+        FrontEnd(cfg, self.model.filters).push(np.zeros((cfg.window, 6)))
+        self.model.session.predict(np.zeros((1, cfg.window, len(self.model.mean)), dtype=np.float32))
+
+    # -- the stages, in order -----------------------------------------------------------------
+    def process(self, item: ByteChunk | SampleBlock | LinkEvent) -> list[dict[str, Any]]:
+        """One source item -> the window results it completes, in stream order."""
+        if isinstance(item, LinkEvent):
+            self.on_link_event(item)
+            if self.recorder is not None:
+                self.recorder.tick()
+            return []
+        results: list[dict[str, Any]] = []
+        with self.timers.stage("pipeline") as whole:
+            seq, t_us, raw, hello_at = self.decode(item)
+            restarts = self.gaps.counters.device_restarts
+            for segment in self.handle_gaps(seq, t_us, raw, hello_at):
+                if segment.reset:
+                    self.restart_windows(segment.start)
+                windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
+                if len(ends) == 0:
+                    continue
+                matrices = self.align(windows)  # (k, 9, 9) or None
+                logits = self.infer(self.normalize(windows, matrices), windows, matrices)  # (k, C)
+                results.extend(self.postprocess(logits, ends, item.arrival))
+            whole.items = len(results)
+        self.watch(len(seq), item.arrival, restarts)
+        return results
+
+    def watch(self, n_samples: int, arrival: float, restarts_before: int) -> None:
+        """Status events from what this item brought (edge/status.py)."""
+        position = self.gaps.position
+        if n_samples:
+            self.stall.samples(arrival, position)
+        restarts = self.gaps.counters.device_restarts - restarts_before
+        if restarts:
+            self.status.say("device_restart", "the device restarted (its seq and clock started again); nothing "
+                                              "lost, window restarted", stream_position=position, restarts=restarts)
+        self.invalid.check(self.gaps.invalid_run, position)
+        rate = self.gaps.rate
+        self.rate.measured(rate.check(), rate.rate_hz, rate.off)
+
+    def decode(self, item: ByteChunk | SampleBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """ByteChunk -> decoder -> samples and the indices of the samples that follow a HELLO;
+        a SampleBlock is already decoded."""
+        if isinstance(item, SampleBlock):
+            return item.seq, item.t_us, item.raw, []
+        if not isinstance(item, ByteChunk):
+            raise EdgeError(f"a source gave {type(item).__name__}; expected ByteChunk, SampleBlock or LinkEvent")
+        if self.decoder is None:  # bytes without a decoder given: the binary protocol
+            from firmware_bridge.protocol import FrameDecoder
+
+            self.decoder = FrameDecoder()
+        with self.timers.stage("decode") as stage:
+            samples = []
+            hello_at: list[int] = []
+            for frame in self.decoder.feed(item.data):
+                if hasattr(frame, "seq"):
+                    samples.append(frame)
+                else:
+                    if hasattr(frame, "rate_hz"):
+                        hello_at.append(len(samples))
+                    self.on_device_message(frame)
+            self.mode_check.feed(item.data, self.decoder, len(samples))
+            seq, t_us, raw = samples_to_arrays(samples)
+            if self.recorder is not None:
+                self.recorder.record_bytes(item.data)
+                self.recorder.record_samples(seq, t_us, raw)
+            stage.items = len(samples)
+        return seq, t_us, raw, hello_at
+
+    def handle_gaps(self, seq: np.ndarray, t_us: np.ndarray, raw: np.ndarray,
+                    hello_at: Sequence[int] = ()) -> list[Segment]:
+        """The gap handler learns of each HELLO right before the sample that followed it (a boot HELLO
+        tells a reboot from a late duplicate)."""
+        segments: list[Segment] = []
+        with self.timers.stage("gaps", len(seq)):
+            begin = 0
+            for at in (*hello_at, len(seq)):
+                segments += self.gaps.push(seq[begin:at], t_us[begin:at], raw[begin:at])
+                if at < len(seq):
+                    self.gaps.note_hello()
+                begin = at
+        return segments
+
+    def restart_windows(self, start: int) -> None:
+        """A new segment (stream start, long gap, reconnect): fresh filters, window, smoothing."""
+        if self.offset or self.windows or self._since_reset or self._held_n:
+            self.frontend_resets += 1
+        self.frontend.reset()
+        self.smoother.reset()
+        self.offset = start
+        # Samples held back for the old segment completed no window: nothing is lost by dropping them.
+        self._held, self._held_n, self._since_reset = [], 0, 0
+
+    def filter_and_window(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Filter and window, but only when a window is due.
+
+        The front-end gives bit-identical output for any chunking of its input, so samples are
+        held back until the next window end and then filtered in one call: one front-end call
+        per hop instead of one per sample (a live port delivers a sample at a time). A call
+        costs about the same for 1 or 64 samples, so this saves ~98% of the front-end's CPU
+        and leaves the latency of the window-completing sample as it was (measured)."""
+        self._held.append(raw)
+        self._held_n += len(raw)
+        cfg = self.model.frontend_config
+        seen = self._since_reset
+        next_end = cfg.window if seen < cfg.window else seen + cfg.hop - (seen - cfg.window) % cfg.hop
+        if seen + self._held_n < next_end:
+            return _NO_WINDOWS, _NO_ENDS
+        chunk = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)  # (n, 6)
+        self._held, self._held_n = [], 0
+        self._since_reset += len(chunk)
+        with self.timers.stage("frontend", len(chunk)):
+            windows, ends = self.frontend.push(chunk)  # (k, 128, 9) float32, (k,) since the last reset
+        return windows, ends
+
+    def align(self, windows: np.ndarray) -> np.ndarray | None:
+        """Mount alignment: each window first feeds the wearer's reference, then is rotated by it.
+        -> (k, 9, 9) per window the matrix that rotates its triplets and applies the normalization scale
+        (`normalize` applies it: one matrix product per window), or None while nothing is rotated.
+        `self.aligned_flags` (k,) says which windows were rotated (calibrated), for the profile stage."""
+        self.aligned_flags = np.zeros(len(windows), bool)
+        if self.calibration is None:
+            return None
+        with self.timers.stage("align", len(windows)):
+            was_calibrated = self.calibration.calibrated
+            aligning, _, sums, _ = self.calibration.update_many(windows)  # (k,), _, (k, 3) after each window
+            if self.calibration.calibrated and not was_calibrated:
+                self.notify(f"mount calibrated from {self.calibration.config.min_windows} moving windows; "
+                            "windows are aligned from now on")
+            if self.calibration.remounted is not None:  # re-learnt from the session's first min_windows
+                self.notify(f"mount moved by {self.calibration.remounted:.0f} degrees from the saved calibration "
+                            f"(the board was re-mounted): re-learnt from this stream's "
+                            f"{self.calibration.config.min_windows} moving windows")
+            self.aligned_flags = aligning  # (k,)
+            matrices = None  # nothing is rotated before the calibration
+            if aligning.any():
+                matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
+                for i, (rotated, direction_sum) in enumerate(zip(aligning.tolist(), sums)):
+                    matrices[i] = self._rotate_and_scale(rotated, direction_sum)
+        return matrices
+
+    def _rotate_and_scale(self, rotated: bool, direction_sum: np.ndarray) -> np.ndarray:
+        """(9, 9) float32: channels @ M == (each triplet rotated by the wearer's reference) * scale, for the
+        reference whose unit directions sum to `direction_sum` (identity while not `rotated`); recomputed only
+        when the reference changed (a re-mount can re-learn it with the same window count, so keyed by the sum)."""
+        assert self.calibration is not None  # align() calls this only with a calibration
+        key = direction_sum.tobytes() if rotated else None
+        if self._matrix is None or self._matrix[0] != key:
+            rotation = reference_rotation(direction_sum, self.calibration.config) if rotated else np.eye(3)
+            self._matrix = (key, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
+        return self._matrix[1]
+
+    def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
+        """(k, 128, 9) -> normalized (k, 128, 9) float32: (x - mean) / std, or with `matrices` (k, 9, 9)
+        from `align`, x @ M - mean / std (the rotation and the scale in one product)."""
+        with self.timers.stage("normalize", len(windows)):
+            x: np.ndarray
+            if matrices is None:
+                x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+            else:
+                x = np.matmul(windows, matrices)  # (k, 128, 9) @ (k, 9, 9)
+                x -= self._offset
+        return x
+
+    def infer(self, x: np.ndarray, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
+        """x (k, 128, 9) normalized -> logits (k, C); with a profile, corrected by it from the model's features
+        and the windows as the model saw them (aligned, un-normalized: `windows` (k, 128, 9) rotated by
+        `matrices` (k, 9, 9) from `align` without their normalization scale)."""
+        if self.profile is None:
+            with self.timers.stage("inference", len(x)):
+                return np.asarray(self.model.session.predict(x))  # (k, C)
+        with self.timers.stage("inference", len(x)):
+            logits, features = self.model.session.predict_with_features(x)  # (k, C), (k, F)
+        with self.timers.stage("profile", len(x)):
+            aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
+            return self.profile.apply(logits, features, aligned, self.aligned_flags)  # (k, C)
+
+    def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
+        """logits (k, C), ends (k,) -> one window result per end (smoothed label, probabilities, latency)."""
+        with self.timers.stage("postprocess", len(ends)):
+            probs = softmax(logits)  # (k, C)
+            decisions = self.smoother.push(probs)
+            rounded = np.round(probs, 6).tolist()  # (k, C) plain floats for JSON
+            results = [
+                window_result(self.offset + end, decision, p, self.classes, arrival)
+                for end, decision, p in zip(ends.tolist(), decisions, rounded)
+            ]
+            if self.rate.device_rate_hz is not None:  # the model expects its own rate: these labels are suspect
+                for result in results:
+                    result["device_rate_hz"] = self.rate.device_rate_hz
+            self.windows += len(results)
+        return results
+
+    # -- events -------------------------------------------------------------------------------
+    def on_link_event(self, event: LinkEvent) -> None:
+        if event.kind == "connected":
+            self.link["connects"] += 1
+            self.stall.connected(event.at)
+            if event.outage_s > 0 or self.link["disconnects"]:
+                self.link["reconnects"] += 1
+                self.status.say("reconnected", f"{event.port} is back after {event.outage_s:.1f} s; front-end and "
+                                               "window restart", outage_s=round(event.outage_s, 3))
+            else:
+                self.status.say("connected", f"reading {event.port}")
+            # The outage as the host saw it keeps stream positions close to device time.
+            self.gaps.restart(skipped=int(round(event.outage_s * self.model.frontend_config.sample_rate_hz)))
+            if self.decoder is not None and hasattr(self.decoder, "reset_sequence"):
+                self.decoder.reset_sequence()
+        elif event.kind == "lost":
+            self.link["disconnects"] += 1
+            self.stall.disconnected()
+            self.status.say("disconnected", f"lost the device: {event.detail}; reconnecting with back-off",
+                            stream_position=self.gaps.position)
+        elif event.kind == "idle":
+            self.stall.check(event.at, self.gaps.position)
+        elif event.kind == "waiting":
+            self.notify(f"waiting for the device: {event.detail}")
+
+    def on_device_message(self, frame: Hello | Log) -> None:
+        if isinstance(frame, Hello):
+            self.hello = frame
+            self.rate.hello(frame.rate_hz)
+        else:  # Log
+            self.device_logs += 1
+            self.notify(f"device: {getattr(frame, 'text', frame)}")
+
+    def counters(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "windows": self.windows,
+            "stream_position": self.gaps.position,
+            "frontend_resets": self.frontend_resets,
+            "gaps": self.gaps.counters.as_dict(),
+            "link": dict(self.link),
+            "rate_hz": None if self.gaps.rate.rate_hz is None else round(self.gaps.rate.rate_hz, 3),
+            "rate_warnings": self.gaps.rate.warnings,
+            "status": self.status.as_dict(),
+        }
+        if self.calibration is not None:
+            out["mount"] = {"calibrated": self.calibration.calibrated, "moving_windows": self.calibration.windows}
+        if self.decoder is not None:
+            out["decoder"] = self.decoder.counters.as_dict()
+        return out
+
+
