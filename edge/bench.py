@@ -29,10 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_bridge.recording import HAPT_ARCHIVE, data_root
+
 from edge.frontend import FrontEnd
 from edge.runtime import EXAMPLE_RECORDING, Pipeline, StageTimers, load_model
 from edge.timing import stats_ms
-from firmware_bridge.recording import HAPT_ARCHIVE, data_root
 
 ENGINES = (("tflite", "int8"), ("tflite", "fp32"), ("onnx", "int8"), ("onnx", "fp32"))
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +91,7 @@ def inference_table(args, x: np.ndarray, progress) -> dict:
             continue
         progress(f"timing {key} on {len(x)} windows")
         session = model.session
-        rows[key] = {"engine": getattr(session, "describe", lambda: key)(), **stats_ms(time_per_window(session.predict, x))}
+        rows[key] = {"engine": getattr(session, "describe", lambda key=key: key)(), **stats_ms(time_per_window(session.predict, x))}
     return rows
 
 

@@ -630,8 +630,17 @@ def cmd_ports(args) -> int:
 def cmd_enroll(args) -> int:
     from firmware_bridge.recording import read_recording
 
-    from edge.enroll import (GET_READY_S, check_bundle_for_profiles, enrol, enrolment_calibration, format_summary,
-                             guided_enrolment, guided_steps, recording_windows, save_profile)
+    from edge.enroll import (
+        GET_READY_S,
+        check_bundle_for_profiles,
+        enrol,
+        enrolment_calibration,
+        format_summary,
+        guided_enrolment,
+        guided_steps,
+        recording_windows,
+        save_profile,
+    )
     from edge.runtime import load_model
     from edge.sources import SerialSource
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from edge.paths import EXAMPLE_RECORDING
 
@@ -36,6 +37,7 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
     """Stream args.recording through a virtual device into the live runtime; returns the summary."""
     # Imported here: `har-edge --help` builds this command's options without loading numpy.
     import numpy as np
+
     from firmware_bridge.recording import read_recording
     from firmware_bridge.simulate import Faults, VirtualDevice
 

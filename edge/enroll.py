@@ -34,14 +34,13 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
-from edge.mount import (MountCalibration, gravity_directions, moving, reference_direction, rotate_windows,
-                        rotation_onto)
+from edge.mount import MountCalibration, gravity_directions, moving, reference_direction, rotate_windows, rotation_onto
 from edge.runtime import EdgeError, Model, Pipeline, window_truth
 
 PROFILE_FORMAT = "har-profile/1"

@@ -75,7 +75,7 @@ class FrontEndConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FrontEndConfig":
+    def from_dict(cls, d: dict) -> FrontEndConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -130,7 +130,7 @@ class FilterDesign:
     gravity_zi: np.ndarray   # (ceil(gravity_order / 2), 2) float64
 
     @classmethod
-    def design(cls, config: FrontEndConfig) -> "FilterDesign":
+    def design(cls, config: FrontEndConfig) -> FilterDesign:
         """Design with scipy.signal (imported here, at export or training time, not on the device)."""
         from scipy import signal
 
@@ -144,7 +144,7 @@ class FilterDesign:
                 "gravity": {"sos": self.gravity_sos.tolist(), "zi": self.gravity_zi.tolist()}}
 
     @classmethod
-    def from_dict(cls, data: dict, config: FrontEndConfig) -> "FilterDesign":
+    def from_dict(cls, data: dict, config: FrontEndConfig) -> FilterDesign:
         """Stored coefficients (as `to_dict` writes them), checked against `config`; FrontEndError if
         they are malformed or are not the configuration's filters."""
         arrays = {}

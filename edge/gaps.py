@@ -27,8 +27,8 @@ wrapping at 2**32) and says so when it is more than 2% off the nominal 50 Hz.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 

@@ -17,8 +17,9 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -66,7 +67,7 @@ class Monitor:
         self.client.on_message = self._on_message
         self.client.connect_async(broker.host, broker.port, keepalive=30)
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         self.client.loop_start()
         return self
 

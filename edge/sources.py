@@ -20,8 +20,8 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -120,7 +120,7 @@ class SerialSource:
         return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5, exclusive=True)
 
     # -- reader thread ----------------------------------------------------------------------
-    def start(self) -> "SerialSource":
+    def start(self) -> SerialSource:
         self._alive.set()
         self._thread.start()
         return self

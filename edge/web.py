@@ -23,8 +23,8 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 TIMELINE_S = 300.0  # the page's timeline: the last 5 minutes
 CLIENT_QUEUE = 1000  # events buffered per browser; a browser that falls further behind is reconnected
@@ -123,14 +123,14 @@ class Fleet:
     def _snapshot(self) -> list[dict]:
         return [{**view, "timeline": list(self._timelines[d])} for d, view in sorted(self.devices.items())]
 
-    def listen(self) -> tuple["_Listener", list[dict]]:
+    def listen(self) -> tuple[_Listener, list[dict]]:
         """A new browser: its event queue, and the snapshot it starts from (no update missed or doubled)."""
         with self._lock:
             listener = _Listener()
             self._listeners.append(listener)
             return listener, self._snapshot()
 
-    def forget(self, listener: "_Listener") -> None:
+    def forget(self, listener: _Listener) -> None:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
@@ -164,7 +164,7 @@ class _Listener:
 # -- the server -----------------------------------------------------------------------------------
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "LiveServer"
+    server: LiveServer
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format, *args) -> None:  # no line per request on the terminal
@@ -252,7 +252,7 @@ class LiveServer(ThreadingHTTPServer):
         host, port = self.server_address[:2]
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self._thread.start()
         return self
 

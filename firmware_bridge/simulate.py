@@ -49,9 +49,9 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from cobs import cobs
 
@@ -66,7 +66,6 @@ from firmware_bridge.protocol import (
     format_csv_line,
 )
 from firmware_bridge.recording import Recording, read_recording
-
 
 READER_SETTLE_S = 0.2  # wall seconds between a reader opening the pty and the first byte
 HELLO_EVERY_S = 5.0  # stream seconds between HELLO frames (as the firmware does)
@@ -118,7 +117,7 @@ class Faults:
         object.__setattr__(self, "reboot_at", reboots)
 
     @classmethod
-    def flaky_cable(cls, seed: int = 0) -> "Faults":
+    def flaky_cable(cls, seed: int = 0) -> Faults:
         """Mild faults (the demo's --faults): what a flaky USB cable and a noisy line look like."""
         return cls(drop=0.003, corrupt=0.003, duplicate=0.002, garbage=0.002, seed=seed)
 
@@ -380,7 +379,7 @@ class VirtualDevice:
             self._thread.join(10)
         self._close_pty()
 
-    def __enter__(self) -> "VirtualDevice":
+    def __enter__(self) -> VirtualDevice:
         self.start()
         return self
 

@@ -132,9 +132,10 @@ LENGTHS = {"1 min": 60.0, "2 min": 120.0, "5 min": 300.0, "all": None}
 def score(run_dir: Path, json_out: Path | None) -> dict:
     import time
 
+    from firmware_bridge.recording import read_recording
+
     from edge.enroll import enrol, enrolment_calibration, recording_windows
     from edge.runtime import load_model
-    from firmware_bridge.recording import read_recording
 
     folder = hapt_folder(run_dir)
     recordings = user_recordings(folder)
@@ -212,10 +213,11 @@ def summarize(rows: list[dict]) -> dict:
 def cost(bundle: Path, profile_path: Path, recording_path: Path, repeats: int = 3) -> None:
     """What the profile costs per window on the live path: the recording fed 64 samples at a time (one window per
     call, as a live board completes them), with and without the profile, alternating, `repeats` times each."""
+    from firmware_bridge.recording import read_recording
+
     from edge.enroll import load_profile
     from edge.runtime import Pipeline, load_model
     from edge.sources import RecordingSource
-    from firmware_bridge.recording import read_recording
 
     model = load_model(bundle, "tflite", "int8")
     profile = load_profile(profile_path, model)

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from firmware_bridge.recording import read_recording, write_recording_csv
+
 from training.data import default_hapt_path
 
 FIRST, LAST = 2300, 16400  # 0-based sample range [FIRST, LAST) of acc_exp01_user01.txt

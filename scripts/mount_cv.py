@@ -22,12 +22,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from firmware_bridge.recording import HaptSource  # noqa: E402
+
 from edge.frontend import FrontEnd, FrontEndConfig  # noqa: E402
 from edge.mount import MountCalibration, MountConfig, align_by_subject, rotate_windows  # noqa: E402
+
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 from training.cv import fold_checkpoints  # noqa: E402
-from firmware_bridge.recording import HaptSource  # noqa: E402
 from training.data import default_hapt_path, normalize  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.metrics import classification_report  # noqa: E402

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import pytest
 from firmware_bridge.recording import HAPT_ARCHIVE, data_root
 
 REPO = Path(__file__).resolve().parent.parent
+SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
+TINY_BUNDLE = REPO / "tests" / "data" / "tiny_bundle"  # the export tests' stored bundle (small, trained)
 UCI_SUBSET = "UCI_HAR_subset_train_4sigdig.zip"
 
 
@@ -41,3 +44,19 @@ def hapt_user1_dir(tmp_path_factory, hapt_zip) -> Path:
             if name == "labels.txt" or name.endswith("_user01.txt"):
                 (raw / name).write_bytes(z.read(member))
     return root
+
+
+@pytest.fixture(scope="session")
+def bundle_dir() -> Path:
+    """HAR_EDGE_TEST_BUNDLE if set, else the shipped model, else the export tests' tiny bundle."""
+    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
+        if candidate and (Path(candidate) / "bundle.json").is_file():
+            return Path(candidate)
+    pytest.skip(f"no model bundle: neither {SHIPPED_BUNDLE} nor {TINY_BUNDLE} is there and HAR_EDGE_TEST_BUNDLE "
+                "is not set (point it at a directory written by `har-export`)")
+
+
+@pytest.fixture(scope="session")
+def hapt_recording(hapt_user1_dir) -> Path:
+    """HAPT user 1, experiment 1: 20,598 real samples (6.9 min) with labels.txt beside it."""
+    return hapt_user1_dir / "RawData" / "acc_exp01_user01.txt"

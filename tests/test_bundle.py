@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from edge.bundle import SCHEMA_VERSION, BundleError, load_bundle, sha256_file
-from edge.inference import create_session
 from edge.frontend import CHANNELS, FrontEndConfig
+from edge.inference import create_session
 
 TINY_BUNDLE = Path(__file__).parent / "data" / "tiny_bundle"
 SHIPPED_BUNDLE = Path(__file__).resolve().parent.parent / "edge" / "models" / "default"

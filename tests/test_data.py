@@ -8,8 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from edge.frontend import CLASSES, filter_recording
 from firmware_bridge.recording import HaptSource
+
+from edge.frontend import CLASSES, filter_recording
+
 from training.data import DataError, fit_normalization, subject_folds
 from training.datasets import load_dataset
 

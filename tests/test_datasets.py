@@ -7,10 +7,17 @@ import shutil
 import numpy as np
 import pytest
 
-from edge.frontend import CLASSES, filter_recording
 from firmware_bridge.protocol import Sample
-from firmware_bridge.recording import (HAPT_ACTIVITIES, HaptSource, hapt_sample_labels, read_recording,
-                                       write_recording_csv)
+from firmware_bridge.recording import (
+    HAPT_ACTIVITIES,
+    HaptSource,
+    hapt_sample_labels,
+    read_recording,
+    write_recording_csv,
+)
+
+from edge.frontend import CLASSES, filter_recording
+
 from training import datasets
 from training.data import DataError
 from training.datasets import dataset_kind, label_runs, load_dataset, load_dataset_hops
@@ -156,8 +163,9 @@ def test_unlabelled_recording_and_not_a_data_set(own_copy, tmp_path):
 # ---- the loop: record with a label, label afterwards ----------------------------------------------
 
 def test_record_with_label_writes_the_label_column(hapt_user1_dir, tmp_path, capsys):
-    from edge.cli import main
     from firmware_bridge.simulate import VirtualDevice
+
+    from edge.cli import main
 
     rows = HaptSource(hapt_user1_dir).read_experiment(1, 1)[:2000]
     wire = [Sample(i, i * 20000, *map(float, np.float32(r))) for i, r in enumerate(rows)]  # float32 on the wire

@@ -23,27 +23,7 @@ from firmware_bridge.recording import read_recording, write_recording_csv
 
 from edge.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
-SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
-
-
-TINY_BUNDLE = REPO / "tests" / "data" / "tiny_bundle"  # the export tests' stored bundle (small, trained)
-
-
-@pytest.fixture(scope="session")
-def bundle_dir() -> Path:
-    """HAR_EDGE_TEST_BUNDLE if set, else the shipped model, else the export tests' tiny bundle."""
-    for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
-        if candidate and (Path(candidate) / "bundle.json").is_file():
-            return Path(candidate)
-    pytest.skip(f"no model bundle: neither {SHIPPED_BUNDLE} nor {TINY_BUNDLE} is there and HAR_EDGE_TEST_BUNDLE "
-                "is not set (point it at a directory written by `har-export`)")
-
-
-@pytest.fixture(scope="session")
-def hapt_recording(hapt_user1_dir) -> Path:
-    """HAPT user 1, experiment 1: 20,598 real samples (6.9 min) with labels.txt beside it."""
-    return hapt_user1_dir / "RawData" / "acc_exp01_user01.txt"
+from conftest import REPO
 
 
 def replay(args, capsys):
@@ -289,9 +269,8 @@ def test_run_gives_up_on_a_missing_port_when_told(bundle_dir, tmp_path, capsys):
 # -- record and run against the virtual device ----------------------------------------------------
 
 def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recording, tmp_path, capsys):
-    from firmware_bridge.simulate import VirtualDevice
-
     from firmware_bridge.protocol import Sample
+    from firmware_bridge.simulate import VirtualDevice
 
     # The wire carries float32: start from values a device could have sent.
     wire = [Sample(s.seq, s.t_us, *map(float, np.float32(s.values()))) for s in read_recording(hapt_recording).samples[:3000]]

@@ -20,8 +20,16 @@ from firmware_bridge.simulate import VirtualDevice
 
 from edge.bundle import load_bundle
 from edge.cli import main
-from edge.enroll import (PROFILE_FORMAT, ProfileError, Step, enrol, load_profile, recording_windows, save_profile,
-                         step_problem)
+from edge.enroll import (
+    PROFILE_FORMAT,
+    ProfileError,
+    Step,
+    enrol,
+    load_profile,
+    recording_windows,
+    save_profile,
+    step_problem,
+)
 from edge.runtime import Pipeline, load_model, truth_summary
 from edge.sources import RecordingSource
 

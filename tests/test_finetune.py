@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from tests.test_datasets import own_recordings
+
 from training.checkpoint import STATE_FILE, head_keys, init_from_checkpoint, load_checkpoint
 from training.cli import main as har_train
 from training.config import ConfigError, load_train_config
@@ -145,6 +145,7 @@ def test_evaluate_json_matches_a_hand_count(six_class_run, hapt_user1_dir, tmp_p
 def test_the_shipped_checkpoint_is_the_source_of_the_shipped_bundle():
     """edge/models/default/model.pt (placed with the final model) must be the checkpoint its bundle came from."""
     from edge.bundle import load_bundle, sha256_file
+
     from training.checkpoint import SHIPPED_CHECKPOINT
 
     if not SHIPPED_CHECKPOINT.exists():
@@ -161,6 +162,7 @@ def test_evaluate_scores_a_bundle_like_its_session(hapt_user1_dir, tmp_path, bac
     """A bundle, any backend and precision: the report counts what the device's own session predicts."""
     from edge.bundle import load_bundle
     from edge.inference import create_session
+
     from training.data import normalize
     from training.evaluate import evaluate_model
 

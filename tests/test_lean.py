@@ -23,15 +23,16 @@ import pytest
 from scipy import signal
 from scipy.spatial.transform import Rotation
 
+from firmware_bridge.recording import read_recording
+
 from edge.frontend import FilterDesign, FrontEndConfig, FrontEndError, StreamingFilter, _sosfilt, median_of_three
 from edge.inference import auto_precision
 from edge.mount import rotate_windows, rotation_matrix, triplet_matrix
 from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING
+from edge.replay import StreamedRecording
 from edge.runtime import Pipeline, load_model, window_truth
 from edge.sinks import MemorySink
 from edge.sources import ByteFileSource
-from edge.replay import StreamedRecording
-from firmware_bridge.recording import read_recording
 
 from conftest import REPO
 

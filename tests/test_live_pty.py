@@ -33,6 +33,7 @@ N_SAMPLES = 6000
 def model(hapt_user1_dir):
     """A real exported model (shipped, HAR_EDGE_TEST_BUNDLE, or the stored tiny bundle), else the stand-in."""
     from edge.runtime import load_model
+
     from test_edge_cli import SHIPPED_BUNDLE, TINY_BUNDLE
 
     for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):

@@ -6,8 +6,16 @@ import torch
 import torch.nn as nn
 
 from training.models import (
-    MODEL_VARIANTS, BiLMClassifier, ModelConfig, ModelConfigError, PhysicsModernTCNHAR, count_macs,
-    create_model, list_models, model_summary, receptive_field,
+    MODEL_VARIANTS,
+    BiLMClassifier,
+    ModelConfig,
+    ModelConfigError,
+    PhysicsModernTCNHAR,
+    count_macs,
+    create_model,
+    list_models,
+    model_summary,
+    receptive_field,
 )
 
 torch.set_num_threads(1)

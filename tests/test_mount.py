@@ -11,9 +11,19 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from edge.frontend import FrontEndConfig
-from edge.mount import (MountCalibration, MountConfig, MountError, align_by_subject, gravity_directions, moving,
-                        reference_direction, rotate_windows, rotation_onto)
+from edge.mount import (
+    MountCalibration,
+    MountConfig,
+    MountError,
+    align_by_subject,
+    gravity_directions,
+    moving,
+    reference_direction,
+    rotate_windows,
+    rotation_onto,
+)
 from edge.runtime import Model, Pipeline
+
 from training.datasets import load_dataset
 
 WALKING, SITTING, LAYING = 0, 3, 5
@@ -38,8 +48,9 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
     # Posture changes move hard but turn gravity: few of the stream windows that cover one count.
     from tests.test_runtime import read_hapt_raw
 
-    from edge.frontend import FrontEnd
     from firmware_bridge.recording import HaptSource
+
+    from edge.frontend import FrontEnd
 
     labels = np.array([(s.experiment, s.user, s.activity, s.first, s.last) for s in HaptSource(hapt_user1_dir).segments()])
     stream, ends = FrontEnd(FrontEndConfig()).push(read_hapt_raw(hapt_user1_dir))  # (k, 128, 9) experiment 1

@@ -25,7 +25,7 @@ from firmware_bridge.recording import read_recording, write_recording_csv
 from edge.cli import main
 
 from services import Mosquitto, Output, Subscriber, free_port, need, wait_until
-from test_edge_cli import REPO, bundle_dir, hapt_recording, read_jsonl  # noqa: F401 (fixtures)
+from test_edge_cli import REPO, read_jsonl
 
 SPEED = 20.0  # stream seconds per wall second
 
@@ -199,7 +199,7 @@ def test_wrong_password_is_refused_and_a_device_cannot_publish_outside_its_topic
     assert len(lines) == expected_windows(3000)
     refused = [line for line in stderr.splitlines() if "refused the connection" in line]
     assert len(refused) == 1 and "password" in refused[0] and "recognition goes on" in refused[0], stderr
-    assert f"NOT delivered" in stderr and f"{len(lines)} window messages queued" in stderr, stderr
+    assert "NOT delivered" in stderr and f"{len(lines)} window messages queued" in stderr, stderr
 
 
 @pytest.mark.slow

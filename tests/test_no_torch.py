@@ -10,11 +10,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-import pytest
-
-from test_edge_cli import REPO, bundle_dir, hapt_recording  # noqa: F401  (fixtures)
+from conftest import REPO
 
 GUARD = textwrap.dedent("""
     import sys

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import re
-import signal
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from edge.cli import main
 from edge.web import Fleet, LiveServer
 
 from services import Chromium, Mosquitto, Output, wait_until
-from test_edge_cli import REPO, bundle_dir, hapt_recording, read_jsonl  # noqa: F401 (fixtures)
+from test_edge_cli import REPO, read_jsonl
 from test_mqtt import excerpt, expected_windows, har_edge, jsonl_count, stop
 
 LAST_END = list(range(128, 3001, 64))[-1]  # the last window of the 3000-sample excerpt

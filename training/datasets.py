@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.frontend import CHANNELS, CLASSES, FrontEndConfig, filter_recording
 from firmware_bridge.protocol import SEQ_MODULO
 from firmware_bridge.recording import HaptSource, RecordingError, check_label, read_recording
+
+from edge.frontend import CHANNELS, CLASSES, FrontEndConfig, filter_recording
+
 from training.data import DataError, WindowSet
 
 MANIFEST = "manifest.csv"
