@@ -26,6 +26,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def time_per_window(predict, x: np.ndarray, warmup: int = 20) -> list[float]:
     return times
 
 
-def inference_table(args, x: np.ndarray, progress) -> dict:
+def inference_table(args, x: np.ndarray, progress) -> dict[str, Any]:
     rows = {}
     for backend, precision in ENGINES:
         key = f"{backend}-{precision}"
@@ -95,7 +96,7 @@ def inference_table(args, x: np.ndarray, progress) -> dict:
     return rows
 
 
-def stage_costs(model, recording, samples: int) -> dict:
+def stage_costs(model, recording, samples: int) -> dict[str, Any]:
     """The live path, one frame per read: per-stage cost per sample and per window."""
     from firmware_bridge.protocol import FrameDecoder, encode_sample
 
@@ -115,7 +116,7 @@ def stage_costs(model, recording, samples: int) -> dict:
     return out
 
 
-def replay_throughput(model, recording) -> dict:
+def replay_throughput(model, recording) -> dict[str, Any]:
     from edge.sources import RecordingSource
 
     rate = model.frontend_config.sample_rate_hz
@@ -129,7 +130,7 @@ def replay_throughput(model, recording) -> dict:
             "realtime_factor": (n / rate) / elapsed}
 
 
-def _rss_kib(pid: int) -> dict:
+def _rss_kib(pid: int) -> dict[str, Any]:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -137,7 +138,7 @@ def _rss_kib(pid: int) -> dict:
     return {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
 
 
-def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
+def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict[str, Any]:
     """`har-edge run` in a subprocess on the virtual device at 50 Hz (real time)."""
     from firmware_bridge.simulate import VirtualDevice
 
@@ -151,7 +152,7 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
         progress(f"streaming {seconds:g} s at 50 Hz through {link} into `har-edge run` ({args.backend} {args.precision})")
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        memory: dict = {}
+        memory: dict[str, Any] = {}
         stderr: list[str] = []
         drain = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
         drain.start()
@@ -177,7 +178,7 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
             "engine": f"{args.backend}-{args.precision}"}
 
 
-def run_bench(args, progress=print, extra_engines=None) -> dict:
+def run_bench(args, progress=print, extra_engines=None) -> dict[str, Any]:
     """All figures; `extra_engines(windows (n, 128, 9), inference rows) -> dict` adds rows timed in the same run."""
     from firmware_bridge.recording import read_recording
 
@@ -208,7 +209,7 @@ def run_bench(args, progress=print, extra_engines=None) -> dict:
     return figures
 
 
-def format_table(f: dict) -> str:
+def format_table(f: dict[str, Any]) -> str:
     lines = [f"har-edge bench  ({f['machine']['platform']}, Python {f['machine']['python']}, "
              f"{f['machine']['cpus']} CPUs, {f['machine']['threads']} inference thread)",
              f"bundle {f['bundle']}; recording {f['recording']}", "",

@@ -32,6 +32,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 # Only the standard library at import time: `har-edge --help` and `--version` answer without loading
 # numpy; each command imports what it runs.
@@ -494,7 +495,7 @@ def cmd_replay(args) -> int:
     return 0
 
 
-def _write_json(path: str, data: dict) -> None:
+def _write_json(path: str, data: dict[str, Any]) -> None:
     """Atomically (temp file + rename): a reader never sees half a summary."""
     import os
     import tempfile

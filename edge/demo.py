@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edge.paths import EXAMPLE_RECORDING
 
@@ -33,7 +33,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
 
 
-def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], list]) -> dict:
+def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], list[Any]]) -> dict[str, Any]:
     """Stream args.recording through a virtual device into the live runtime; returns the summary."""
     # Imported here: `har-edge --help` builds this command's options without loading numpy.
     import numpy as np
@@ -92,7 +92,7 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
     return summary
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     from edge.runtime import format_counters
 
     print("\n== summary ==")

@@ -37,6 +37,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -92,7 +93,7 @@ class Head:
     scale: np.ndarray               # (D,) > 0
     weights: np.ndarray             # (C, D); zero rows for the classes the enrolment did not show
     bias: np.ndarray                # (C,)
-    fit: dict = field(default_factory=dict)   # how it was fitted (human-readable, not used to apply)
+    fit: dict[str, Any] = field(default_factory=dict)   # how it was fitted (human-readable, not used to apply)
 
     def correction(self, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(k, F), (k, 128, 9) -> (k, C) added to the logits."""
@@ -107,7 +108,7 @@ class Head:
             out[mine] += self.correction(features[mine], windows[mine])
         return out
 
-    def to_dict(self, classes) -> dict:
+    def to_dict(self, classes) -> dict[str, Any]:
         def rounded(a):
             return np.round(np.asarray(a, np.float64), 6).tolist()
         return {"corrects": [c for c, on in zip(classes, self.corrects) if on], "fit": self.fit,
@@ -123,7 +124,7 @@ class Profile:
     model_id: str                   # edge.bundle.Bundle.model_id of the bundle it was fitted on
     classes: tuple[str, ...]
     heads: dict[str, Head]          # per STATES entry; a state without a head is left uncorrected
-    fit: dict = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     def apply(self, logits: np.ndarray, features: np.ndarray, windows: np.ndarray,
@@ -136,7 +137,7 @@ class Profile:
                 out[mask] = self.heads[state].corrected(logits[mask], features[mask], windows[mask])
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": PROFILE_FORMAT,
             "what": "har-edge wearer profile: logits += weights @ ((phi - mean) / scale) + bias, phi = [model "
@@ -156,7 +157,7 @@ def check_bundle_for_profiles(model: Model) -> None:
                            "re-export it with `har-export CHECKPOINT --out DIR` (har-bundle/2)")
 
 
-def _readable_json(data: dict) -> str:
+def _readable_json(data: dict[str, Any]) -> str:
     """Indented JSON with every list of plain values on one line (a weight row is one line, not 67)."""
     text = json.dumps(data, indent=1)
     return re.sub(r"\[\n\s+([^\[\]{}]*?)\n\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
@@ -180,7 +181,7 @@ def save_profile(profile: Profile, path: str | Path) -> Path:
     return path
 
 
-def _read_head(head: dict, classes: tuple[str, ...], n_inputs: int) -> Head | None:
+def _read_head(head: dict[str, Any], classes: tuple[str, ...], n_inputs: int) -> Head | None:
     """One head of a profile file -> Head, None when its arrays do not fit; KeyError/TypeError/ValueError
     when it is not shaped like a head at all."""
     mean, scale = (np.asarray(head[k], np.float64) for k in ("mean", "scale"))  # (D,) each
@@ -370,7 +371,7 @@ def balanced_log_loss(model: Model, head: Head, logits, features, windows, label
     return float(np.mean([-log_prob[target == t, t].mean() for t in np.unique(target)]))
 
 
-def choose_l2(model: Model, logits, features, windows, labels, half: np.ndarray) -> tuple[float, dict]:
+def choose_l2(model: Model, logits, features, windows, labels, half: np.ndarray) -> tuple[float, dict[str, Any]]:
     """The L2_GRID penalty with the lowest held-out balanced log-loss, fitting on one half of each class's
     enrolment windows (in time order) and scoring on the other, both ways. Ties go to the larger penalty."""
     losses = {}
@@ -393,7 +394,7 @@ def time_halves(labels: np.ndarray) -> np.ndarray:
     return half
 
 
-def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[Profile, dict]:
+def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[Profile, dict[str, Any]]:
     """Fit a profile on `data` -> (profile, summary of what it changes on the enrolment windows).
     One head per state of the mount calibration the windows can reach the model in (as_the_device_sees).
     l2: the penalty; None chooses it per head from L2_GRID on the enrolment data itself (choose_l2)."""
@@ -447,7 +448,7 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
     return profile, summary
 
 
-def format_summary(summary: dict, profile: Profile) -> str:
+def format_summary(summary: dict[str, Any], profile: Profile) -> str:
     lines = [f"what the profile changes on your own enrolment data ({summary['windows']} windows, "
              f"{summary['windows'] * 1.28:.0f} s), windows recognized without -> with it:"]
     for state, result in summary["states"].items():

@@ -37,6 +37,7 @@ import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +72,11 @@ class FrontEndConfig:
     window: int = 128
     hop: int = 64
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> FrontEndConfig:
+    def from_dict(cls, d: dict[str, Any]) -> FrontEndConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -139,12 +140,12 @@ class FilterDesign:
         gravity = signal.butter(config.gravity_order, config.gravity_cutoff_hz, fs=fs, output="sos")
         return cls(noise, signal.sosfilt_zi(noise), gravity, signal.sosfilt_zi(gravity))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"noise": {"sos": self.noise_sos.tolist(), "zi": self.noise_zi.tolist()},
                 "gravity": {"sos": self.gravity_sos.tolist(), "zi": self.gravity_zi.tolist()}}
 
     @classmethod
-    def from_dict(cls, data: dict, config: FrontEndConfig) -> FilterDesign:
+    def from_dict(cls, data: dict[str, Any], config: FrontEndConfig) -> FilterDesign:
         """Stored coefficients (as `to_dict` writes them), checked against `config`; FrontEndError if
         they are malformed or are not the configuration's filters."""
         arrays = {}

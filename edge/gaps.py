@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -167,7 +168,7 @@ class _Pending:
 
     start: int
     reset: bool
-    rows: list = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)
 
 
 class GapHandler:

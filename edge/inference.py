@@ -18,6 +18,7 @@ import platform
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -253,7 +254,7 @@ class TFLiteSession(_Session):
         self.batch = int(self.input_detail["shape"][0])
         self._input_index, self._output_index = self.input_detail["index"], self.output_detail["index"]
 
-    def _check(self, detail: dict, spec: TensorSpec, which: str) -> None:
+    def _check(self, detail: dict[str, Any], spec: TensorSpec, which: str) -> None:
         dtype = np.dtype(detail["dtype"]).name
         if dtype != spec.dtype:
             raise self._mismatch(f"the {which} dtype", dtype, spec.dtype)

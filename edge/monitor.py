@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
@@ -47,7 +47,7 @@ class Monitor:
     """The MQTT subscriber: feeds a Fleet and keeps per-device delivery statistics."""
 
     def __init__(self, broker, prefix: str, fleet: Fleet, notify: Callable[[str], None],
-                 on_window: Callable[[str, dict], None] | None = None):
+                 on_window: Callable[[str, dict[str, Any]], None] | None = None):
         self.prefix = check_prefix(prefix)
         self.fleet = fleet
         self.notify = notify
@@ -55,7 +55,7 @@ class Monitor:
         self.received: dict[str, int] = {}  # window messages, duplicates included
         self.duplicates: dict[str, int] = {}
         self.history: dict[str, deque] = {}  # the last HISTORY (sample_end, t, arrival) per device
-        self._recent: dict[str, set] = {}  # (sample_end, t) in history: a resend has both, a restarted publisher not
+        self._recent: dict[str, set[Any]] = {}  # (sample_end, t) in history: a resend has both, a restarted publisher not
         self.malformed = 0
         self._lock = threading.Lock()
         self.connection = ConnectionReporter(broker, notify, "the table shows what arrived so far")
@@ -114,7 +114,7 @@ class Monitor:
         history.append((end, t, arrival))
         recent.add((end, t))
 
-    def stats(self, with_history: bool = False) -> dict:
+    def stats(self, with_history: bool = False) -> dict[str, Any]:
         """Per device: window messages, duplicates, delay from window (`t`) to arrival here over its
         history; with_history adds the history itself ([sample_end, t, arrival] rows)."""
         import numpy as np  # late: `har-edge --help` builds this module's parser without numpy
@@ -133,7 +133,7 @@ class Monitor:
                     "history_per_device": HISTORY, "delay_ms": delay_summary(np.asarray(every) * 1e3)}
 
 
-def delay_summary(ms: np.ndarray) -> dict:
+def delay_summary(ms: np.ndarray) -> dict[str, Any]:
     import numpy as np
 
     if not len(ms):
@@ -143,7 +143,7 @@ def delay_summary(ms: np.ndarray) -> dict:
             "p99": round(float(p99), 2), "max": round(float(ms.max()), 2)}
 
 
-def faults(counters: dict | None) -> str:
+def faults(counters: dict[str, Any] | None) -> str:
     """The non-zero fault counters of a device, shortest first-glance form."""
     if not counters:
         return ""
@@ -155,7 +155,7 @@ def faults(counters: dict | None) -> str:
     return ", ".join(f"{name} {value}" for name, value in items if value) or "none"
 
 
-def format_table(views: list[dict], now: float | None = None) -> str:
+def format_table(views: list[dict[str, Any]], now: float | None = None) -> str:
     now = time.time() if now is None else now
     header = f"{'device':<16s} {'status':<8s} {'label':<20s} {'conf':>5s} {'since':>8s} {'age':>6s} {'rate':>9s} {'windows':>7s}  faults"
     lines = [header]
@@ -170,7 +170,7 @@ def format_table(views: list[dict], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, data: dict) -> None:
+def _write_json(path: str, data: dict[str, Any]) -> None:
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     try:
@@ -187,7 +187,7 @@ def run_monitor(args, notify: Callable[[str], None], stream: IO[str] | None = No
     tty = bool(getattr(stream, "isatty", lambda: False)())
     labels: dict[str, str] = {}
 
-    def on_window(device: str, result: dict) -> None:  # the log form: one line per change of label
+    def on_window(device: str, result: dict[str, Any]) -> None:  # the log form: one line per change of label
         if args.quiet or tty or labels.get(device) == result["label"]:
             return
         labels[device] = result["label"]

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PREFIX = "har"
@@ -57,7 +58,7 @@ class Broker:
 
 
 def parse_broker(url: str, ca_file: str | None = None, password_file: str | None = None,
-                 env: dict | None = None, warn: Callable[[str], None] | None = None) -> Broker:
+                 env: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None) -> Broker:
     """mqtt://[user[:pass]@]host[:port] or mqtts://...; the password comes from the URL, else
     password_file, else $HAR_MQTT_PASSWORD (a password on the command line is visible in `ps`)."""
     env = os.environ if env is None else env
@@ -238,7 +239,7 @@ class MqttSink:
         self.published = dict.fromkeys(MESSAGE_KINDS, 0)  # accepted into the queue, by topic kind
         self.dropped = dict.fromkeys(MESSAGE_KINDS, 0)  # past the queue bound
         self.delivered = 0  # acknowledged by the broker (PUBACK)
-        self._state: dict | None = None
+        self._state: dict[str, Any] | None = None
         self._closing = False
         self.connection = ConnectionReporter(
             broker, notify, f"recognition goes on and up to {queue_bound} messages are queued")
@@ -295,7 +296,7 @@ class MqttSink:
         with self._lock:
             return sum(self.published.values()) - self.delivered
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         from edge.sinks import result_json
 
         self._publish("window", result_json(result))
@@ -304,11 +305,11 @@ class MqttSink:
                            "sample_end": result["sample_end"]}
             self._publish("state", json.dumps(self._state), retain=True)
 
-    def counters(self, counters: dict) -> None:
+    def counters(self, counters: dict[str, Any]) -> None:
         """The pipeline's counters (runtime.run_loop calls this every --report-every s and at the end)."""
         self._publish("counters", json.dumps({**counters, "mqtt": self.stats(), "t": time.time()}), retain=True)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             published, dropped = dict(self.published), dict(self.dropped)
             delivered = self.delivered
@@ -337,7 +338,7 @@ class MqttSink:
         self.notify(line)
 
 
-def discovery_configs(discovery_prefix: str, prefix: str, device_id: str) -> list[tuple[str, dict]]:
+def discovery_configs(discovery_prefix: str, prefix: str, device_id: str) -> list[tuple[str, dict[str, Any]]]:
     """Home Assistant MQTT discovery: the wearer becomes a device with an activity and a confidence sensor."""
     node = f"{prefix.replace('/', '_')}_{device_id}"
     state, status = topic(prefix, device_id, "state"), topic(prefix, device_id, "status")

@@ -6,11 +6,12 @@ matplotlib is imported only here, only when a plot is asked for (the Pi may not 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from edge.postprocess import UNCERTAIN
 
 
-def plot_timeline(results: list[dict], path: str | Path, classes, true_labels=None, rate_hz: float = 50.0,
+def plot_timeline(results: list[dict[str, Any]], path: str | Path, classes, true_labels=None, rate_hz: float = 50.0,
                   title: str = "") -> Path:
     """results: window dicts (sample_end, label, raw_label); true_labels: per-sample names or None."""
     import matplotlib

@@ -15,6 +15,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -214,7 +215,7 @@ class WindowLog:
         self.labels: list[str] = []
         self.raw_labels: list[str] = []
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         self.ends.append(result["sample_end"])
         self.labels.append(result["label"])
         self.raw_labels.append(result["raw_label"])
@@ -225,7 +226,7 @@ class WindowLog:
     def __len__(self) -> int:
         return len(self.ends)
 
-    def results(self) -> Iterator[dict]:
+    def results(self) -> Iterator[dict[str, Any]]:
         """The windows as result dicts with those three keys, one at a time (truth_summary, plot_timeline)."""
         for e, label, raw in zip(self.ends, self.labels, self.raw_labels):
             yield {"sample_end": e, "label": label, "raw_label": raw}

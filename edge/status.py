@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
 
@@ -38,7 +39,7 @@ class StatusEvents:
     def __init__(self, notify: Callable[[str], None]):
         self.notify = notify
         self.counts: Counter[str] = Counter()
-        self._pending: list[dict] = []
+        self._pending: list[dict[str, Any]] = []
 
     def say(self, event: str, message: str, **fields) -> None:
         assert event in EVENTS, event  # a new event type must be documented (docs/edge.md) first
@@ -46,7 +47,7 @@ class StatusEvents:
         self.notify(message)
         self._pending.append({"type": "status", "event": event, "message": message, "t": time.time(), **fields})
 
-    def take(self) -> list[dict]:
+    def take(self) -> list[dict[str, Any]]:
         """Events not yet handed to the sinks, oldest first."""
         events, self._pending = self._pending, []
         return events

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 TIMELINE_S = 300.0  # the page's timeline: the last 5 minutes
 CLIENT_QUEUE = 1000  # events buffered per browser; a browser that falls further behind is reconnected
@@ -74,12 +75,12 @@ class Fleet:
 
     def __init__(self, timeline_s: float = TIMELINE_S):
         self.timeline_s = timeline_s
-        self.devices: dict[str, dict] = {}
+        self.devices: dict[str, dict[str, Any]] = {}
         self._timelines: dict[str, deque] = {}
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
-    def _view(self, device: str) -> dict:
+    def _view(self, device: str) -> dict[str, Any]:
         if device not in self.devices:
             self.devices[device] = {"device": device, "status": None, "label": None, "confidence": None,
                                     "raw_label": None, "sample_end": None, "t": None, "since": None,
@@ -116,14 +117,14 @@ class Fleet:
                 raise ValueError(f"unknown kind {kind!r}")
             self._broadcast("update", {"view": dict(view), "point": point})
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return self._snapshot()
 
-    def _snapshot(self) -> list[dict]:
+    def _snapshot(self) -> list[dict[str, Any]]:
         return [{**view, "timeline": list(self._timelines[d])} for d, view in sorted(self.devices.items())]
 
-    def listen(self) -> tuple[_Listener, list[dict]]:
+    def listen(self) -> tuple[_Listener, list[dict[str, Any]]]:
         """A new browser: its event queue, and the snapshot it starts from (no update missed or doubled)."""
         with self._lock:
             listener = _Listener()
@@ -177,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
         return is_loopback(name)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, Any] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -279,10 +280,10 @@ class WebSink:
         self.server, self.device_id = server, device_id
         server.fleet.apply(device_id, "status", "online")
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         self.server.fleet.apply(self.device_id, "window", result)
 
-    def counters(self, counters: dict) -> None:
+    def counters(self, counters: dict[str, Any]) -> None:
         self.server.fleet.apply(self.device_id, "counters", counters)
 
     def close(self) -> None:

@@ -52,6 +52,7 @@ import tty
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from cobs import cobs
 
@@ -121,7 +122,7 @@ class Faults:
         """Mild faults (the demo's --faults): what a flaky USB cable and a noisy line look like."""
         return cls(drop=0.003, corrupt=0.003, duplicate=0.002, garbage=0.002, seed=seed)
 
-    def active(self) -> dict:
+    def active(self) -> dict[str, Any]:
         """The settings that differ from a perfect device (for messages)."""
         default = Faults()
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -147,7 +148,7 @@ class InjectedCounts:
     connections: int = 0  # readers served (1 + reconnects + reader reopenings); counted by the pty end
     lost_indices: list[int] = field(default_factory=list)  # stream indices not delivered intact
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lost_indices"}
 
 
@@ -224,7 +225,7 @@ class FaultStream:
                 stalled = True
                 inj.stalls += 1
                 yield Stall(f.stall_for)
-            if next_disconnect is not None and t >= next_disconnect:
+            if f.disconnect_every is not None and next_disconnect is not None and t >= next_disconnect:
                 inj.disconnects += 1
                 skipped = round(f.disconnect_for * rate)  # the device keeps sampling meanwhile
                 if limit is not None:
@@ -358,6 +359,7 @@ class VirtualDevice:
         self._open_pty()
         self._thread = threading.Thread(target=self._run, name="VirtualDevice", daemon=True)
         self._thread.start()
+        assert self._pty_path is not None  # _open_pty set it
         return self._pty_path
 
     def wait_connected(self, timeout: float | None = None) -> bool:
@@ -383,7 +385,7 @@ class VirtualDevice:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ---- pty and link ----
@@ -438,7 +440,7 @@ class VirtualDevice:
             time.sleep(0.05)  # POLLHUP returns at once: do not spin
         return time.monotonic() - begin
 
-    def _write(self, data: bytes) -> float:
+    def _write(self, data: bytes | bytearray) -> float:
         """Writes everything, waiting while the reader is slow or gone; returns the seconds spent
         waiting for a new reader (the caller moves its clock by that much)."""
         waited = 0.0
@@ -476,7 +478,8 @@ class VirtualDevice:
         except OSError:
             return 0
         try:
-            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            waiting: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            return waiting
         except OSError:
             return 0
         finally:
