@@ -137,7 +137,8 @@ class _Reader:
     def fail(self, where: str, problem: str) -> BundleError:
         return BundleError(f"{self.json_path}: '{where}' {problem}; {REEXPORT}")
 
-    def get(self, obj: dict[str, Any], key: str, where: str, kind, optional: bool = False):
+    def get(self, obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
+            optional: bool = False) -> Any:  # the JSON value, checked to be of `kind`
         path = f"{where}.{key}" if where else key
         if key not in obj:
             if optional:
@@ -171,7 +172,7 @@ class _Reader:
         return array.astype(np.float32)
 
 
-def _tensor_spec(r: _Reader, obj, where: str, is_input: bool) -> TensorSpec:
+def _tensor_spec(r: _Reader, obj: object, where: str, is_input: bool) -> TensorSpec:
     if not isinstance(obj, dict):
         raise r.fail(where, "must be an object with name, dtype, shape")
     name = r.get(obj, "name", where, str)
@@ -215,7 +216,7 @@ def _check_shapes(r: _Reader, key: str, spec_in: TensorSpec, spec_out: TensorSpe
         raise r.fail(f"models.{key}", f"input batch {spec_in.shape[0]} and output batch {spec_out.shape[0]} differ")
 
 
-def _check_files(r: _Reader, root: Path, files) -> dict[str, dict[str, Any]]:
+def _check_files(r: _Reader, root: Path, files: object) -> dict[str, dict[str, Any]]:
     if not isinstance(files, dict) or not files:
         raise r.fail("files", "must map every file of the bundle to its sha256")
     for name, info in files.items():
@@ -242,7 +243,7 @@ def _check_files(r: _Reader, root: Path, files) -> dict[str, dict[str, Any]]:
     return files
 
 
-def _model_entry(r: _Reader, root: Path, key: str, obj, files: dict[str, Any], version: str) -> ModelEntry:
+def _model_entry(r: _Reader, root: Path, key: str, obj: object, files: dict[str, Any], version: str) -> ModelEntry:
     where = f"models.{key}"
     if not isinstance(obj, dict):
         raise r.fail(where, "must be an object")

@@ -34,15 +34,20 @@ import math
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge.mount import MountCalibration, gravity_directions, moving, reference_direction, rotate_windows, rotation_onto
 from edge.runtime import EdgeError, Model, Pipeline, window_truth
+
+if TYPE_CHECKING:
+    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
+
+    from edge.sources import ByteChunk, LinkEvent
 
 PROFILE_FORMAT = "har-profile/1"
 L2_GRID = (0.1, 0.03, 0.01, 0.003, 0.001)  # penalties on W, b tried; chosen on the wearer's own enrolment data
@@ -98,7 +103,8 @@ class Head:
     def correction(self, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(k, F), (k, 128, 9) -> (k, C) added to the logits."""
         z = (personal_inputs(features, windows) - self.mean) / self.scale  # (k, D)
-        return (z @ self.weights.T + self.bias).astype(np.float32)  # (k, C)
+        correction: np.ndarray = (z @ self.weights.T + self.bias).astype(np.float32)  # (k, C)
+        return correction
 
     def corrected(self, logits: np.ndarray, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(k, C), (k, F), (k, 128, 9) -> (k, C): corrected where the model's own top class is enrolled."""
@@ -108,8 +114,8 @@ class Head:
             out[mine] += self.correction(features[mine], windows[mine])
         return out
 
-    def to_dict(self, classes) -> dict[str, Any]:
-        def rounded(a):
+    def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
+        def rounded(a: np.ndarray) -> Any:  # nested lists of floats
             return np.round(np.asarray(a, np.float64), 6).tolist()
         return {"corrects": [c for c, on in zip(classes, self.corrects) if on], "fit": self.fit,
                 "mean": rounded(self.mean), "scale": rounded(self.scale),
@@ -191,7 +197,8 @@ def _read_head(head: dict[str, Any], classes: tuple[str, ...], n_inputs: int) ->
             and weights.shape == (len(classes), n_inputs) and bias.shape == (len(classes),) and (scale > 0).all()
             and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)))
     corrects = np.array([c in head["corrects"] for c in classes])  # (C,)
-    return Head(corrects, mean, scale, weights, bias, head.get("fit") if isinstance(head.get("fit"), dict) else {}) \
+    fit = head.get("fit")
+    return Head(corrects, mean, scale, weights, bias, fit if isinstance(fit, dict) else {}) \
         if fits else None
 
 
@@ -228,8 +235,9 @@ def load_profile(path: str | Path, model: Model) -> Profile:
         raise ProfileError(f"profile {path} is damaged: its heads ({', '.join(STATES)}) must give mean, scale, weights "
                            f"and bias for {bundle.n_classes} classes x {bundle.n_features + 3} finite inputs "
                            f"(scale > 0); {again}")
-    fit = data.get("fit") if isinstance(data.get("fit"), dict) else {}
-    return Profile(bundle.model_id, classes, heads, fit, path)
+    fit = data.get("fit")
+    return Profile(bundle.model_id, classes, {state: head for state, head in heads.items() if head is not None},
+                   fit if isinstance(fit, dict) else {}, path)
 
 
 def fit_head(model: Model, logits: np.ndarray, features: np.ndarray, windows: np.ndarray, labels: np.ndarray,
@@ -252,7 +260,7 @@ def fit_head(model: Model, logits: np.ndarray, features: np.ndarray, windows: np
     n, d, p = len(z), z.shape[1], len(present)
     onehot = np.eye(p)[target]  # (n, P)
 
-    def loss(theta):
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:p * d].reshape(p, d), theta[p * d:]
         s = base + z @ w.T + b  # (n, P)
         s -= s.max(axis=1, keepdims=True)
@@ -281,12 +289,12 @@ class WindowCollector(Pipeline):
     """The runtime's own decode -> gaps -> front-end path, keeping every window un-aligned with its stream
     end position instead of running the model (enrolment decides the mount reference afterwards)."""
 
-    def __init__(self, model: Model, **kwargs):
+    def __init__(self, model: Model, **kwargs: Any) -> None:
         super().__init__(model, notify=kwargs.pop("notify", lambda message: None), **kwargs)
         self.collected: list[np.ndarray] = []  # (k, 128, 9) each
         self.collected_ends: list[np.ndarray] = []  # (k,) stream positions one past each window
 
-    def filter_and_window(self, raw):
+    def filter_and_window(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         windows, ends = super().filter_and_window(raw)  # (k, 128, 9), (k,)
         if len(ends):
             self.collected.append(windows)
@@ -307,7 +315,8 @@ class EnrolmentData:
     source: str
 
 
-def recording_windows(model: Model, samples, labels, max_labelled_s: float | None = None,
+def recording_windows(model: Model, samples: Sequence[Sample], labels: Sequence[str | None],
+                      max_labelled_s: float | None = None,
                       source: str = "") -> EnrolmentData:
     """The labelled windows (all samples inside one activity) of a recording streamed as the device does;
     the first `max_labelled_s` seconds of them (counted in hops) when given."""
@@ -320,7 +329,7 @@ def recording_windows(model: Model, samples, labels, max_labelled_s: float | Non
     truth = window_truth(labels, ends.tolist(), model.frontend_config.window)
     index = {c: i for i, c in enumerate(model.classes)}
     keep = np.array([t in index for t in truth], bool)
-    y = np.array([index.get(t, -1) for t in truth], np.int64)
+    y = np.array([-1 if t is None else index.get(t, -1) for t in truth], np.int64)
     windows, y = windows[keep], y[keep]
     if max_labelled_s is not None:
         cfg = model.frontend_config
@@ -360,7 +369,8 @@ def as_the_device_sees(model: Model, windows: np.ndarray, reference: np.ndarray 
     return states
 
 
-def balanced_log_loss(model: Model, head: Head, logits, features, windows, labels) -> float:
+def balanced_log_loss(model: Model, head: Head, logits: np.ndarray, features: np.ndarray, windows: np.ndarray,
+                      labels: np.ndarray) -> float:
     """Class-balanced mean cross-entropy of the corrected logits over the classes the head corrects."""
     present = np.flatnonzero(head.corrects)
     keep = np.isin(labels, present)
@@ -371,7 +381,8 @@ def balanced_log_loss(model: Model, head: Head, logits, features, windows, label
     return float(np.mean([-log_prob[target == t, t].mean() for t in np.unique(target)]))
 
 
-def choose_l2(model: Model, logits, features, windows, labels, half: np.ndarray) -> tuple[float, dict[str, Any]]:
+def choose_l2(model: Model, logits: np.ndarray, features: np.ndarray, windows: np.ndarray, labels: np.ndarray,
+              half: np.ndarray) -> tuple[float, dict[str, Any]]:
     """The L2_GRID penalty with the lowest held-out balanced log-loss, fitting on one half of each class's
     enrolment windows (in time order) and scoring on the other, both ways. Ties go to the larger penalty."""
     losses = {}
@@ -488,7 +499,8 @@ def step_problem(step: Step, windows: np.ndarray, standing_gravity: np.ndarray |
     return None
 
 
-def guided_enrolment(model: Model, source: Iterable, say: Callable[[str], None], decoder=None,
+def guided_enrolment(model: Model, source: Iterable[ByteChunk | LinkEvent], say: Callable[[str], None],
+                     decoder: FrameDecoder | CsvLineDecoder | None = None,
                      steps: tuple[Step, ...] = guided_steps(), get_ready_s: float = GET_READY_S) -> EnrolmentData:
     """Guide the wearer through `steps` on the live stream `source`; a step whose data does not look like
     what was asked is repeated (at most MAX_ATTEMPTS times). Times are stream time (the device's samples)."""

@@ -35,6 +35,7 @@ import importlib.machinery
 import importlib.util
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ class FrontEndConfig:
         return cls(**d)
 
 
-def _load_sosfilt_kernel():
+def _load_sosfilt_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     """scipy's compiled second-order-section recursion, `_sosfilt(sos (s, 6), x (m, n), zi (m, s, 2))`
     filtering each row of x in place; what `scipy.signal.sosfilt` calls after reshaping its arguments.
 
@@ -106,10 +107,12 @@ def _load_sosfilt_kernel():
             return _sosfilt
         import scipy  # noqa: F401  (the parent package, for the extension's own imports)
         module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None  # a file path with an extension suffix
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         sys.modules[name] = module
-    return module._sosfilt
+    kernel: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = module._sosfilt
+    return kernel
 
 
 _sosfilt = _load_sosfilt_kernel()
@@ -183,7 +186,8 @@ def _check_lowpass(name: str, sos: np.ndarray, zi: np.ndarray, cutoff_hz: float,
 
 def median_of_three(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Elementwise median of three arrays with four min/max passes (np.median sorts: ~20x slower per call)."""
-    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    median: np.ndarray = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    return median
 
 
 class StreamingFilter:
@@ -225,7 +229,8 @@ class StreamingFilter:
         if k == 3:
             return median_of_three(extended[:-2], extended[1:-1], extended[2:])  # (n, 6)
         views = np.lib.stride_tricks.sliding_window_view(extended, k, axis=0)  # (n, 6, k)
-        return np.median(views, axis=-1)                                       # (n, 6)
+        median: np.ndarray = np.median(views, axis=-1)                         # (n, 6)
+        return median
 
     def push(self, raw: np.ndarray) -> np.ndarray:
         """Filter a chunk of raw samples (n, 6) [ax, ay, az g; gx, gy, gz rad/s] -> (n, 9) float32."""
@@ -244,6 +249,7 @@ class StreamingFilter:
             )
         if self._median_history is None:
             self._start(raw[0])
+        assert self._noise_state is not None and self._gravity_state is not None  # _start set them
         # The kernel filters rows in place: one row per channel, as scipy.signal.sosfilt lays them out.
         smooth = np.array(self._median(raw).T, order="C")                      # (6, n) float64
         _sosfilt(self._noise_sos, smooth, self._noise_state)                   # noise low-pass, in place

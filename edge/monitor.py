@@ -23,8 +23,19 @@ from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.mqtt import ConnectionReporter, MqttError, add_broker_arguments, check_prefix, new_client, parse_broker
+from edge.mqtt import (
+    Broker,
+    ConnectionReporter,
+    MqttError,
+    add_broker_arguments,
+    check_prefix,
+    new_client,
+    parse_broker,
+)
 from edge.web import Fleet, add_web_arguments, start_server
 
 KINDS = ("window", "state", "status", "counters")
@@ -46,7 +57,7 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
 class Monitor:
     """The MQTT subscriber: feeds a Fleet and keeps per-device delivery statistics."""
 
-    def __init__(self, broker, prefix: str, fleet: Fleet, notify: Callable[[str], None],
+    def __init__(self, broker: Broker, prefix: str, fleet: Fleet, notify: Callable[[str], None],
                  on_window: Callable[[str, dict[str, Any]], None] | None = None):
         self.prefix = check_prefix(prefix)
         self.fleet = fleet
@@ -54,7 +65,7 @@ class Monitor:
         self.on_window = on_window
         self.received: dict[str, int] = {}  # window messages, duplicates included
         self.duplicates: dict[str, int] = {}
-        self.history: dict[str, deque] = {}  # the last HISTORY (sample_end, t, arrival) per device
+        self.history: dict[str, deque[tuple[int, float, float]]] = {}  # the last HISTORY (sample_end, t, arrival) per device
         self._recent: dict[str, set[Any]] = {}  # (sample_end, t) in history: a resend has both, a restarted publisher not
         self.malformed = 0
         self._lock = threading.Lock()
@@ -76,16 +87,17 @@ class Monitor:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if self.connection.on_connected(reason_code, f"subscribed to {self.prefix}/+/{{{','.join(KINDS)}}}"):
             client.subscribe([(f"{self.prefix}/+/{kind}", 1) for kind in KINDS])
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
         arrival = time.time()
         device, _, kind = message.topic[len(self.prefix) + 1:].partition("/")
         try:
             text = message.payload.decode("utf-8")
-            data = text if kind == "status" else json.loads(text)
+            data: Any = text if kind == "status" else json.loads(text)
             if kind == "window":
                 end, t = int(data["sample_end"]), float(data["t"])
             self.fleet.apply(device, kind, data, arrival)
@@ -127,7 +139,7 @@ class Monitor:
                                    "delay_ms": delay_summary((rows[:, 2] - rows[:, 1]) * 1e3)}
                 if with_history:
                     devices[device]["history"] = [[int(e), t, a] for e, t, a in self.history[device]]
-            every = np.concatenate([[a - t for _, t, a in h] for h in self.history.values()]) if self.history else []
+            every = [a - t for h in self.history.values() for _, t, a in h]  # delay of every window kept
             return {"devices": devices, "window_messages": sum(self.received.values()),
                     "duplicates": sum(self.duplicates.values()), "malformed": self.malformed,
                     "history_per_device": HISTORY, "delay_ms": delay_summary(np.asarray(every) * 1e3)}
@@ -180,7 +192,7 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
         raise MqttError(f"--stats-json {path}: cannot write it ({exc.strerror}); choose a writable path") from None
 
 
-def run_monitor(args, notify: Callable[[str], None], stream: IO[str] | None = None) -> int:
+def run_monitor(args: argparse.Namespace, notify: Callable[[str], None], stream: IO[str] | None = None) -> int:
     stream = stream if stream is not None else sys.stdout
     broker = parse_broker(args.mqtt, args.mqtt_ca, args.mqtt_password_file, warn=notify)
     fleet = Fleet()

@@ -41,7 +41,7 @@ class StatusEvents:
         self.counts: Counter[str] = Counter()
         self._pending: list[dict[str, Any]] = []
 
-    def say(self, event: str, message: str, **fields) -> None:
+    def say(self, event: str, message: str, **fields: Any) -> None:
         assert event in EVENTS, event  # a new event type must be documented (docs/edge.md) first
         self.counts[event] += 1
         self.notify(message)
@@ -94,7 +94,7 @@ class ModeCheck:
         self.done = False
         self._start = bytearray()
 
-    def feed(self, data: bytes, decoder, samples: int) -> None:
+    def feed(self, data: bytes, decoder: FrameDecoder | CsvLineDecoder, samples: int) -> None:
         if self.done:
             return
         if samples:

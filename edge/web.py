@@ -76,7 +76,7 @@ class Fleet:
     def __init__(self, timeline_s: float = TIMELINE_S):
         self.timeline_s = timeline_s
         self.devices: dict[str, dict[str, Any]] = {}
-        self._timelines: dict[str, deque] = {}
+        self._timelines: dict[str, deque[list[Any]]] = {}  # [t, label] points
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
@@ -88,7 +88,7 @@ class Fleet:
             self._timelines[device] = deque()
         return self.devices[device]
 
-    def apply(self, device: str, kind: str, data, arrival: float | None = None) -> None:
+    def apply(self, device: str, kind: str, data: Any, arrival: float | None = None) -> None:
         """kind: window (a window result), state, status ("online" / "offline") or counters."""
         arrival = time.time() if arrival is None else arrival
         with self._lock:
@@ -146,7 +146,7 @@ class Fleet:
                     pass
             self._listeners.clear()
 
-    def _broadcast(self, event: str, data) -> None:
+    def _broadcast(self, event: str, data: object) -> None:
         message = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
         for listener in list(self._listeners):
             try:
@@ -158,7 +158,7 @@ class Fleet:
 
 class _Listener:
     def __init__(self) -> None:
-        self.events: queue.Queue = queue.Queue(maxsize=CLIENT_QUEUE)
+        self.events: queue.Queue[bytes | None] = queue.Queue(maxsize=CLIENT_QUEUE)  # None: the stream ends
         self.overflowed = False
 
 
@@ -168,7 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: LiveServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args) -> None:  # no line per request on the terminal
+    def log_message(self, format: str, *args: Any) -> None:  # no line per request on the terminal
         pass
 
     def _host_allowed(self) -> bool:
@@ -251,6 +251,7 @@ class LiveServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET/AF_INET6 server: a text address
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
     def start(self) -> LiveServer:
@@ -291,7 +292,7 @@ class WebSink:
         self.server.close()
 
 
-def web_sink(args, notify: Callable[[str], None]) -> WebSink | None:
+def web_sink(args: argparse.Namespace, notify: Callable[[str], None]) -> WebSink | None:
     """The sink for `--web HOST:PORT`, or None without it."""
     if not getattr(args, "web", None):
         return None

@@ -127,6 +127,7 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
         marks: list[tuple[int, float]] = []  # (windows so far, CPU s of the process)
 
         def read() -> None:
+            assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 latencies.append(json.loads(line)["latency_ms"])
                 try:

@@ -37,6 +37,7 @@ def main() -> None:
         replace(s, seq=i, t_us=i * 20_000, **{k: round(getattr(s, k), 6) for k in ("ax", "ay", "az", "gx", "gy", "gz")})
         for i, s in enumerate(recording.samples[FIRST:LAST])
     ]
+    assert recording.labels is not None  # labels.txt is beside it
     write_recording_csv(OUT, samples, recording.labels[FIRST:LAST])
     print(f"wrote {OUT} ({len(samples)} samples, {OUT.stat().st_size / 1e6:.2f} MB)")
 

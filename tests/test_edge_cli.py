@@ -342,7 +342,7 @@ def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_pat
 
 def test_demo_streams_the_example_through_a_virtual_device_like_replay(bundle_dir, tmp_path, capsys):
     """The quick start's demo: the example recording played at 100x over a pty gives replay's labels."""
-    from edge.runtime import EXAMPLE_RECORDING
+    from edge.paths import EXAMPLE_RECORDING
 
     rc = main(["demo", "--speed", "100", "--quiet", "--bundle", str(bundle_dir), "--jsonl", str(tmp_path / "demo.jsonl"),
                "--summary-json", str(tmp_path / "demo.json")])
@@ -398,7 +398,7 @@ def test_a_bad_mount_in_the_bundle_is_named(bundle_dir, hapt_recording, tmp_path
 
 def test_the_first_screen_shows_only_what_the_product_says(tmp_path):
     """No TFLite delegate INFO line, no warnings of libraries: every stderr line is har-edge's own."""
-    from edge.runtime import EXAMPLE_RECORDING
+    from edge.paths import EXAMPLE_RECORDING
 
     run = subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(EXAMPLE_RECORDING), "--quiet"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)

@@ -135,7 +135,7 @@ def test_live_display_off_a_terminal_prints_one_line_per_label_change():
 @pytest.mark.slow
 def test_mount_calibration_is_saved_while_running_so_a_crash_keeps_it(tmp_path):
     """`har-edge run` killed with SIGKILL (no exit handler runs) still leaves what it had learnt."""
-    from edge.runtime import DEFAULT_BUNDLE, EXAMPLE_RECORDING
+    from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING
 
     wearer, link = tmp_path / "wearer.json", tmp_path / "imu"
     assert json.loads((DEFAULT_BUNDLE / "bundle.json").read_text()).get("mount"), "the shipped model is mount-aligned"
