@@ -34,7 +34,7 @@ def model(hapt_user1_dir):
     """A real exported model (shipped, HAR_EDGE_TEST_BUNDLE, or the stored tiny bundle), else the stand-in."""
     from edge.runtime import load_model
 
-    from test_edge_cli import SHIPPED_BUNDLE, TINY_BUNDLE
+    from conftest import SHIPPED_BUNDLE, TINY_BUNDLE
 
     for candidate in (os.environ.get("HAR_EDGE_TEST_BUNDLE"), SHIPPED_BUNDLE, TINY_BUNDLE):
         if candidate and (Path(candidate) / "bundle.json").is_file():
