@@ -28,6 +28,8 @@ from training.models import create_model  # noqa: E402
 from export import ExportError  # noqa: E402
 from export.fuse import FUSION_ATOL, check_fusion, count_batchnorms, fuse_model  # noqa: E402
 
+pytestmark = pytest.mark.slow  # exports real models (seconds each): `make test-fast` leaves these out
+
 DATA = Path(__file__).parent / "data"
 FP32_ATOL = 1e-4        # torch fused vs ONNX fp32 / TFLite fp32
 MOUNT = {"canonical": [0.979, -0.185, -0.086], "moving_rms_g": 0.2, "max_turn_deg": 10.0, "min_windows": 20}

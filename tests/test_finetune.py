@@ -16,6 +16,8 @@ from training.config import ConfigError, load_train_config
 from training.datasets import load_dataset
 from training.train import fit
 
+pytestmark = pytest.mark.slow  # trains and fine-tunes real models (seconds each): `make test-fast` leaves these out
+
 torch.set_num_threads(1)
 QUICK = {"model": "tcn_tiny", "epochs": 2, "batch_size": 32, "max_batches_per_epoch": 6, "warmup_epochs": 1,
          "num_threads": 1, "progress": False, "device": "cpu"}

@@ -17,6 +17,8 @@ from training.metrics import classification_report
 from training.models import create_model
 from training.train import fit, load_windows, lr_factor, split_subjects
 
+pytestmark = pytest.mark.slow  # trains real models (seconds each): `make test-fast` leaves these out
+
 torch.set_num_threads(1)
 
 SUBJECTS = [1, 3, 5]
