@@ -47,6 +47,7 @@ from edge.runtime import EdgeError, Model, Pipeline, window_truth
 if TYPE_CHECKING:
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 
+    from edge.bundle import Bundle
     from edge.sources import ByteChunk, LinkEvent
 
 PROFILE_FORMAT = "har-profile/1"
@@ -155,12 +156,14 @@ class Profile:
         }
 
 
-def check_bundle_for_profiles(model: Model) -> None:
+def check_bundle_for_profiles(model: Model) -> Bundle:
+    """The model's bundle, when it has the features output a profile needs; else a ProfileError."""
     bundle = model.bundle
     if bundle is None or bundle.n_features is None:
         where = bundle.path if bundle is not None else model.description
         raise ProfileError(f"{where}: this bundle has no features output (har-bundle/1), which a wearer profile needs; "
                            "re-export it with `har-export CHECKPOINT --out DIR` (har-bundle/2)")
+    return bundle
 
 
 def _readable_json(data: dict[str, Any]) -> str:
@@ -219,21 +222,22 @@ def load_profile(path: str | Path, model: Model) -> Profile:
     if data["format"] != PROFILE_FORMAT:
         raise ProfileError(f"profile {path} has format {data['format']!r}, newer than this har-edge reads "
                            f"({PROFILE_FORMAT}); upgrade har-edge, or {again}")
-    check_bundle_for_profiles(model)
-    bundle = model.bundle
+    bundle = check_bundle_for_profiles(model)
+    n_features = bundle.n_features
+    assert n_features is not None  # check_bundle_for_profiles
     if data.get("model_id") != bundle.model_id:
         raise ProfileError(f"profile {path} was fitted for another model (model_id {str(data.get('model_id'))[:12]}"
                            f"...), not {bundle.path} ({bundle.model_id[:12]}...); use the bundle it was made with "
                            f"(--bundle), or {again}")
     try:
         classes = tuple(data["classes"])
-        heads = {state: _read_head(head, classes, bundle.n_features + 3) for state, head in data["heads"].items()}
+        heads = {state: _read_head(head, classes, n_features + 3) for state, head in data["heads"].items()}
         ok = classes == tuple(bundle.classes) and heads and set(heads) <= set(STATES) and all(heads.values())
     except (KeyError, TypeError, ValueError, AttributeError):
         ok = False
     if not ok:
         raise ProfileError(f"profile {path} is damaged: its heads ({', '.join(STATES)}) must give mean, scale, weights "
-                           f"and bias for {bundle.n_classes} classes x {bundle.n_features + 3} finite inputs "
+                           f"and bias for {bundle.n_classes} classes x {n_features + 3} finite inputs "
                            f"(scale > 0); {again}")
     fit = data.get("fit")
     return Profile(bundle.model_id, classes, {state: head for state, head in heads.items() if head is not None},
@@ -409,7 +413,7 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
     """Fit a profile on `data` -> (profile, summary of what it changes on the enrolment windows).
     One head per state of the mount calibration the windows can reach the model in (as_the_device_sees).
     l2: the penalty; None chooses it per head from L2_GRID on the enrolment data itself (choose_l2)."""
-    check_bundle_for_profiles(model)
+    bundle = check_bundle_for_profiles(model)
     if len(data.windows) == 0:
         raise ProfileError(f"{data.source}: no labelled window to enrol from (a window counts when its 128 samples "
                            "all carry one class label)")
@@ -435,7 +439,7 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
             chosen, losses = choose_l2(model, logits, features, windows, data.labels, time_halves(data.labels))
         heads[state] = fit_head(model, logits, features, windows, data.labels, chosen)
         heads[state].fit["l2_chosen_from"] = losses
-    profile = Profile(model.bundle.model_id, tuple(model.classes), heads, {
+    profile = Profile(bundle.model_id, tuple(model.classes), heads, {
         "source": data.source, "windows": int(len(data.windows)),
         "too_few_windows_not_enrolled": dropped,
         "mount_reference": None if reference is None else [round(float(v), 6) for v in reference],
