@@ -39,13 +39,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 # Only the standard library at import time: `har-edge --help` and `--version` answer without loading
 # numpy; each command imports what it runs.
 from edge.paths import DEFAULT_BUNDLE
+from edge.postprocess import SmoothingConfig  # standard library only at import time
 
 if TYPE_CHECKING:  # the commands import what they need when they run (a fast --help)
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
 
     from edge.enroll import Profile
     from edge.mount import MountCalibration
-    from edge.postprocess import SmoothingConfig
     from edge.runtime import Model, Pipeline
     from edge.sinks import Sink
 
@@ -81,13 +81,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jsonl", metavar="PATH", help="write one JSON object per window to PATH ('-' = stdout)")
     g.add_argument("--append", action="store_true", help="append to the --jsonl file instead of replacing it")
     s = p.add_argument_group("post-processing")
-    s.add_argument("--smoothing", choices=("average", "vote", "none"), default="average",
-                   help="average probabilities or k-of-n vote over recent windows (default average)")
-    s.add_argument("--smooth-windows", type=int, default=3, metavar="N",
-                   help="recent windows considered, the current one included (default 3)")
-    s.add_argument("--votes", type=int, default=2, metavar="K", help="votes needed with --smoothing vote (default 2)")
-    s.add_argument("--threshold", type=float, default=0.5,
-                   help="confidence below which the label is 'uncertain' (default 0.5; 0 disables)")
+    default = SmoothingConfig()
+    s.add_argument("--smoothing", choices=("average", "vote", "none"), default=default.method,
+                   help="average probabilities or k-of-n vote over recent windows, or none: each window's own "
+                        f"label (default {default.method}: measured best, docs/results.md)")
+    s.add_argument("--smooth-windows", type=int, default=default.n, metavar="N",
+                   help=f"recent windows considered, the current one included (default {default.n})")
+    s.add_argument("--votes", type=int, default=default.k, metavar="K",
+                   help=f"votes needed with --smoothing vote (default {default.k})")
+    s.add_argument("--threshold", type=float, default=default.threshold,
+                   help=f"confidence below which the label is 'uncertain' (default {default.threshold:g}; 0 disables)")
     p.add_argument("--mount-calibration", metavar="FILE",
                    help="the wearer's mount calibration (bundles trained with mount alignment): read at start "
                         "when FILE exists, learnt from moving windows otherwise, written back on exit")
@@ -304,8 +307,6 @@ def validate_options(args: argparse.Namespace) -> None:
 # -- helpers --------------------------------------------------------------------------------------
 
 def _smoothing(args: argparse.Namespace) -> SmoothingConfig:
-    from edge.postprocess import SmoothingConfig
-
     return SmoothingConfig(args.smoothing, n=args.smooth_windows, k=args.votes, threshold=args.threshold)
 
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 
     from edge.bundle import Bundle
+    from edge.inference import FeatureSession
     from edge.sources import ByteChunk, LinkEvent
 
 PROFILE_FORMAT = "har-profile/1"
@@ -361,7 +362,8 @@ def enrolment_calibration(model: Model, windows: np.ndarray) -> MountCalibration
 def model_outputs(model: Model, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 128, 9) un-normalized windows as the model is to see them -> logits (n, C), features (n, F)."""
     x = ((windows - model.mean) / model.std).astype(np.float32)  # (n, 128, 9)
-    return model.session.predict_with_features(x)
+    session = cast("FeatureSession", model.session)  # check_bundle_for_profiles: the bundle has the features output
+    return session.predict_with_features(x)
 
 
 def as_the_device_sees(model: Model, windows: np.ndarray, reference: np.ndarray | None) -> list[np.ndarray]:

@@ -143,6 +143,10 @@ class Session(Protocol):
         """(k, 128, 9) float32 normalized windows -> logits (k, C)."""
         ...
 
+
+class FeatureSession(Session, Protocol):
+    """A session of a bundle with the features output (har-bundle/2): what a wearer profile needs."""
+
     def predict_with_features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> (logits (k, C), features (k, F)), from one run of the model (wearer enrolment)."""
         ...

@@ -11,17 +11,35 @@ windows, and a confidence floor below which the label is `uncertain`:
 
 Settings (`SmoothingConfig`) are apart from state (`LabelSmoother`) so a CLI can build one from
 flags and a test can build many.
+
+Postural transitions: a model whose classes include HAPT's transitions (STAND_TO_SIT ... LIE_TO_STAND,
+`TRANSITION_POSTURE`) gives each window their probabilities too. The smoother then works on the
+activities alone (renormalized), and keeps a *posture*: a window whose transition probabilities sum to
+more than `transition_threshold` sets it to the posture its most likely transition leads to (SIT_TO_STAND ->
+STANDING). While the posture is SITTING or STANDING and the activity label is the other of the two, the
+label shown is the posture: telling sitting from standing by the tilt of one window is the error every
+model makes, while getting up and sitting down are movements a window sees well. A transition window is
+shown as the posture it leads to (the new label comes with the movement, not after it); a moving label
+(walking, stairs) clears the posture; LAYING is always the model's own. The decision names the transition.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is imported where it is used: `har-edge --help` reads the defaults here without it
+    import numpy as np
 
 UNCERTAIN = "uncertain"
 METHODS = ("average", "vote", "none")
+# HAPT's postural transitions (activities 7-12) and the posture each one leads to.
+TRANSITION_POSTURE = {"STAND_TO_SIT": "SITTING", "SIT_TO_STAND": "STANDING", "SIT_TO_LIE": "LAYING",
+                      "LIE_TO_SIT": "SITTING", "STAND_TO_LIE": "LAYING", "LIE_TO_STAND": "STANDING"}
+HELD_POSTURES = ("SITTING", "STANDING")  # the pair a recognised transition decides between
+STATIC = ("SITTING", "STANDING", "LAYING")
 
 
 class SmoothingConfigError(ValueError):
@@ -30,10 +48,14 @@ class SmoothingConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SmoothingConfig:
-    method: str = "average"
+    # Default: no smoothing and no "uncertain" floor. Chosen by the streamed cross-validation, per fold on the
+    # other folds' users (scripts/streamed_cv.py --choose-smoothing, docs/results.md "Honest streamed accuracy"):
+    # the errors are whole bouts, which averaging does not fix, while it and the floor delay every new label.
+    method: str = "none"
     n: int = 3  # recent windows considered (the current one included); 3 windows = 2.56 s of new data
     k: int = 2  # votes the winner needs (method "vote")
-    threshold: float = 0.5  # confidence below this -> "uncertain" (0 disables)
+    threshold: float = 0.0  # confidence below this -> "uncertain" (0 disables)
+    transition_threshold: float = 0.5  # transition probability mass that sets the posture (transition models)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -44,6 +66,8 @@ class SmoothingConfig:
             raise SmoothingConfigError(f"k-of-n voting needs 1 <= k <= n, got k={self.k}, n={self.n}")
         if not 0.0 <= self.threshold <= 1.0:
             raise SmoothingConfigError(f"confidence threshold {self.threshold} must lie in [0, 1]")
+        if not 0.0 < self.transition_threshold <= 1.0:
+            raise SmoothingConfigError(f"transition threshold {self.transition_threshold} must lie in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,7 @@ class Decision:
     label: str  # after smoothing and threshold: a class name or "uncertain"
     raw_label: str  # argmax of this window alone
     confidence: float  # confidence of the smoothed decision (see module doc)
+    transition: str | None = None  # the postural transition this window was recognised as (transition models)
 
 
 class LabelSmoother:
@@ -59,20 +84,48 @@ class LabelSmoother:
     def __init__(self, classes: list[str] | tuple[str, ...], config: SmoothingConfig = SmoothingConfig()):
         if len(classes) < 2:
             raise SmoothingConfigError(f"need at least two classes, got {list(classes)}")
-        self.classes = tuple(classes)
+        self.all_classes = tuple(classes)
+        # Transition outputs are read for the posture; labels are the activities (every other class).
+        self._transition = [i for i, c in enumerate(classes) if c in TRANSITION_POSTURE]  # indices
+        self._activity = [i for i, c in enumerate(classes) if c not in TRANSITION_POSTURE]
+        self.classes = tuple(classes[i] for i in self._activity)
         self.config = config
-        self._history: deque[list[float]] = deque(maxlen=config.n)  # each C probabilities
+        self._history: deque[list[float]] = deque(maxlen=config.n)  # each: the activities' probabilities
+        self.posture: str | None = None  # set by a recognised transition
 
     def reset(self) -> None:
         self._history.clear()
+        self.posture = None
 
     def push(self, probs: np.ndarray) -> list[Decision]:
         """probs (k, C) of consecutive windows -> one Decision per window."""
+        import numpy as np
+
         probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim != 2 or probs.shape[1] != len(self.classes):
-            raise SmoothingConfigError(f"probabilities must have shape (k, {len(self.classes)}), got {probs.shape}")
+        if probs.ndim != 2 or probs.shape[1] != len(self.all_classes):
+            raise SmoothingConfigError(f"probabilities must have shape (k, {len(self.all_classes)}), got {probs.shape}")
         # A handful of classes over a few windows: plain Python lists beat numpy's per-call cost.
-        return [self._decide(p) for p in probs.tolist()]
+        if not self._transition:
+            return [self._decide(p) for p in probs.tolist()]
+        return [self._decide_with_transitions(p) for p in probs.tolist()]
+
+    def _decide_with_transitions(self, p: list[float]) -> Decision:
+        transition = [p[i] for i in self._transition]  # (6,)
+        activity = [p[i] for i in self._activity]  # (6,)
+        mass = sum(activity)
+        decision = self._decide([a / mass for a in activity] if mass > 0 else activity)
+        if sum(transition) > self.config.transition_threshold:  # a posture change: show where it leads
+            seen = self.all_classes[self._transition[_argmax(transition)]]
+            self.posture = TRANSITION_POSTURE[seen]
+            return Decision(self.posture, decision.raw_label, sum(transition), seen)
+        label, confidence = decision.label, decision.confidence
+        if label not in STATIC and label != UNCERTAIN:
+            self.posture = None  # moving: the next posture is the model's to read
+        elif self.posture in HELD_POSTURES and label in HELD_POSTURES + (UNCERTAIN,) and label != self.posture:
+            index = self.classes.index(self.posture)
+            label = self.posture
+            confidence = sum(h[index] for h in self._history) / len(self._history)
+        return Decision(label, decision.raw_label, confidence)
 
     def _decide(self, p: list[float]) -> Decision:
         self._history.append(p)
@@ -96,14 +149,17 @@ class LabelSmoother:
         return Decision(label, classes[raw_index], confidence)
 
 
-def _argmax(values) -> int:
+def _argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the first one on ties (like np.argmax)."""
     return max(range(len(values)), key=values.__getitem__)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """(k, C) logits -> (k, C) probabilities, float64, numerically safe."""
+    import numpy as np
+
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs

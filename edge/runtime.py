@@ -14,26 +14,39 @@ samples from 0 including missing ones, so after a gap reset it keeps counting fr
 start), `label` (after post-processing; "uncertain" below the confidence floor), `raw_label`
 (argmax of this window alone), `confidence` (of `label`'s decision), `probs` (this window's
 class probabilities), `t` (wall time, s), `latency_ms` (from the arrival of the bytes or block
-that completed the window to this result).
+that completed the window to this result); `transition` (only with a model that has transition
+classes, and only on a window recognised as one: e.g. "SIT_TO_STAND", edge/postprocess.py).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+
+from firmware_bridge.protocol import Hello
 
 from edge.frontend import FilterDesign, FrontEnd, FrontEndConfig
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
 from edge.mount import MountCalibration, MountConfig, reference_rotation, triplet_matrix
-from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING  # noqa: F401  (EXAMPLE_RECORDING: re-exported)
+from edge.paths import DEFAULT_BUNDLE
 from edge.postprocess import LabelSmoother, SmoothingConfig, softmax
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
+
+if TYPE_CHECKING:  # imported where used: `har-edge --help` and replay start without them
+    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Log
+
+    from edge.bundle import Bundle
+    from edge.enroll import Profile
+    from edge.inference import FeatureSession, Session
+    from edge.postprocess import Decision
+    from edge.sinks import RecordingSink, Sink
 
 
 class EdgeError(ValueError):
@@ -48,14 +61,14 @@ class Model:
     mean: np.ndarray  # (9,) float32, per-channel mean of the training windows
     std: np.ndarray  # (9,) float32
     frontend_config: FrontEndConfig
-    session: object  # .predict(windows (k, 128, 9) float32 normalized) -> logits (k, C)
+    session: Session  # .predict(windows (k, 128, 9) float32 normalized) -> logits (k, C)
     description: str = ""
-    bundle: object = None  # the edge.bundle.Bundle it came from, when it came from one
+    bundle: Bundle | None = None  # the edge.bundle.Bundle it came from, when it came from one
     mount: MountConfig | None = None  # the model was trained on mount-aligned windows (edge/mount.py)
     filters: FilterDesign | None = None  # the front-end's filter coefficients (None: designed with scipy.signal)
 
 
-def model_from_bundle(bundle, session, description: str = "") -> Model:
+def model_from_bundle(bundle: Bundle, session: Session, description: str = "") -> Model:
     """The pipeline's view of an `edge.bundle.Bundle` (already validated by load_bundle)."""
     return Model(tuple(bundle.classes), np.asarray(bundle.mean, np.float32), np.asarray(bundle.std, np.float32),
                  bundle.frontend_config, session, description, mount=bundle.mount,
@@ -100,13 +113,14 @@ class StageTimers:
         self.seconds[stage] += seconds
         self.items[stage] += items
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {s: {"seconds": self.seconds[s], "items": self.items[s]} for s in self.STAGES}
 
 
-def window_result(sample_end: int, decision, probs: list[float], classes, arrival: float) -> dict:
+def window_result(sample_end: int, decision: Decision, probs: list[float], classes: Sequence[str],
+                  arrival: float) -> dict[str, Any]:
     """probs: this window's class probabilities, already rounded plain floats."""
-    return {
+    result = {
         "sample_end": sample_end,
         "label": decision.label,
         "raw_label": decision.raw_label,
@@ -115,15 +129,19 @@ def window_result(sample_end: int, decision, probs: list[float], classes, arriva
         "t": time.time(),
         "latency_ms": round((time.perf_counter() - arrival) * 1e3, 4),
     }
+    if decision.transition is not None:  # a transition model recognised a posture change in this window
+        result["transition"] = decision.transition
+    return result
 
 
 class Pipeline:
     """One stream's state: decoder, gap handler, front-end, smoother; the model's session."""
 
     def __init__(self, model: Model, smoothing: SmoothingConfig = SmoothingConfig(),
-                 gaps: GapConfig | None = None, decoder=None,
+                 gaps: GapConfig | None = None, decoder: FrameDecoder | CsvLineDecoder | None = None,
                  notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None,
-                 stall_after_s: float = 10.0, recorder=None, profile=None):
+                 stall_after_s: float = 10.0, recorder: RecordingSink | None = None,
+                 profile: Profile | None = None) -> None:
         self.model = model
         self.profile = profile  # edge.enroll.Profile: the wearer's correction of the logits, or None
         self.classes = model.classes
@@ -145,6 +163,7 @@ class Pipeline:
         self.calibration = None
         if model.mount is not None:
             self.calibration = calibration if calibration is not None else MountCalibration(model.mount)
+            self.calibration.start_session()  # a saved calibration is checked against this stream's walking
             if not self.calibration.calibrated:
                 seconds = model.mount.min_windows * model.frontend_config.hop / rate
                 self.notify(f"mount not calibrated yet: labels are less accurate until the wearer has walked for "
@@ -155,10 +174,10 @@ class Pipeline:
         self.frontend_resets = 0
         self.link = {"connects": 0, "disconnects": 0, "reconnects": 0}
         self.device_logs = 0
-        self.hello = None
+        self.hello: Hello | None = None
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
         self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
-        self._matrix: tuple[int, np.ndarray] | None = None  # (moving windows, (9, 9) rotate-and-scale matrix)
+        self._matrix: tuple[bytes | None, np.ndarray] | None = None  # (reference key, (9, 9) rotate-and-scale matrix)
         self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
         self._held_n = 0
         self._since_reset = 0  # samples given to the front-end since its last reset
@@ -171,7 +190,7 @@ class Pipeline:
         self.model.session.predict(np.zeros((1, cfg.window, len(self.model.mean)), dtype=np.float32))
 
     # -- the stages, in order -----------------------------------------------------------------
-    def process(self, item) -> list[dict]:
+    def process(self, item: ByteChunk | SampleBlock | LinkEvent) -> list[dict[str, Any]]:
         """One source item -> the window results it completes, in stream order."""
         if isinstance(item, LinkEvent):
             self.on_link_event(item)
@@ -180,7 +199,7 @@ class Pipeline:
             return []
         started = time.perf_counter()
         seq, t_us, raw, hello_at = self.decode(item)
-        results: list[dict] = []
+        results: list[dict[str, Any]] = []
         restarts = self.gaps.counters.device_restarts
         for segment in self.handle_gaps(seq, t_us, raw, hello_at):
             if segment.reset:
@@ -208,7 +227,7 @@ class Pipeline:
         rate = self.gaps.rate
         self.rate.measured(rate.check(), rate.rate_hz, rate.off)
 
-    def decode(self, item) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    def decode(self, item: ByteChunk | SampleBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """ByteChunk -> decoder -> samples and the indices of the samples that follow a HELLO;
         a SampleBlock is already decoded."""
         if isinstance(item, SampleBlock):
@@ -237,7 +256,8 @@ class Pipeline:
         self.timers.add("decode", time.perf_counter() - t0, len(samples))
         return (*arrays, hello_at)
 
-    def handle_gaps(self, seq, t_us, raw, hello_at=()) -> list[Segment]:
+    def handle_gaps(self, seq: np.ndarray, t_us: np.ndarray, raw: np.ndarray,
+                    hello_at: Sequence[int] = ()) -> list[Segment]:
         """The gap handler learns of each HELLO right before the sample that followed it (a boot HELLO
         tells a reboot from a late duplicate)."""
         t0 = time.perf_counter()
@@ -294,26 +314,32 @@ class Pipeline:
             return None
         t0 = time.perf_counter()
         was_calibrated = self.calibration.calibrated
-        counts, sums = self.calibration.update_many(windows)  # (k,), (k, 3) after each window
-        minimum = self.calibration.config.min_windows
+        aligning, _, sums, _ = self.calibration.update_many(windows)  # (k,), _, (k, 3) after each window
         if self.calibration.calibrated and not was_calibrated:
-            self.notify(f"mount calibrated from {minimum} moving windows; windows are aligned from now on")
-        self.aligned_flags = counts >= minimum  # (k,)
+            self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
+                        "windows are aligned from now on")
+        if self.calibration.remounted is not None:
+            self.notify(f"mount moved by {self.calibration.remounted:.0f} degrees from the saved calibration "
+                        f"(the board was re-mounted): re-learnt from this stream's {self.calibration.windows} "
+                        "moving windows")
+        self.aligned_flags = aligning  # (k,)
         matrices = None  # nothing is rotated before the calibration
-        if counts[-1] >= minimum:
+        if aligning.any():
             matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
-            for i, (count, direction_sum) in enumerate(zip(counts.tolist(), sums)):
-                matrices[i] = self._rotate_and_scale(count, direction_sum)
+            for i, (rotated, direction_sum) in enumerate(zip(aligning.tolist(), sums)):
+                matrices[i] = self._rotate_and_scale(rotated, direction_sum)
         self.timers.add("align", time.perf_counter() - t0, len(windows))
         return matrices
 
-    def _rotate_and_scale(self, count: int, direction_sum: np.ndarray) -> np.ndarray:
+    def _rotate_and_scale(self, rotated: bool, direction_sum: np.ndarray) -> np.ndarray:
         """(9, 9) float32: channels @ M == (each triplet rotated by the wearer's reference) * scale, for the
-        reference after `count` moving windows (identity before calibration); recomputed only when it changed."""
-        if self._matrix is None or self._matrix[0] != count:
-            rotation = reference_rotation(direction_sum, self.calibration.config) \
-                if count >= self.calibration.config.min_windows else np.eye(3)
-            self._matrix = (count, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
+        reference whose unit directions sum to `direction_sum` (identity while not `rotated`); recomputed only
+        when the reference changed (a re-mount can re-learn it with the same window count, so keyed by the sum)."""
+        assert self.calibration is not None  # align() runs only with a calibration
+        key = direction_sum.tobytes() if rotated else None
+        if self._matrix is None or self._matrix[0] != key:
+            rotation = reference_rotation(direction_sum, self.calibration.config) if rotated else np.eye(3)
+            self._matrix = (key, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
         return self._matrix[1]
 
     def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
@@ -321,7 +347,7 @@ class Pipeline:
         from `align`, x @ M - mean / std (the rotation and the scale in one product)."""
         t0 = time.perf_counter()
         if matrices is None:
-            x = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
+            x: np.ndarray = ((windows - self.model.mean) * self._scale).astype(np.float32, copy=False)  # (k, 128, 9)
         else:
             x = np.matmul(windows, matrices)  # (k, 128, 9) @ (k, 9, 9)
             x -= self._offset
@@ -337,7 +363,8 @@ class Pipeline:
             logits = np.asarray(self.model.session.predict(x))  # (k, C)
             self.timers.add("inference", time.perf_counter() - t0, len(x))
             return logits
-        logits, features = self.model.session.predict_with_features(x)  # (k, C), (k, F)
+        session = cast("FeatureSession", self.model.session)  # load_profile checked the features output
+        logits, features = session.predict_with_features(x)  # (k, C), (k, F)
         t1 = time.perf_counter()
         self.timers.add("inference", t1 - t0, len(x))
         aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
@@ -345,7 +372,7 @@ class Pipeline:
         self.timers.add("profile", time.perf_counter() - t1, len(x))
         return logits
 
-    def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict]:
+    def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
         t0 = time.perf_counter()
         probs = softmax(logits)  # (k, C)
         decisions = self.smoother.push(probs)
@@ -386,15 +413,15 @@ class Pipeline:
         elif event.kind == "waiting":
             self.notify(f"waiting for the device: {event.detail}")
 
-    def on_device_message(self, frame) -> None:
-        if hasattr(frame, "rate_hz"):  # Hello
+    def on_device_message(self, frame: Hello | Log) -> None:
+        if isinstance(frame, Hello):
             self.hello = frame
             self.rate.hello(frame.rate_hz)
         else:  # Log
             self.device_logs += 1
             self.notify(f"device: {getattr(frame, 'text', frame)}")
 
-    def counters(self) -> dict:
+    def counters(self) -> dict[str, Any]:
         out = {
             "windows": self.windows,
             "stream_position": self.gaps.position,
@@ -412,7 +439,7 @@ class Pipeline:
         return out
 
 
-def format_counters(counters: dict) -> str:
+def format_counters(counters: dict[str, Any]) -> str:
     gaps, link = counters["gaps"], counters["link"]
     parts = [
         f"windows {counters['windows']}",
@@ -443,19 +470,20 @@ def format_counters(counters: dict) -> str:
 
 @dataclass
 class LoopReport:
-    counters: dict
+    counters: dict[str, Any]
     interrupted: bool = False
-    results: list = field(default_factory=list)
+    results: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _report_to_sinks(sinks: list, counters: dict) -> None:
+def _report_to_sinks(sinks: Sequence[Sink], counters: dict[str, Any]) -> None:
     """Sinks that publish the counters too (MQTT, the web page) have a `counters` method."""
     for sink in sinks:
         if hasattr(sink, "counters"):
             sink.counters(counters)
 
 
-def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: float | None = 10.0,
+def run_loop(source: Iterable[ByteChunk | SampleBlock | LinkEvent], pipeline: Pipeline, sinks: Sequence[Sink],
+             report_every_s: float | None = 10.0,
              report: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None) -> LoopReport:
     """The main loop: read -> process (decode .. post-process) -> emit, until the source ends,
     `stop()` says so, or SIGINT (KeyboardInterrupt): outputs are flushed and counters printed."""
@@ -493,10 +521,10 @@ def run_loop(source: Iterable, pipeline: Pipeline, sinks: list, report_every_s: 
     return LoopReport(counters, interrupted)
 
 
-def window_truth(labels, ends: Iterable[int], size: int = 128) -> list[str | None]:
+def window_truth(labels: Sequence[str | None] | None, ends: Iterable[int], size: int = 128) -> list[str | None]:
     """The true class of each window: the label all its samples share, else None
     (a transition, unlabelled samples, or past the end of the labels)."""
-    truth = []
+    truth: list[str | None] = []
     n = len(labels) if labels is not None else 0
     for end in ends:
         start = end - size
@@ -509,7 +537,8 @@ def window_truth(labels, ends: Iterable[int], size: int = 128) -> list[str | Non
     return truth
 
 
-def truth_summary(results: Iterable[dict], labels, window: int = 128, truth: list | None = None) -> dict:
+def truth_summary(results: Iterable[dict[str, Any]], labels: Sequence[str | None] | None, window: int = 128,
+                  truth: list[str | None] | None = None) -> dict[str, Any]:
     """Accuracy of streaming results against per-sample true labels, on the windows that lie
     inside one labelled activity (the windows training's accuracy is measured on). `truth`: each
     window's true class when the caller has it already (edge.replay derives it from label codes);

@@ -162,3 +162,49 @@ def test_pipeline_aligns_windows_once_calibrated(hapt_user1_dir, user1):
                                                                    "moving_windows": offline.windows}
     first_aligned = next(i for i, w in enumerate(windows) if not np.allclose(fed[i], w, atol=2e-4))
     assert first_aligned > 0 and any("mount calibrated" in m for m in messages)
+
+
+def _session(raw, model, calibration, messages):
+    """One stream (a `har-edge replay`) of raw samples through a fresh Pipeline, the calibration carried."""
+    from tests.test_runtime import sample_block
+
+    pipeline = Pipeline(model, notify=messages.append, calibration=calibration)
+    for start in range(0, len(raw), 1000):
+        pipeline.process(sample_block(raw[start:start + 1000], first=start))
+
+
+def test_a_board_put_back_20_degrees_off_is_detected_and_relearnt(hapt_user1_dir, user1):
+    from tests.test_runtime import read_hapt_raw
+
+    raw = read_hapt_raw(hapt_user1_dir)  # (n, 6) user 1's first recording: static postures, then walking
+    mean, std = user1.X.reshape(-1, 9).mean(0).astype(np.float32), user1.X.reshape(-1, 9).std(0).astype(np.float32)
+    model = Model(("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"),
+                  mean, std, FrontEndConfig(), RecordingSession(), "recorder", mount=MOUNT)
+    calibration, messages = MountCalibration(MOUNT), []
+    _session(raw, model, calibration, messages)
+    assert calibration.calibrated and not any("re-mounted" in m for m in messages)
+    learnt = calibration.direction_sum / np.linalg.norm(calibration.direction_sum)
+    first_windows = calibration.windows
+
+    # The same wearer again, board on as before: the session agrees and joins the reference.
+    _session(raw, model, calibration, messages)
+    assert not any("re-mounted" in m for m in messages) and calibration.windows == 2 * first_windows
+
+    # Put back 20 degrees off: the sensor's acc and gyro both turned (the front-end is linear but for its
+    # 3-sample median, so this is the board's own view of the same movements).
+    axis = np.cross(learnt, [0.0, 0.0, 1.0])
+    turn = Rotation.from_rotvec(np.radians(20.0) * axis / np.linalg.norm(axis)).as_matrix()
+    remounted = np.hstack([raw[:, 0:3] @ turn.T, raw[:, 3:6] @ turn.T])  # (n, 6)
+    _session(remounted, model, calibration, messages)
+    found = [m for m in messages if "re-mounted" in m]
+    assert len(found) == 1
+    assert 18 <= int(found[0].split("moved by ")[1].split()[0]) <= 24  # its first 20 moving windows' mean
+    relearnt = calibration.direction_sum / np.linalg.norm(calibration.direction_sum)
+    assert angle_deg(relearnt, turn @ learnt) < 1.0  # the new mount, not a blend with the old
+    assert abs(calibration.windows - first_windows) <= 2  # this session's moving windows only (the median: +-1)
+
+    # Without re-mount detection the old reference stays and is blended: 20 degrees wrong, then half.
+    stale = MountCalibration(MOUNT, learnt * first_windows, first_windows, remount_deg=None)
+    _session(remounted, model, stale, [])
+    blended = stale.direction_sum / np.linalg.norm(stale.direction_sum)
+    assert 8.0 < angle_deg(blended, turn @ learnt) < 12.0

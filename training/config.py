@@ -47,6 +47,8 @@ class TrainConfig:
                                            # online; docs/training.md "Mount alignment")
     mount_unaligned_fraction: float = 0.5  # share of training windows left unaligned, as the device sees them
                                            # before its calibration: keeps the model right while uncalibrated
+    transitions: bool = False              # also learn HAPT's postural transitions (classes 7-12) as 6 more
+                                           # outputs; the runtime names the posture after each one
     # data and split
     train_hop: int = 64                    # samples between training windows; validation and the device keep
                                            # the front-end's hop 64. Smaller = overlapping windows shifted in time
@@ -58,6 +60,8 @@ class TrainConfig:
     folds: int = 5                         # subject-wise folds (cv mode; and the default split of fit)
     val_fold: int = 0
     train_all: bool = False                # train on every subject, no validation: keep the last (or EMA) epoch
+    select_epoch: str = "last"             # "last": keep the last epoch (honest: nothing chosen on the held-out
+                                           # users); "best": the epoch of best held-out macro-F1 (optimistic)
     # machinery
     num_threads: int = 1                   # torch threads; 1 on the shared 2-core box (2 threads oversubscribe it)
     eval_batch_size: int = 512
@@ -76,7 +80,7 @@ class TrainConfig:
         """ModelConfig overrides: the named improvement options, then model_options."""
         return {"pre_norm": self.pre_norm, "drop_path": self.drop_path,
                 "physics_lambda": self.physics_lambda, "label_smoothing": self.label_smoothing,
-                **self.model_options}
+                **({"n_classes": 12} if self.transitions else {}), **self.model_options}
 
     def data_path(self) -> Path:
         """`data` resolved (training.data.resolve_data_path): "" = the shared HAPT zip."""
@@ -191,6 +195,8 @@ def validate(config: TrainConfig) -> None:
         problems.append(f"lr={config.lr} must be > 0")
     if not 0.0 < config.ema_decay < 1.0:
         problems.append(f"ema_decay={config.ema_decay} must be in (0, 1)")
+    if config.select_epoch not in ("last", "best"):
+        problems.append(f"select_epoch={config.select_epoch!r} must be 'last' or 'best'")
     if config.val_fold >= config.folds:
         problems.append(f"val_fold={config.val_fold} must be < folds={config.folds}")
     if config.train_all and config.val_subjects:

@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +30,17 @@ from tqdm import tqdm
 
 from edge.frontend import FrontEndConfig
 from edge.mount import MountConfig, align_by_subject, canonical_direction, subject_references
+
 from training.augment import WindowAugmentation
-from training.checkpoint import (STATE_FILE, init_from_checkpoint, init_path, make_checkpoint, read_training_state,
-                                 save_checkpoint, save_training_state)
+from training.checkpoint import (
+    STATE_FILE,
+    init_from_checkpoint,
+    init_path,
+    make_checkpoint,
+    read_training_state,
+    save_checkpoint,
+    save_training_state,
+)
 from training.config import ConfigError, TrainConfig
 from training.data import WindowSet, fit_normalization, normalize, subject_folds
 from training.datasets import load_dataset_hops
@@ -109,11 +118,18 @@ def fit_mount(references: dict[int, np.ndarray], train_subjects) -> MountConfig:
 
 def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
     """-> (windows at the front-end's hop, as the device cuts them: validation; windows at `train_hop`: training).
-    One front-end pass per recording makes both; only the spacing of window starts differs."""
+    One front-end pass per recording makes both; only the spacing of window starts differs.
+    transitions=true adds the postural-transition windows to training (training/transitions.py)."""
     device_hop = FrontEndConfig().hop
     by_hop = load_dataset_hops(config.data_path(), sorted({device_hop, config.train_hop}), FrontEndConfig(),
                                classes=tuple(config.classes), subjects=config.subjects or None)
-    return by_hop[device_hop], by_hop[config.train_hop]
+    device_windows, train_windows = by_hop[device_hop], by_hop[config.train_hop]
+    if config.transitions:  # the postural-transition windows join training only (training/transitions.py)
+        from training.transitions import with_transitions
+
+        device_windows, train_windows = with_transitions(device_windows, train_windows, config.data_path(),
+                                                         config.subjects or None)
+    return device_windows, train_windows
 
 
 def check_class_coverage(windows: WindowSet, where) -> None:
@@ -211,7 +227,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     augment = WindowAugmentation(mean, std, config.seed, max_degrees=config.rotate_degrees,
                                  intensity=config.intensity_scale)
     history: list[dict] = []
-    best = {"score": -1.0, "epoch": 0, "state": None}
+    best: dict[str, Any] = {"score": -1.0, "epoch": 0, "state": None}
     first_epoch = 1
     if state is not None:  # everything the next epoch depends on, as it was after the saved one
         model.load_state_dict(state["model"])
@@ -242,7 +258,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
                 xb = augment(xb)  # (b, 128, 9) the same movements, other mounting angle or vigour
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             with autocast:
-                loss, parts = model.training_loss(xb, yb)
+                loss, parts = model.training_loss(xb, yb)  # type: ignore[operator]  # every registry model has it (torch types attributes Tensor | Module)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -266,7 +282,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
         if val_set is not None:
             report = evaluate(evaluated(), X_val, y_val, classes, config.eval_batch_size)
             record.update(val_loss=report["loss"], val_accuracy=report["accuracy"], val_macro_f1=report["macro_f1"])
-            if report["macro_f1"] > best["score"]:  # model selection on the validation subjects only
+            if config.select_epoch == "best" and report["macro_f1"] > best["score"]:  # chosen on the val users
                 best = {"score": report["macro_f1"], "epoch": epoch,
                         "state": {k: v.detach().cpu().clone() for k, v in evaluated().state_dict().items()}}
         history.append(record)
@@ -286,10 +302,13 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
             epoch_done(epoch)
 
     final = copy.deepcopy(evaluated()).cpu()
-    if val_set is not None:
+    if val_set is not None and config.select_epoch == "best":
         final.load_state_dict(best["state"])
         selection = (f"best validation macro-F1 at epoch {best['epoch']} of {config.epochs}"
-                     + (" (EMA weights)" if ema is not None else ""))
+                     + (" (EMA weights)" if ema is not None else "") + ": chosen on the validation users")
+    elif val_set is not None:
+        selection = (f"select_epoch=last: the {'EMA' if ema is not None else 'last-epoch'} weights after epoch "
+                     f"{config.epochs}; the validation users only score, they choose nothing")
     else:
         selection = (f"train_all: no validation subjects; the {'EMA' if ema is not None else 'last-epoch'} "
                      f"weights after epoch {config.epochs} are saved, chosen by no held-out score")
@@ -298,7 +317,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     metrics = {
         "model": model_name,
         "selection": selection,
-        "best_epoch": best["epoch"] if val_set is not None else config.epochs,
+        "best_epoch": best["epoch"] if val_set is not None and config.select_epoch == "best" else config.epochs,
         "classes": classes,
         "init": str(init_path(config.init)) if init is not None else None,
         "device": str(device),

@@ -1,0 +1,137 @@
+"""Streamed first-session accuracy of cross-validation runs (training/streamed.py): the headline figure.
+
+    python scripts/streamed_cv.py runs/cv/A runs/cv/A_seed1 runs/cv/A_seed2 [--backend tflite --precision int8]
+
+Each run is one user partition (3 folds); each fold's model streams its own held-out users' raw recordings
+through edge.runtime.Pipeline, a new wearer each (calibration empty at the first recording, carried to the
+next). Prints each user's figure, each partition's pooled figure, and the mean and sample standard deviation
+over the partitions; writes RUN/streamed_<backend>_<precision>.json.
+--choose-smoothing also picks the smoother for each fold on the OTHER folds' held-out users (the training
+users of that fold, each scored by a model that never saw them) and reports the result of that choice.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from edge.mount import REMOUNT_DEG, MountCalibration  # noqa: E402
+from edge.postprocess import SmoothingConfig  # noqa: E402
+
+from training.config import ConfigError  # noqa: E402
+from training.data import default_hapt_path  # noqa: E402
+from training.streamed import HaptRecordings, pooled, score_user, stream_run  # noqa: E402
+
+# The smoothers --choose-smoothing compares (method, windows, threshold).
+SMOOTHING_GRID = [SmoothingConfig("none", 1, 1, t) for t in (0.0, 0.5)] + [
+    SmoothingConfig("average", n, 1, t) for n, t in itertools.product((2, 3, 4), (0.0, 0.3, 0.5))]
+
+
+def describe(s: SmoothingConfig) -> str:
+    return f"{s.method}/{s.n}@{s.threshold:g}"
+
+
+def nested_smoothing(streams, max_lag_s: float | None) -> tuple[list[dict], dict]:
+    """For each fold, the smoother with the best label accuracy on the other folds' users (among those whose
+    median label lag there is at most max_lag_s, when any is), applied to it."""
+    folds = sorted({k for k, *_ in streams})
+    table = {describe(s): {k: [score_user(f, u, st, m, s) for f, u, st, m in streams if f == k] for k in folds}
+             for s in SMOOTHING_GRID}
+    chosen_users, choice = [], {}
+    for k in folds:
+        def others(name, k=k):
+            total = pooled([u for j in folds if j != k for u in table[name][j]])
+            fast = max_lag_s is None or total["median_lag_s"] <= max_lag_s
+            return fast, total["label_accuracy"]
+        best = max(table, key=others) if len(folds) > 1 else describe(SmoothingConfig())
+        choice[k] = best
+        chosen_users += table[best][k]
+    return chosen_users, {"per_fold_choice": choice,
+                          "grid": {name: pooled([u for k in folds for u in table[name][k]]) for name in table}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="`har-train cv` output folders, one per user partition")
+    parser.add_argument("--backend", default="torch", choices=("torch", "tflite", "onnx"),
+                        help="torch: the fold checkpoint (fp32); tflite/onnx: the fold's bundle fold_K/bundle")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8"))
+    parser.add_argument("--smoothing", default=SmoothingConfig().method, choices=("average", "vote", "none"))
+    parser.add_argument("--window", type=int, default=SmoothingConfig().n, help="smoothing windows")
+    parser.add_argument("--threshold", type=float, default=SmoothingConfig().threshold, help="uncertain floor")
+    parser.add_argument("--choose-smoothing", action="store_true",
+                        help="also choose the smoother per fold on the other folds' users (nested)")
+    parser.add_argument("--max-lag", type=float, default=1.5,
+                        help="--choose-smoothing prefers smoothers with at most this median label lag (s)")
+    parser.add_argument("--remount-deg", type=float, default=REMOUNT_DEG,
+                        help="re-learn the calibration when a session's walking is this far off it (0: never)")
+    parser.add_argument("--verify-saved", action="store_true",
+                        help="a carried calibration is applied only once the session's walking confirms it")
+    parser.add_argument("--data", default=default_hapt_path())
+    parser.add_argument("--quiet", action="store_true", help="no per-user lines while streaming")
+    options = parser.parse_args()
+    torch.set_num_threads(1)
+    smoothing = SmoothingConfig(options.smoothing, options.window, min(2, options.window), options.threshold)
+    data = HaptRecordings(options.data)
+    tag = f"{options.backend}_{options.precision}" + ("" if options.remount_deg == REMOUNT_DEG
+                                                      else f"_remount{options.remount_deg:g}") + (
+        "_verify" if options.verify_saved else "")
+    remount = options.remount_deg or None
+
+    def calibration_factory(config):
+        return MountCalibration(config, remount_deg=remount, trust_saved=not options.verify_saved)
+
+    partitions = {}
+    for run in options.runs:
+        started = time.perf_counter()
+        try:
+            streams = stream_run(run, data, options.backend, options.precision, smoothing, calibration_factory,
+                                 log=(lambda m: None) if options.quiet else print)
+        except (ConfigError, ValueError) as exc:
+            raise SystemExit(f"streamed_cv: error: {exc}") from None
+        users = [score_user(k, u, st, m) for k, u, st, m in streams]
+        result = {"run": str(run), "backend": options.backend, "precision": options.precision,
+                  "remount_deg": remount, "verify_saved": options.verify_saved,
+                  "smoothing": describe(smoothing), "users": users, "pooled": pooled(users),
+                  "seconds": time.perf_counter() - started}
+        if options.choose_smoothing:
+            chosen, details = nested_smoothing(streams, options.max_lag)
+            result["nested_smoothing"] = {"pooled": pooled(chosen), **details}
+        partitions[run.name] = result
+        (run / f"streamed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
+
+    print(f"\nper user ({tag}, smoothing {describe(smoothing)}): fold user windows raw% label% lag_s(median)")
+    for name, result in partitions.items():
+        for u in sorted(result["users"], key=lambda u: u["user"]):
+            lag = np.median(u["lags_s"]) if u["lags_s"] else float("nan")
+            recordings = " ".join(f"exp{r['experiment']:02d} {100 * r['label_accuracy']:.1f}" for r in u["recordings"])
+            print(f"  {name:<28} {u['fold']} {u['user']:>3} {u['windows']:>5} {100 * u['raw_accuracy']:6.1f} "
+                  f"{100 * u['label_accuracy']:6.1f} {lag:5.2f}   ({recordings})")
+    print(f"\n{'partition':<28} {'raw %':>6} {'label %':>7} {'worst user':>14} {'median lag s':>12} {'uncertain':>9}")
+    for name, result in partitions.items():
+        p = result["pooled"]
+        print(f"{name:<28} {100 * p['raw_accuracy']:6.2f} {100 * p['label_accuracy']:7.2f} "
+              f"{p['worst_user']:>5} ({100 * p['worst_label_accuracy']:.1f}%) {p['median_lag_s']:12.2f} {p['uncertain']:9d}"
+              + (f"   nested smoothing: label {100 * result['nested_smoothing']['pooled']['label_accuracy']:.2f}% "
+                 f"lag {result['nested_smoothing']['pooled']['median_lag_s']:.2f} s "
+                 f"{result['nested_smoothing']['per_fold_choice']}" if "nested_smoothing" in result else ""))
+    for key in ("raw_accuracy", "label_accuracy", "median_lag_s"):
+        values = np.array([r["pooled"][key] for r in partitions.values()])
+        spread = values.std(ddof=1) if len(values) > 1 else 0.0
+        scale = 1 if key == "median_lag_s" else 100
+        print(f"mean over {len(values)} partitions: {key} {scale * values.mean():.2f} ± {scale * spread:.2f}")
+    if options.choose_smoothing:
+        values = np.array([r["nested_smoothing"]["pooled"]["label_accuracy"] for r in partitions.values()])
+        print(f"mean over {len(values)} partitions: label_accuracy with nested smoothing choice "
+              f"{100 * values.mean():.2f} ± {100 * (values.std(ddof=1) if len(values) > 1 else 0):.2f}")
+
+
+if __name__ == "__main__":
+    main()

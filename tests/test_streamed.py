@@ -1,0 +1,90 @@
+"""The honest headline protocol (training/streamed.py) on a small real subset: a cross-validation of four
+HAPT users, each scored once, streamed through edge.runtime.Pipeline by the one fold model that never saw
+them, whose kept epoch was chosen on nothing they did."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge.postprocess import SmoothingConfig
+from edge.runtime import window_truth
+
+from training.config import load_train_config
+from training.cv import cross_validate
+from training.streamed import HaptRecordings, bouts, pooled, score_user, stream_run, window_classes
+
+torch.set_num_threads(1)
+USERS = [1, 3, 5, 6]
+
+
+@pytest.fixture(scope="module")
+def run(hapt_zip, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv")
+    config = load_train_config(None, {"model": "tcn_tiny", "epochs": 3, "batch_size": 32, "max_batches_per_epoch": 4,
+                                      "warmup_epochs": 1, "progress": False, "folds": 2, "subjects": USERS})
+    return out, cross_validate(config, out)
+
+
+@pytest.fixture(scope="module")
+def recordings(hapt_zip):
+    return HaptRecordings(hapt_zip)
+
+
+def test_the_kept_epoch_is_the_last_one_not_the_best_on_the_scored_users(run):
+    _, summary = run
+    for fold in summary["per_fold"]:
+        assert fold["best_epoch"] == 3  # select_epoch=last: the held-out users chose nothing
+    import json
+    for k in range(2):
+        metrics = json.loads((run[0] / f"fold_{k}" / "metrics.json").read_text())
+        assert metrics["selection"].startswith("select_epoch=last")
+        assert len(metrics["history"]) == 3 and "val_accuracy" in metrics["history"][0]  # scored, not chosen
+
+
+def test_every_user_is_streamed_once_by_the_model_that_never_saw_them(run, recordings):
+    out, summary = run
+    streams = stream_run(out, recordings, log=lambda m: None)
+    assert sorted(user for _, user, _, _ in streams) == USERS  # each once
+    for fold, user, streamed, _model in streams:
+        assert user in summary["per_fold"][fold]["val_subjects"]
+        assert [s.recording.experiment for s in streamed] == sorted(s.recording.experiment for s in streamed)
+        assert all(s.recording.user == user for s in streamed) and len(streamed) == 2
+    users = [score_user(k, u, st, m) for k, u, st, m in streams]
+    for u in users:
+        assert u["windows"] > 250 and 0 <= u["label_correct"] <= u["windows"]
+    total = pooled(users)
+    assert total["windows"] == sum(u["windows"] for u in users)
+    assert total["worst_user"] in USERS and total["median_lag_s"] > 0
+
+
+def test_the_first_recording_starts_uncalibrated_and_the_calibration_carries_on(run, recordings):
+    out, _ = run
+    streams = stream_run(out, recordings, log=lambda m: None)
+    for _, _, streamed, _ in streams:
+        first, second = streamed
+        assert any("not calibrated yet" in n for n in first.notes)
+        assert any("mount calibrated" in n for n in first.notes)
+        assert not any("not calibrated yet" in n for n in second.notes)  # carried in
+
+
+def test_scored_windows_are_those_inside_one_labelled_activity(recordings):
+    recording = recordings.of_user(1)[0]
+    ends = np.arange(128, len(recording.activity) + 1, 64)  # the device's grid
+    names = [None, "WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING"] + ["T"] * 6
+    labels = [names[a] if a else None for a in recording.activity]
+    truth = window_truth(labels, ends)  # the runtime's own definition (transitions as one class "T")
+    mine = window_classes(recording.activity, ends, 128)
+    expected = [-1 if t in (None, "T") else names.index(t) - 1 for t in truth]
+    assert mine.tolist() == expected and (mine >= 0).sum() > 150
+    timed = bouts(recording.activity, 500)
+    assert timed and all(e - s >= 500 and 0 <= c < 6 for s, e, c in timed)
+
+
+def test_resmoothing_recorded_probabilities_matches_streaming_with_that_smoother(run, recordings):
+    out, _ = run
+    no_floor = SmoothingConfig(threshold=0.0)
+    streamed_plain = stream_run(out, recordings, log=lambda m: None)
+    streamed_other = stream_run(out, recordings, smoothing=no_floor, log=lambda m: None)
+    for (k, u, a, m), (_, _, b, _) in zip(streamed_plain, streamed_other):
+        assert score_user(k, u, a, m, no_floor)["label_correct"] == score_user(k, u, b, m)["label_correct"]

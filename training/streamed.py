@@ -1,0 +1,267 @@
+"""Streamed first-session accuracy: the headline figure of a cross-validation run, measured as a new wearer
+meets the device.
+
+Each fold's checkpoint scores only its own held-out users (never seen in its training or normalization; the
+epoch kept was chosen on nothing they did, `select_epoch=last`). Each held-out wearer's raw HAPT recordings
+go through `edge.runtime.Pipeline` in time order (experiment order), in blocks of the front-end's hop (the
+device's 64-sample grid from the start of each recording), with the mount calibration starting empty at
+their first recording and carried into the next, exactly as `har-edge replay --mount-calibration FILE` does.
+Scored: the windows lying wholly inside one labelled segment of classes 1-6, both `raw_label` (the window's
+own argmax) and `label` (what the wearer sees, after smoothing; "uncertain" counts as wrong). Label lag: for
+each labelled bout of at least `MIN_BOUT_S`, the seconds from its first sample to the end of the first window
+(ending inside the bout) whose `label` names it; a bout never named counts its whole length.
+
+The model runs inside the Pipeline either as the fold's torch checkpoint (`TorchSession`: fast, fp32) or as
+an exported bundle (`har-export`, TFLite / ONNX, int8 / fp32). Labels are read only to score.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from firmware_bridge.recording import HaptSource
+
+from edge.frontend import FrontEndConfig
+from edge.mount import MountCalibration, MountConfig
+from edge.postprocess import LabelSmoother, SmoothingConfig
+from edge.runtime import Model, Pipeline
+from edge.sources import SampleBlock
+
+from training.checkpoint import load_checkpoint
+
+MIN_BOUT_S = 10.0  # bouts shorter than this are not timed for label lag
+N_ACTIVITIES = 6   # HAPT activities 1-6 are the classes; 7-12 are postural transitions
+
+
+class TorchSession:
+    """edge.runtime's session interface over a torch model: predict(windows (k, 128, 9) normalized) -> logits."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.eval()
+
+    @torch.no_grad()
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        return self.model(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))).numpy()  # (k, C)
+
+
+def checkpoint_model(path: str | Path) -> tuple[Model, dict]:
+    """A `har-train` checkpoint as the Pipeline's Model (torch fp32 session) -> (model, checkpoint)."""
+    network, checkpoint = load_checkpoint(path)
+    mount = MountConfig.from_dict(checkpoint["mount"], f"{path} mount") if checkpoint.get("mount") else None
+    model = Model(tuple(checkpoint["classes"]), np.asarray(checkpoint["norm"]["mean"], np.float32),
+                  np.asarray(checkpoint["norm"]["std"], np.float32),
+                  FrontEndConfig.from_dict(checkpoint["frontend"]), TorchSession(network),
+                  description=f"{path} [torch fp32]", mount=mount)
+    return model, checkpoint
+
+
+@dataclass
+class Recording:
+    experiment: int
+    user: int
+    raw: np.ndarray     # (n, 6) acc (g) then gyro (rad/s)
+    activity: np.ndarray  # (n,) int: HAPT activity id 1-12 of each sample, 0 where unlabelled
+
+
+class HaptRecordings:
+    """The raw recordings of the HAPT data set, per user in time (experiment) order, with per-sample labels."""
+
+    def __init__(self, path: str | Path):
+        self.source = HaptSource(path)
+        self.segments = self.source.segments()
+
+    def of_user(self, user: int) -> list[Recording]:
+        recordings = []
+        for experiment, owner in self.source.experiments():
+            if owner != user:
+                continue
+            raw = np.asarray(self.source.read_experiment(experiment, user), dtype=np.float64)  # (n, 6)
+            activity = np.zeros(len(raw), dtype=np.int64)  # (n,)
+            for seg in self.segments:
+                if seg.experiment == experiment and seg.user == user:
+                    activity[seg.first - 1:seg.last] = seg.activity
+            recordings.append(Recording(experiment, user, raw, activity))
+        return recordings
+
+
+@dataclass
+class RecordingScore:
+    experiment: int
+    windows: int = 0        # scored windows (wholly inside one labelled segment of classes 1-6)
+    raw_correct: int = 0
+    label_correct: int = 0
+    uncertain: int = 0
+    lags_s: list = field(default_factory=list)  # one per bout >= MIN_BOUT_S
+    never_named: int = 0    # bouts whose label never appeared
+    notes: list = field(default_factory=list)   # what the runtime said (calibration, re-mount)
+
+
+def window_classes(activity: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
+    """(k,) class index 0-5 of each window ending at `ends` (exclusive) that lies inside one segment of an
+    activity 1-6, else -1."""
+    out = np.full(len(ends), -1, dtype=np.int64)
+    for i, end in enumerate(ends):
+        if end < window or end > len(activity):
+            continue
+        span = activity[end - window:end]
+        if 1 <= span[0] <= N_ACTIVITIES and np.all(span == span[0]):
+            out[i] = span[0] - 1
+    return out
+
+
+def bouts(activity: np.ndarray, min_samples: int) -> list[tuple[int, int, int]]:
+    """(start, end exclusive, class index) of each run of one activity 1-6 lasting >= min_samples."""
+    change = np.flatnonzero(np.diff(activity)) + 1
+    starts, ends = np.r_[0, change], np.r_[change, len(activity)]
+    return [(int(s), int(e), int(activity[s]) - 1) for s, e in zip(starts, ends)
+            if 1 <= activity[s] <= N_ACTIVITIES and e - s >= min_samples]
+
+
+def score_recording(results: list[dict], recording: Recording, classes, frontend: FrontEndConfig) -> RecordingScore:
+    score = RecordingScore(recording.experiment)
+    ends = np.array([r["sample_end"] for r in results], dtype=np.int64)  # (k,)
+    truth = window_classes(recording.activity, ends, frontend.window)  # (k,)
+    for result, t in zip(results, truth):
+        if t < 0:
+            continue
+        score.windows += 1
+        score.raw_correct += result["raw_label"] == classes[t]
+        score.label_correct += result["label"] == classes[t]
+        score.uncertain += result["label"] == "uncertain"
+    rate = frontend.sample_rate_hz
+    for start, end, c in bouts(recording.activity, int(MIN_BOUT_S * rate)):
+        named = [e for e, r in zip(ends, results) if start < e <= end and r["label"] == classes[c]]
+        if named:
+            score.lags_s.append((named[0] - start) / rate)
+        else:
+            score.lags_s.append((end - start) / rate)
+            score.never_named += 1
+    return score
+
+
+def stream_recording(model: Model, recording: Recording, smoothing: SmoothingConfig,
+                     calibration: MountCalibration | None, notes: list) -> list[dict]:
+    """One recording through a fresh Pipeline (as one `har-edge replay`), the calibration carried in and out."""
+    pipeline = Pipeline(model, smoothing, calibration=calibration, notify=notes.append)
+    hop, n = model.frontend_config.hop, len(recording.raw)
+    seq = np.arange(n, dtype=np.int64)
+    t_us = (seq * (1e6 / model.frontend_config.sample_rate_hz)).astype(np.int64)
+    results = []
+    for i in range(0, n, hop):  # the device's grid: a block per hop, windows every 64 samples from the start
+        results += pipeline.process(SampleBlock(seq[i:i + hop], t_us[i:i + hop], recording.raw[i:i + hop], 0.0))
+    return results
+
+
+@dataclass
+class Streamed:
+    """One recording as the Pipeline labelled it."""
+    recording: Recording
+    results: list  # the Pipeline's window results, in stream order
+    notes: list    # what the runtime said while streaming it (calibration, re-mount)
+
+
+def stream_user(model: Model, recordings: list[Recording], smoothing: SmoothingConfig = SmoothingConfig(),
+                calibration_factory=None) -> list[Streamed]:
+    """A new wearer: calibration empty at their first recording, carried to the next (in experiment order).
+    `calibration_factory(mount_config)` makes the empty calibration (default `MountCalibration`)."""
+    calibration = None
+    if model.mount is not None:
+        calibration = (calibration_factory or MountCalibration)(model.mount)
+    streamed = []
+    for recording in sorted(recordings, key=lambda r: r.experiment):
+        notes: list[str] = []
+        streamed.append(Streamed(recording, stream_recording(model, recording, smoothing, calibration, notes), notes))
+    return streamed
+
+
+def resmoothed(results: list[dict], classes, smoothing: SmoothingConfig) -> list[dict]:
+    """The same windows' probabilities through another smoother (what the Pipeline would have shown with it:
+    the smoother is its last stage and restarts with each recording)."""
+    smoother = LabelSmoother(classes, smoothing)
+    probs = np.array([[r["probs"][c] for c in classes] for r in results]).reshape(-1, len(classes))  # (k, C)
+    return [r | {"label": d.label, "confidence": d.confidence} for r, d in zip(results, smoother.push(probs))]
+
+
+def score_user(fold: int, user: int, streamed: list[Streamed], model: Model,
+               smoothing: SmoothingConfig | None = None) -> dict:
+    """A user's summary; `smoothing` re-smooths the recorded probabilities first (None: as streamed)."""
+    scores = []
+    for s in streamed:
+        results = s.results if smoothing is None else resmoothed(s.results, model.classes, smoothing)
+        score = score_recording(results, s.recording, model.classes, model.frontend_config)
+        score.notes = s.notes
+        scores.append(score)
+    return user_summary(fold, user, scores)
+
+
+def user_summary(fold: int, user: int, scores: list[RecordingScore]) -> dict:
+    n = sum(s.windows for s in scores)
+    return {
+        "fold": fold, "user": user, "windows": n,
+        "raw_correct": sum(s.raw_correct for s in scores), "label_correct": sum(s.label_correct for s in scores),
+        "uncertain": sum(s.uncertain for s in scores),
+        "raw_accuracy": sum(s.raw_correct for s in scores) / max(1, n),
+        "label_accuracy": sum(s.label_correct for s in scores) / max(1, n),
+        "lags_s": [lag for s in scores for lag in s.lags_s],
+        "never_named": sum(s.never_named for s in scores),
+        "recordings": [{"experiment": s.experiment, "windows": s.windows,
+                        "raw_accuracy": s.raw_correct / max(1, s.windows),
+                        "label_accuracy": s.label_correct / max(1, s.windows), "notes": s.notes} for s in scores],
+    }
+
+
+def pooled(users: list[dict]) -> dict:
+    """Totals over users: accuracies over all their scored windows, the worst user, the median label lag."""
+    n = sum(u["windows"] for u in users)
+    lags = [lag for u in users for lag in u["lags_s"]]
+    worst = min(users, key=lambda u: u["label_accuracy"])
+    return {
+        "windows": n,
+        "raw_accuracy": sum(u["raw_correct"] for u in users) / n,
+        "label_accuracy": sum(u["label_correct"] for u in users) / n,
+        "uncertain": sum(u["uncertain"] for u in users),
+        "worst_user": worst["user"], "worst_label_accuracy": worst["label_accuracy"],
+        "users_below_90": [u["user"] for u in users if u["label_accuracy"] < 0.9],
+        "median_lag_s": float(np.median(lags)) if lags else None,
+        "bouts": len(lags), "never_named": sum(u["never_named"] for u in users),
+    }
+
+
+def fold_model(checkpoint_path: Path, backend: str, precision: str) -> tuple[Model, dict]:
+    """The fold's model as the Pipeline runs it: its torch checkpoint, or its exported bundle
+    (`fold_K/bundle`, written by `har-export fold_K/model.pt --out fold_K/bundle`)."""
+    from training.checkpoint import read_checkpoint
+
+    if backend == "torch":
+        return checkpoint_model(checkpoint_path)
+    from edge.runtime import load_model
+
+    bundle = checkpoint_path.parent / "bundle"
+    return load_model(bundle, backend, precision), read_checkpoint(checkpoint_path)
+
+
+def stream_run(run_dir: str | Path, data: HaptRecordings, backend: str = "torch", precision: str = "fp32",
+               smoothing: SmoothingConfig = SmoothingConfig(), calibration_factory=None, log=print):
+    """Every fold of a `har-train cv` run on its own held-out users, streamed.
+    -> [(fold, user, [Streamed], model)], in fold order."""
+    from training.cv import fold_checkpoints
+
+    out = []
+    for k, path in enumerate(fold_checkpoints(run_dir)):
+        model, checkpoint = fold_model(path, backend, precision)
+        selection = checkpoint["metrics"].get("selection", "")
+        if selection.startswith("best validation"):
+            log(f"warning: {path} kept an epoch chosen on its held-out users ({selection}); "
+                "its streamed figure is optimistic")
+        seen = set(checkpoint["subjects"]["train"])
+        for user in checkpoint["subjects"]["val"]:
+            if user in seen:
+                raise ValueError(f"{path}: user {user} is both a training and a held-out user")
+            out.append((k, user, stream_user(model, data.of_user(user), smoothing, calibration_factory), model))
+            summary = score_user(k, user, out[-1][2], model)
+            log(f"{Path(run_dir).name}/fold_{k} user {user:2d}: {summary['windows']} windows  raw "
+                f"{100 * summary['raw_accuracy']:.1f}%  label {100 * summary['label_accuracy']:.1f}%")
+    return out
