@@ -14,6 +14,8 @@ from training.config import load_train_config
 from training.cv import cross_validate
 from training.streamed import HaptRecordings, bouts, pooled, score_user, stream_run, window_classes
 
+pytestmark = pytest.mark.slow  # trains fold models and streams recordings (tens of seconds): `make test-fast` leaves these out
+
 torch.set_num_threads(1)
 USERS = [1, 3, 5, 6]
 
