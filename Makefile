@@ -25,6 +25,7 @@ model-tcn:
 	$(PY) -m training.cli fit --model $(TCN_MODEL) --set train_all=true --set epochs=$(TCN_EPOCHS) --set progress=false --out runs/ship_tcn
 	$(PY) -m export.cli runs/ship_tcn/model.pt --out edge/models/modern_tcn --force
 	cp runs/ship_tcn/metrics.json edge/models/modern_tcn/training_report.json
+	cp runs/ship_tcn/model.pt edge/models/modern_tcn/model.pt   # its torch checkpoint, for `har-train fit --init`
 
 # Subject-wise 3-fold cross-validation of every compared variant, exactly as measured for docs/results.md
 # (1 thread each, one after another; each run's seconds per epoch are in docs/results.md). Runs made before

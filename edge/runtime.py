@@ -316,12 +316,12 @@ class Pipeline:
         was_calibrated = self.calibration.calibrated
         aligning, _, sums, _ = self.calibration.update_many(windows)  # (k,), _, (k, 3) after each window
         if self.calibration.calibrated and not was_calibrated:
-            self.notify(f"mount calibrated from {self.calibration.windows} moving windows; "
+            self.notify(f"mount calibrated from {self.calibration.config.min_windows} moving windows; "
                         "windows are aligned from now on")
-        if self.calibration.remounted is not None:
+        if self.calibration.remounted is not None:  # re-learnt from the session's first min_windows moving windows
             self.notify(f"mount moved by {self.calibration.remounted:.0f} degrees from the saved calibration "
-                        f"(the board was re-mounted): re-learnt from this stream's {self.calibration.windows} "
-                        "moving windows")
+                        f"(the board was re-mounted): re-learnt from this stream's "
+                        f"{self.calibration.config.min_windows} moving windows")
         self.aligned_flags = aligning  # (k,)
         matrices = None  # nothing is rotated before the calibration
         if aligning.any():

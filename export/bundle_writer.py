@@ -80,7 +80,7 @@ def file_entry(path: Path) -> dict:
 
 def write_bundle(out_dir: str | Path, *, classes, channels, channel_units, mean, std, frontend: dict,
                  source_checkpoint: dict, export_info: dict, metrics: dict | None = None, mount: dict | None = None,
-                 model_files: dict[str, str] = MODEL_FILES):
+                 training_data: dict | None = None, model_files: dict[str, str] = MODEL_FILES):
     """Describe the model files in `out_dir` in bundle.json (plus metrics.json when given) -> Bundle."""
     out = Path(out_dir)
     models, files = {}, {}
@@ -111,6 +111,7 @@ def write_bundle(out_dir: str | Path, *, classes, channels, channel_units, mean,
         "models": models,
         "files": files,
         "source_checkpoint": source_checkpoint,
+        "training_data": training_data,  # {"kind", "notice"}: the terms that come with the training data
         "export": export_info,
         "metrics": metrics or {},
     }

@@ -77,6 +77,26 @@ def load_windows(ckpt: dict, data_path: Path, n_calibration: int, max_eval: int 
     return calibration, X[eval_idx], windows.y[eval_idx], description
 
 
+HAPT_NOTICE = ("derived from the HAPT / UCI-HAR data set (Reyes-Ortiz et al., Neurocomputing 171 (2016) 754-767): "
+               "cite it; the data set's licence prohibits commercial use (see NOTICE)")
+OWN_DATA_NOTICE = "trained on one's own recordings: no data-set licence restriction comes with them from this project"
+
+
+def training_data(ckpt: dict) -> dict:
+    """bundle.json's `training_data`: what the weights were trained on and the terms that come with it, so
+    nobody ships HAPT-derived weights commercially by mistake."""
+    from training.data import DataError, resolve_data_path
+    from training.datasets import dataset_kind
+
+    try:
+        kind = dataset_kind(resolve_data_path(ckpt["train_config"].get("data")))
+    except DataError:
+        kind = "unknown"
+    notice = OWN_DATA_NOTICE if kind == "recordings" else HAPT_NOTICE if kind in ("hapt", "uci") else \
+        "the training data could not be identified at export; check its licence before shipping these weights"
+    return {"kind": kind, "notice": notice}
+
+
 def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | None = None,
                n_calibration: int = DEFAULT_CALIBRATION, max_eval: int | None = None, runs: int = 200,
                force: bool = False, windows=None) -> dict:
@@ -143,6 +163,7 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | N
     bundle_args = dict(
         classes=ckpt["classes"], channels=ckpt["channels"], channel_units=list(CHANNEL_UNITS),
         mean=ckpt["norm"]["mean"], std=ckpt["norm"]["std"], frontend=ckpt["frontend"], mount=ckpt.get("mount"),
+        training_data=training_data(ckpt),
         source_checkpoint={"file": checkpoint.name, "sha256": sha256_file(checkpoint),
                            "model_name": ckpt["model_name"], "model_config": ckpt["model_config"],
                            "subjects": ckpt["subjects"]},
