@@ -9,7 +9,7 @@ DEFAULT_CV ?= bilm_e30_last
 CV_FOLDS ?= 3
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: model model-tcn results cv streamed test demo example firmware own-data-example
+.PHONY: model model-tcn results cv streamed test test-fast lint demo example firmware own-data-example
 
 # Train the default variant on all 21 training users (last epoch kept), export it, ship it.
 model:
@@ -59,6 +59,16 @@ firmware:
 
 test:
 	bash scripts/test.sh
+
+# The suite without the tests marked slow (pty streams, brokers, export, training) or firmware (AVR
+# toolchain, qemu): under a minute, for the edit-test loop. CI runs everything (`make test`).
+test-fast:
+	$(PY) -m pytest -q -m "not slow and not firmware"
+
+# ruff and mypy as configured in pyproject.toml (strict on firmware_bridge and edge); CI runs it first.
+lint:
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 demo:
 	bash scripts/demo.sh

@@ -16,6 +16,7 @@ Figures only; nothing here asserts a time.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -25,7 +26,9 @@ import tempfile
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -62,19 +65,20 @@ def default_recording(workdir: Path) -> Path:
     return workdir / wanted[0]
 
 
-def real_windows(raw: np.ndarray, model, count: int) -> np.ndarray:
+def real_windows(raw: np.ndarray, model: Model, count: int) -> np.ndarray:
     """The recording's own normalized windows, (count, 128, 9) float32 (repeated if short)."""
     windows, _ = FrontEnd(model.frontend_config).push(raw)  # (k, 128, 9)
     x = ((windows - model.mean) / model.std).astype(np.float32)
     if len(x) == 0:
         raise BenchError("the recording is shorter than one window (128 samples); give a longer one")
-    return x[np.arange(count) % len(x)]
+    repeated: np.ndarray = x[np.arange(count) % len(x)]
+    return repeated
 
 
-def time_per_window(predict, x: np.ndarray, warmup: int = 20) -> list[float]:
+def time_per_window(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, warmup: int = 20) -> list[float]:
     for i in range(min(warmup, len(x))):
         predict(x[i:i + 1])
-    times = []
+    times: list[float] = []
     for i in range(len(x)):
         t0 = time.perf_counter()
         predict(x[i:i + 1])  # (1, 128, 9) -> (1, 6)
@@ -82,7 +86,7 @@ def time_per_window(predict, x: np.ndarray, warmup: int = 20) -> list[float]:
     return times
 
 
-def inference_table(args, x: np.ndarray, progress) -> dict:
+def inference_table(args: argparse.Namespace, x: np.ndarray, progress: Callable[[str], None]) -> dict[str, Any]:
     rows = {}
     for backend, precision in ENGINES:
         key = f"{backend}-{precision}"
@@ -93,11 +97,11 @@ def inference_table(args, x: np.ndarray, progress) -> dict:
             continue
         progress(f"timing {key} on {len(x)} windows")
         session = model.session
-        rows[key] = {"engine": getattr(session, "describe", lambda: key)(), **stats_ms(time_per_window(session.predict, x))}
+        rows[key] = {"engine": getattr(session, "describe", lambda key=key: key)(), **stats_ms(time_per_window(session.predict, x))}
     return rows
 
 
-def stage_costs(model, recording, samples: int) -> dict:
+def stage_costs(model: Model, recording: Recording, samples: int) -> dict[str, Any]:
     """The live path, one frame per read: per-stage cost per sample and per window."""
     from firmware_bridge.protocol import FrameDecoder, encode_sample
 
@@ -110,14 +114,14 @@ def stage_costs(model, recording, samples: int) -> dict:
         pipeline.process(ByteChunk(frame, time.perf_counter()))
     t = pipeline.timers
     n_samples, n_windows = len(frames), max(1, pipeline.windows)
-    out = {"samples": n_samples, "windows": pipeline.windows}
+    out: dict[str, Any] = {"samples": n_samples, "windows": pipeline.windows}
     for stage in t.STAGES:
         seconds = t.seconds[stage]
         out[stage] = {"us_per_sample": 1e6 * seconds / n_samples, "us_per_window": 1e6 * seconds / n_windows}
     return out
 
 
-def replay_throughput(model, recording) -> dict:
+def replay_throughput(model: Model, recording: Recording) -> dict[str, Any]:
     from edge.sources import RecordingSource
 
     rate = model.frontend_config.sample_rate_hz
@@ -131,7 +135,7 @@ def replay_throughput(model, recording) -> dict:
             "realtime_factor": (n / rate) / elapsed}
 
 
-def _rss_kib(pid: int) -> dict:
+def _rss_kib(pid: int) -> dict[str, Any]:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
     except OSError:
@@ -139,7 +143,8 @@ def _rss_kib(pid: int) -> dict:
     return {line.split(":")[0]: int(line.split()[1]) for line in text.splitlines() if line.startswith(("VmRSS", "VmHWM"))}
 
 
-def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
+def end_to_end(args: argparse.Namespace, recording_path: Path, seconds: float,
+               progress: Callable[[str], None]) -> dict[str, Any]:
     """`har-edge run` in a subprocess on the virtual device at 50 Hz (real time)."""
     from firmware_bridge.simulate import VirtualDevice
 
@@ -153,13 +158,15 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
         progress(f"streaming {seconds:g} s at 50 Hz through {link} into `har-edge run` ({args.backend} {args.precision})")
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        memory: dict = {}
+        assert proc.stdout is not None and proc.stderr is not None  # both PIPE
+        out_lines, err_lines = proc.stdout, proc.stderr
+        memory: dict[str, Any] = {}
         stderr: list[str] = []
-        drain = threading.Thread(target=lambda: stderr.extend(proc.stderr), daemon=True)
+        drain = threading.Thread(target=lambda: stderr.extend(err_lines), daemon=True)
         drain.start()
-        latencies = []
+        latencies: list[float] = []
         try:
-            for line in proc.stdout:
+            for line in out_lines:
                 result = json.loads(line)
                 if "type" in result:  # a status line (docs/edge.md, "Status events"), not a window
                     continue
@@ -179,7 +186,8 @@ def end_to_end(args, recording_path: Path, seconds: float, progress) -> dict:
             "engine": f"{args.backend}-{args.precision}"}
 
 
-def run_bench(args, progress=print, extra_engines=None) -> dict:
+def run_bench(args: argparse.Namespace, progress: Callable[[str], None] = print,
+              extra_engines: Callable[[np.ndarray, dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
     """All figures; `extra_engines(windows (n, 128, 9), inference rows) -> dict` adds rows timed in the same run."""
     from firmware_bridge.recording import read_recording
 
@@ -190,7 +198,7 @@ def run_bench(args, progress=print, extra_engines=None) -> dict:
         raw = np.array([s.values() for s in recording.samples], dtype=np.float64)  # (n, 6)
         raw = raw[np.isfinite(raw).all(axis=1)]
         x = real_windows(raw, model, args.windows)  # (windows, 128, 9)
-        figures = {
+        figures: dict[str, Any] = {
             "machine": {"platform": platform.platform(), "python": platform.python_version(),
                         "cpus": os.cpu_count(), "threads": args.threads},
             "bundle": str(args.bundle),
@@ -210,7 +218,7 @@ def run_bench(args, progress=print, extra_engines=None) -> dict:
     return figures
 
 
-def format_table(f: dict) -> str:
+def format_table(f: dict[str, Any]) -> str:
     lines = [f"har-edge bench  ({f['machine']['platform']}, Python {f['machine']['python']}, "
              f"{f['machine']['cpus']} CPUs, {f['machine']['threads']} inference thread)",
              f"bundle {f['bundle']}; recording {f['recording']}", "",

@@ -18,6 +18,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,13 +79,13 @@ class Bundle:
     hop: int
     mean: np.ndarray                # (n_channels,) float32
     std: np.ndarray                 # (n_channels,) float32, > 0
-    frontend: dict
+    frontend: dict[str, Any]
     frontend_config: FrontEndConfig
     models: dict[str, ModelEntry]
-    files: dict[str, dict]
-    source_checkpoint: dict
-    metrics: dict = field(default_factory=dict)
-    raw: dict = field(default_factory=dict)
+    files: dict[str, dict[str, Any]]
+    source_checkpoint: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
     mount: MountConfig | None = None   # windows are mount-aligned before normalization (edge/mount.py)
     frontend_filters: FilterDesign | None = None  # the front-end's filter coefficients (None: design with scipy)
 
@@ -136,7 +137,8 @@ class _Reader:
     def fail(self, where: str, problem: str) -> BundleError:
         return BundleError(f"{self.json_path}: '{where}' {problem}; {REEXPORT}")
 
-    def get(self, obj: dict, key: str, where: str, kind, optional: bool = False):
+    def get(self, obj: dict[str, Any], key: str, where: str, kind: type | tuple[type, ...],
+            optional: bool = False) -> Any:  # the JSON value, checked to be of `kind`
         path = f"{where}.{key}" if where else key
         if key not in obj:
             if optional:
@@ -151,7 +153,7 @@ class _Reader:
             raise self.fail(path, f"must be {names}, found {type(value).__name__} {value!r:.60}")
         return value
 
-    def str_list(self, obj: dict, key: str, where: str = "") -> tuple[str, ...]:
+    def str_list(self, obj: dict[str, Any], key: str, where: str = "") -> tuple[str, ...]:
         values = self.get(obj, key, where, list)
         if not values or not all(isinstance(v, str) and v for v in values):
             raise self.fail(f"{where}.{key}" if where else key, "must be a non-empty list of names")
@@ -159,7 +161,7 @@ class _Reader:
             raise self.fail(f"{where}.{key}" if where else key, "has duplicate names")
         return tuple(values)
 
-    def float_vector(self, obj: dict, key: str, where: str, length: int) -> np.ndarray:
+    def float_vector(self, obj: dict[str, Any], key: str, where: str, length: int) -> np.ndarray:
         path = f"{where}.{key}"
         values = self.get(obj, key, where, list)
         if len(values) != length or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -170,7 +172,7 @@ class _Reader:
         return array.astype(np.float32)
 
 
-def _tensor_spec(r: _Reader, obj, where: str, is_input: bool) -> TensorSpec:
+def _tensor_spec(r: _Reader, obj: object, where: str, is_input: bool) -> TensorSpec:
     if not isinstance(obj, dict):
         raise r.fail(where, "must be an object with name, dtype, shape")
     name = r.get(obj, "name", where, str)
@@ -214,7 +216,7 @@ def _check_shapes(r: _Reader, key: str, spec_in: TensorSpec, spec_out: TensorSpe
         raise r.fail(f"models.{key}", f"input batch {spec_in.shape[0]} and output batch {spec_out.shape[0]} differ")
 
 
-def _check_files(r: _Reader, root: Path, files) -> dict[str, dict]:
+def _check_files(r: _Reader, root: Path, files: object) -> dict[str, dict[str, Any]]:
     if not isinstance(files, dict) or not files:
         raise r.fail("files", "must map every file of the bundle to its sha256")
     for name, info in files.items():
@@ -241,7 +243,7 @@ def _check_files(r: _Reader, root: Path, files) -> dict[str, dict]:
     return files
 
 
-def _model_entry(r: _Reader, root: Path, key: str, obj, files: dict, version: str) -> ModelEntry:
+def _model_entry(r: _Reader, root: Path, key: str, obj: object, files: dict[str, Any], version: str) -> ModelEntry:
     where = f"models.{key}"
     if not isinstance(obj, dict):
         raise r.fail(where, "must be an object")
@@ -280,7 +282,7 @@ def _model_entry(r: _Reader, root: Path, key: str, obj, files: dict, version: st
     return ModelEntry(key, file, backend, precision, spec_in, spec_out, spec_features)
 
 
-def parse_bundle(root: str | Path, data: dict) -> Bundle:
+def parse_bundle(root: str | Path, data: dict[str, Any]) -> Bundle:
     root = Path(root)
     r = _Reader(root / BUNDLE_JSON)
     if not isinstance(data, dict):

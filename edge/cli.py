@@ -31,12 +31,23 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 # Only the standard library at import time: `har-edge --help` and `--version` answer without loading
 # numpy; each command imports what it runs.
 from edge.paths import DEFAULT_BUNDLE
 from edge.postprocess import SmoothingConfig  # standard library only at import time
+
+if TYPE_CHECKING:  # the commands import what they need when they run (a fast --help)
+    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
+
+    from edge.enroll import Profile
+    from edge.mount import MountCalibration
+    from edge.runtime import Model, Pipeline
+    from edge.sinks import Sink
 
 EXIT_USAGE = 2
 
@@ -124,10 +135,11 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
 class _Version(argparse.Action):
     """--version: the installed package's version (looked up only when asked)."""
 
-    def __init__(self, option_strings, dest, **kwargs):
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> NoReturn:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -255,7 +267,7 @@ def _plot_suffixes() -> tuple[str, ...]:
     return tuple(f".{ext}" for ext in Figure().canvas.get_supported_filetypes())
 
 
-def validate_options(args) -> None:
+def validate_options(args: argparse.Namespace) -> None:
     """Every option and output path checked before the model loads or a byte is read: one CliError."""
     _check_number("--speed", getattr(args, "speed", None), unit="times real time")
     _check_number("--duration", getattr(args, "duration", None))
@@ -294,14 +306,14 @@ def validate_options(args) -> None:
 
 # -- helpers --------------------------------------------------------------------------------------
 
-def _smoothing(args):
+def _smoothing(args: argparse.Namespace) -> SmoothingConfig:
     return SmoothingConfig(args.smoothing, n=args.smooth_windows, k=args.votes, threshold=args.threshold)
 
 
-def _sinks(args, rate_hz: float, live: bool):
+def _sinks(args: argparse.Namespace, rate_hz: float, live: bool) -> list[Sink]:
     from edge.sinks import JsonlSink, TerminalSink
 
-    sinks = []
+    sinks: list[Sink] = []
     if args.jsonl:
         sinks.append(JsonlSink(args.jsonl, flush_every=1 if live else 256, append=args.append))
     if not args.quiet:
@@ -324,19 +336,19 @@ def _stop_signals_as_interrupt() -> None:
     SIGINT gets Python's handler back explicitly: a process started in the background by a
     non-interactive shell (`cmd &` in a script, some CI runners) inherits SIGINT *ignored*, and Python
     then installs no KeyboardInterrupt handler, so Ctrl-C / `kill -INT` would be silently dropped."""
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> NoReturn:
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def _decoder(args):
+def _decoder(args: argparse.Namespace) -> CsvLineDecoder | FrameDecoder:
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
 
     return CsvLineDecoder() if args.text else FrameDecoder()
 
 
-def _profile(args, model):
+def _profile(args: argparse.Namespace, model: Model) -> Profile | None:
     """The wearer profile of --profile FILE for this model, or None (the bundle's own labels)."""
     from edge.enroll import load_profile
 
@@ -349,7 +361,7 @@ def _profile(args, model):
     return profile
 
 
-def _calibration(args, model):
+def _calibration(args: argparse.Namespace, model: Model) -> MountCalibration | None:
     """The saved mount calibration of --mount-calibration FILE, or None (learn it from the stream)."""
     from edge.mount import MountCalibration, MountError
 
@@ -369,9 +381,9 @@ def _calibration(args, model):
         raise CliError(str(exc)) from None
 
 
-def _save_calibration(args, pipeline, final: bool = True) -> None:
+def _save_calibration(args: argparse.Namespace, pipeline: Pipeline | None, final: bool = True) -> None:
     path = getattr(args, "mount_calibration", None)
-    if not path or pipeline.calibration is None:
+    if not path or pipeline is None or pipeline.calibration is None:
         return
     try:
         pipeline.calibration.save(path)
@@ -383,10 +395,10 @@ def _save_calibration(args, pipeline, final: bool = True) -> None:
         _say(f"mount calibration ({state}, {pipeline.calibration.windows} moving windows) saved to {path}")
 
 
-def _loop_stop(args, pipeline=None):
+def _loop_stop(args: argparse.Namespace, pipeline: Pipeline | None = None) -> Callable[[], bool]:
     """run_loop's stop(): --duration, and on the way the periodic save of a changed mount calibration."""
     deadline = None if getattr(args, "duration", None) is None else time.perf_counter() + args.duration
-    saved = {"at": time.perf_counter(), "windows": None}
+    saved: dict[str, Any] = {"at": time.perf_counter(), "windows": None}
 
     def stop() -> bool:
         now = time.perf_counter()
@@ -401,7 +413,7 @@ def _loop_stop(args, pipeline=None):
     return stop
 
 
-def _resolve_port(args) -> None:
+def _resolve_port(args: argparse.Namespace) -> None:
     """--port auto: the one port that looks like the IMU board."""
     if getattr(args, "port", None) != "auto":
         return
@@ -463,7 +475,7 @@ def cmd_replay(args) -> int:
     elapsed = time.perf_counter() - started
     counters = report.counters
     n = recording.samples
-    summary = {
+    summary: dict[str, Any] = {
         "recording": str(args.recording),
         "model": model.description,
         "samples": n,
@@ -484,11 +496,11 @@ def cmd_replay(args) -> int:
     if n and not len(log):
         _say(f"warning: no window from {n} samples (a window needs {model.frontend_config.window} valid samples in "
              "a row): see the status lines above")
-    truth = summary.get("truth")
-    if truth and truth["scored_windows"]:
-        _say(f"against the true labels ({truth['scored_windows']} windows inside one labelled activity): "
-             f"raw {100 * truth['raw_accuracy']:.1f}%, smoothed {100 * truth['smoothed_accuracy']:.1f}% "
-             f"({truth['uncertain']} uncertain)")
+    scored = summary.get("truth")
+    if scored and scored["scored_windows"]:
+        _say(f"against the true labels ({scored['scored_windows']} windows inside one labelled activity): "
+             f"raw {100 * scored['raw_accuracy']:.1f}%, smoothed {100 * scored['smoothed_accuracy']:.1f}% "
+             f"({scored['uncertain']} uncertain)")
     if args.plot:
         from edge.plot import plot_timeline
 
@@ -501,7 +513,7 @@ def cmd_replay(args) -> int:
     return 0
 
 
-def _write_json(path: str, data: dict) -> None:
+def _write_json(path: str, data: dict[str, Any]) -> None:
     """Atomically (temp file + rename): a reader never sees half a summary."""
     import os
     import tempfile
@@ -513,7 +525,7 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, target)
 
 
-def cmd_record(args) -> int:
+def cmd_record(args: argparse.Namespace) -> int:
     """Recording is a sink of the one pipeline: the decode stage feeds it, it streams to disk (edge/sinks.py)."""
     from edge.gaps import samples_to_arrays
     from edge.loop import run_loop
@@ -566,7 +578,7 @@ def cmd_record(args) -> int:
     return 0
 
 
-def cmd_label(args) -> int:
+def cmd_label(args: argparse.Namespace) -> int:
     from firmware_bridge.recording import read_recording, read_segments, write_recording_csv
 
     out = Path(args.out)
@@ -591,7 +603,7 @@ def cmd_label(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
+def cmd_bench(args: argparse.Namespace) -> int:
     from edge.bench import format_table, run_bench
 
     figures = run_bench(args, progress=_say)
@@ -599,14 +611,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
-def cmd_monitor(args) -> int:
+def cmd_monitor(args: argparse.Namespace) -> int:
     from edge.monitor import run_monitor
 
     _stop_signals_as_interrupt()
     return run_monitor(args, _say)
 
 
-def cmd_demo(args) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import print_summary, run_demo
 
     _stop_signals_as_interrupt()
@@ -617,7 +629,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def cmd_ports(args) -> int:
+def cmd_ports(args: argparse.Namespace) -> int:
     from edge.sources import list_ports
 
     ports = list_ports()
@@ -636,7 +648,7 @@ def cmd_ports(args) -> int:
     return 0
 
 
-def cmd_enroll(args) -> int:
+def cmd_enroll(args: argparse.Namespace) -> int:
     from firmware_bridge.recording import read_recording
 
     from edge.enroll import (

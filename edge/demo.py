@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any
 
 from edge.paths import EXAMPLE_RECORDING
 
@@ -32,7 +33,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
 
 
-def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], list]) -> dict:
+def run_demo(args: argparse.Namespace, smoothing: SmoothingConfig, make_sinks: Callable[[float], list[Any]]) -> dict[str, Any]:
     """Stream args.recording through a virtual device into the live runtime; returns the summary."""
     # Imported here: `har-edge --help` builds this command's options without loading numpy.
     import numpy as np
@@ -74,6 +75,7 @@ def run_demo(args, smoothing: SmoothingConfig, make_sinks: Callable[[float], lis
                 finished_at.append(time.monotonic())
             return bool(finished_at) and time.monotonic() - finished_at[0] > 0.5
 
+        assert port is not None  # started: the pty exists
         source = SerialSource(port, 115200, connect_timeout_s=10.0)
         report = run_loop(source, pipeline, sinks, report_every_s=None, report=lambda m: None, stop=stop)
         injected = device.injected.as_dict()

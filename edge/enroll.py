@@ -34,9 +34,10 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -44,6 +45,13 @@ from edge.model import EdgeError, Model
 from edge.mount import MountCalibration, gravity_directions, moving, reference_direction, rotate_windows, rotation_onto
 from edge.pipeline import Pipeline
 from edge.scoring import window_truth
+
+if TYPE_CHECKING:
+    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
+
+    from edge.bundle import Bundle
+    from edge.inference import FeatureSession
+    from edge.sources import ByteChunk, LinkEvent
 
 PROFILE_FORMAT = "har-profile/1"
 L2_GRID = (0.1, 0.03, 0.01, 0.003, 0.001)  # penalties on W, b tried; chosen on the wearer's own enrolment data
@@ -94,12 +102,13 @@ class Head:
     scale: np.ndarray               # (D,) > 0
     weights: np.ndarray             # (C, D); zero rows for the classes the enrolment did not show
     bias: np.ndarray                # (C,)
-    fit: dict = field(default_factory=dict)   # how it was fitted (human-readable, not used to apply)
+    fit: dict[str, Any] = field(default_factory=dict)   # how it was fitted (human-readable, not used to apply)
 
     def correction(self, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(k, F), (k, 128, 9) -> (k, C) added to the logits."""
         z = (personal_inputs(features, windows) - self.mean) / self.scale  # (k, D)
-        return (z @ self.weights.T + self.bias).astype(np.float32)  # (k, C)
+        correction: np.ndarray = (z @ self.weights.T + self.bias).astype(np.float32)  # (k, C)
+        return correction
 
     def corrected(self, logits: np.ndarray, features: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """(k, C), (k, F), (k, 128, 9) -> (k, C): corrected where the model's own top class is enrolled."""
@@ -109,8 +118,8 @@ class Head:
             out[mine] += self.correction(features[mine], windows[mine])
         return out
 
-    def to_dict(self, classes) -> dict:
-        def rounded(a):
+    def to_dict(self, classes: Sequence[str]) -> dict[str, Any]:
+        def rounded(a: np.ndarray) -> Any:  # nested lists of floats
             return np.round(np.asarray(a, np.float64), 6).tolist()
         return {"corrects": [c for c, on in zip(classes, self.corrects) if on], "fit": self.fit,
                 "mean": rounded(self.mean), "scale": rounded(self.scale),
@@ -125,7 +134,7 @@ class Profile:
     model_id: str                   # edge.bundle.Bundle.model_id of the bundle it was fitted on
     classes: tuple[str, ...]
     heads: dict[str, Head]          # per STATES entry; a state without a head is left uncorrected
-    fit: dict = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
     def apply(self, logits: np.ndarray, features: np.ndarray, windows: np.ndarray,
@@ -138,7 +147,7 @@ class Profile:
                 out[mask] = self.heads[state].corrected(logits[mask], features[mask], windows[mask])
         return out
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "format": PROFILE_FORMAT,
             "what": "har-edge wearer profile: logits += weights @ ((phi - mean) / scale) + bias, phi = [model "
@@ -150,15 +159,17 @@ class Profile:
         }
 
 
-def check_bundle_for_profiles(model: Model) -> None:
+def check_bundle_for_profiles(model: Model) -> Bundle:
+    """The model's bundle, when it has the features output a profile needs; else a ProfileError."""
     bundle = model.bundle
     if bundle is None or bundle.n_features is None:
         where = bundle.path if bundle is not None else model.description
         raise ProfileError(f"{where}: this bundle has no features output (har-bundle/1), which a wearer profile needs; "
                            "re-export it with `har-export CHECKPOINT --out DIR` (har-bundle/2)")
+    return bundle
 
 
-def _readable_json(data: dict) -> str:
+def _readable_json(data: dict[str, Any]) -> str:
     """Indented JSON with every list of plain values on one line (a weight row is one line, not 67)."""
     text = json.dumps(data, indent=1)
     return re.sub(r"\[\n\s+([^\[\]{}]*?)\n\s*\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text) + "\n"
@@ -182,7 +193,7 @@ def save_profile(profile: Profile, path: str | Path) -> Path:
     return path
 
 
-def _read_head(head: dict, classes: tuple[str, ...], n_inputs: int) -> Head | None:
+def _read_head(head: dict[str, Any], classes: tuple[str, ...], n_inputs: int) -> Head | None:
     """One head of a profile file -> Head, None when its arrays do not fit; KeyError/TypeError/ValueError
     when it is not shaped like a head at all."""
     mean, scale = (np.asarray(head[k], np.float64) for k in ("mean", "scale"))  # (D,) each
@@ -192,7 +203,8 @@ def _read_head(head: dict, classes: tuple[str, ...], n_inputs: int) -> Head | No
             and weights.shape == (len(classes), n_inputs) and bias.shape == (len(classes),) and (scale > 0).all()
             and all(np.isfinite(a).all() for a in (mean, scale, weights, bias)))
     corrects = np.array([c in head["corrects"] for c in classes])  # (C,)
-    return Head(corrects, mean, scale, weights, bias, head.get("fit") if isinstance(head.get("fit"), dict) else {}) \
+    fit = head.get("fit")
+    return Head(corrects, mean, scale, weights, bias, fit if isinstance(fit, dict) else {}) \
         if fits else None
 
 
@@ -213,24 +225,26 @@ def load_profile(path: str | Path, model: Model) -> Profile:
     if data["format"] != PROFILE_FORMAT:
         raise ProfileError(f"profile {path} has format {data['format']!r}, newer than this har-edge reads "
                            f"({PROFILE_FORMAT}); upgrade har-edge, or {again}")
-    check_bundle_for_profiles(model)
-    bundle = model.bundle
+    bundle = check_bundle_for_profiles(model)
+    n_features = bundle.n_features
+    assert n_features is not None  # check_bundle_for_profiles
     if data.get("model_id") != bundle.model_id:
         raise ProfileError(f"profile {path} was fitted for another model (model_id {str(data.get('model_id'))[:12]}"
                            f"...), not {bundle.path} ({bundle.model_id[:12]}...); use the bundle it was made with "
                            f"(--bundle), or {again}")
     try:
         classes = tuple(data["classes"])
-        heads = {state: _read_head(head, classes, bundle.n_features + 3) for state, head in data["heads"].items()}
+        heads = {state: _read_head(head, classes, n_features + 3) for state, head in data["heads"].items()}
         ok = classes == tuple(bundle.classes) and heads and set(heads) <= set(STATES) and all(heads.values())
     except (KeyError, TypeError, ValueError, AttributeError):
         ok = False
     if not ok:
         raise ProfileError(f"profile {path} is damaged: its heads ({', '.join(STATES)}) must give mean, scale, weights "
-                           f"and bias for {bundle.n_classes} classes x {bundle.n_features + 3} finite inputs "
+                           f"and bias for {bundle.n_classes} classes x {n_features + 3} finite inputs "
                            f"(scale > 0); {again}")
-    fit = data.get("fit") if isinstance(data.get("fit"), dict) else {}
-    return Profile(bundle.model_id, classes, heads, fit, path)
+    fit = data.get("fit")
+    return Profile(bundle.model_id, classes, {state: head for state, head in heads.items() if head is not None},
+                   fit if isinstance(fit, dict) else {}, path)
 
 
 def fit_head(model: Model, logits: np.ndarray, features: np.ndarray, windows: np.ndarray, labels: np.ndarray,
@@ -253,7 +267,7 @@ def fit_head(model: Model, logits: np.ndarray, features: np.ndarray, windows: np
     n, d, p = len(z), z.shape[1], len(present)
     onehot = np.eye(p)[target]  # (n, P)
 
-    def loss(theta):
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[:p * d].reshape(p, d), theta[p * d:]
         s = base + z @ w.T + b  # (n, P)
         s -= s.max(axis=1, keepdims=True)
@@ -282,12 +296,12 @@ class WindowCollector(Pipeline):
     """The runtime's own decode -> gaps -> front-end path, keeping every window un-aligned with its stream
     end position instead of running the model (enrolment decides the mount reference afterwards)."""
 
-    def __init__(self, model: Model, **kwargs):
+    def __init__(self, model: Model, **kwargs: Any) -> None:
         super().__init__(model, notify=kwargs.pop("notify", lambda message: None), **kwargs)
         self.collected: list[np.ndarray] = []  # (k, 128, 9) each
         self.collected_ends: list[np.ndarray] = []  # (k,) stream positions one past each window
 
-    def filter_and_window(self, raw):
+    def filter_and_window(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         windows, ends = super().filter_and_window(raw)  # (k, 128, 9), (k,)
         if len(ends):
             self.collected.append(windows)
@@ -308,7 +322,8 @@ class EnrolmentData:
     source: str
 
 
-def recording_windows(model: Model, samples, labels, max_labelled_s: float | None = None,
+def recording_windows(model: Model, samples: Sequence[Sample], labels: Sequence[str | None],
+                      max_labelled_s: float | None = None,
                       source: str = "") -> EnrolmentData:
     """The labelled windows (all samples inside one activity) of a recording streamed as the device does;
     the first `max_labelled_s` seconds of them (counted in hops) when given."""
@@ -321,7 +336,7 @@ def recording_windows(model: Model, samples, labels, max_labelled_s: float | Non
     truth = window_truth(labels, ends.tolist(), model.frontend_config.window)
     index = {c: i for i, c in enumerate(model.classes)}
     keep = np.array([t in index for t in truth], bool)
-    y = np.array([index.get(t, -1) for t in truth], np.int64)
+    y = np.array([-1 if t is None else index.get(t, -1) for t in truth], np.int64)
     windows, y = windows[keep], y[keep]
     if max_labelled_s is not None:
         cfg = model.frontend_config
@@ -349,7 +364,8 @@ def enrolment_calibration(model: Model, windows: np.ndarray) -> MountCalibration
 def model_outputs(model: Model, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(n, 128, 9) un-normalized windows as the model is to see them -> logits (n, C), features (n, F)."""
     x = ((windows - model.mean) / model.std).astype(np.float32)  # (n, 128, 9)
-    return model.session.predict_with_features(x)
+    session = cast("FeatureSession", model.session)  # check_bundle_for_profiles: the bundle has the features output
+    return session.predict_with_features(x)
 
 
 def as_the_device_sees(model: Model, windows: np.ndarray, reference: np.ndarray | None) -> list[np.ndarray]:
@@ -361,7 +377,8 @@ def as_the_device_sees(model: Model, windows: np.ndarray, reference: np.ndarray 
     return states
 
 
-def balanced_log_loss(model: Model, head: Head, logits, features, windows, labels) -> float:
+def balanced_log_loss(model: Model, head: Head, logits: np.ndarray, features: np.ndarray, windows: np.ndarray,
+                      labels: np.ndarray) -> float:
     """Class-balanced mean cross-entropy of the corrected logits over the classes the head corrects."""
     present = np.flatnonzero(head.corrects)
     keep = np.isin(labels, present)
@@ -372,7 +389,8 @@ def balanced_log_loss(model: Model, head: Head, logits, features, windows, label
     return float(np.mean([-log_prob[target == t, t].mean() for t in np.unique(target)]))
 
 
-def choose_l2(model: Model, logits, features, windows, labels, half: np.ndarray) -> tuple[float, dict]:
+def choose_l2(model: Model, logits: np.ndarray, features: np.ndarray, windows: np.ndarray, labels: np.ndarray,
+              half: np.ndarray) -> tuple[float, dict[str, Any]]:
     """The L2_GRID penalty with the lowest held-out balanced log-loss, fitting on one half of each class's
     enrolment windows (in time order) and scoring on the other, both ways. Ties go to the larger penalty."""
     losses = {}
@@ -395,11 +413,11 @@ def time_halves(labels: np.ndarray) -> np.ndarray:
     return half
 
 
-def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[Profile, dict]:
+def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[Profile, dict[str, Any]]:
     """Fit a profile on `data` -> (profile, summary of what it changes on the enrolment windows).
     One head per state of the mount calibration the windows can reach the model in (as_the_device_sees).
     l2: the penalty; None chooses it per head from L2_GRID on the enrolment data itself (choose_l2)."""
-    check_bundle_for_profiles(model)
+    bundle = check_bundle_for_profiles(model)
     if len(data.windows) == 0:
         raise ProfileError(f"{data.source}: no labelled window to enrol from (a window counts when its 128 samples "
                            "all carry one class label)")
@@ -425,7 +443,7 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
             chosen, losses = choose_l2(model, logits, features, windows, data.labels, time_halves(data.labels))
         heads[state] = fit_head(model, logits, features, windows, data.labels, chosen)
         heads[state].fit["l2_chosen_from"] = losses
-    profile = Profile(model.bundle.model_id, tuple(model.classes), heads, {
+    profile = Profile(bundle.model_id, tuple(model.classes), heads, {
         "source": data.source, "windows": int(len(data.windows)),
         "too_few_windows_not_enrolled": dropped,
         "mount_reference": None if reference is None else [round(float(v), 6) for v in reference],
@@ -449,7 +467,7 @@ def enrol(model: Model, data: EnrolmentData, l2: float | None = None) -> tuple[P
     return profile, summary
 
 
-def format_summary(summary: dict, profile: Profile) -> str:
+def format_summary(summary: dict[str, Any], profile: Profile) -> str:
     lines = [f"what the profile changes on your own enrolment data ({summary['windows']} windows, "
              f"{summary['windows'] * 1.28:.0f} s), windows recognized without -> with it:"]
     for state, result in summary["states"].items():
@@ -489,7 +507,8 @@ def step_problem(step: Step, windows: np.ndarray, standing_gravity: np.ndarray |
     return None
 
 
-def guided_enrolment(model: Model, source: Iterable, say: Callable[[str], None], decoder=None,
+def guided_enrolment(model: Model, source: Iterable[ByteChunk | LinkEvent], say: Callable[[str], None],
+                     decoder: FrameDecoder | CsvLineDecoder | None = None,
                      steps: tuple[Step, ...] = guided_steps(), get_ready_s: float = GET_READY_S) -> EnrolmentData:
     """Guide the wearer through `steps` on the live stream `source`; a step whose data does not look like
     what was asked is repeated (at most MAX_ATTEMPTS times). Times are stream time (the device's samples)."""

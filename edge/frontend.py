@@ -35,8 +35,10 @@ import importlib.machinery
 import importlib.util
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +73,11 @@ class FrontEndConfig:
     window: int = 128
     hop: int = 64
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FrontEndConfig":
+    def from_dict(cls, d: dict[str, Any]) -> FrontEndConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
@@ -85,7 +87,7 @@ class FrontEndConfig:
         return cls(**d)
 
 
-def _load_sosfilt_kernel():
+def _load_sosfilt_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
     """scipy's compiled second-order-section recursion, `_sosfilt(sos (s, 6), x (m, n), zi (m, s, 2))`
     filtering each row of x in place; what `scipy.signal.sosfilt` calls after reshaping its arguments.
 
@@ -105,10 +107,12 @@ def _load_sosfilt_kernel():
             return _sosfilt
         import scipy  # noqa: F401  (the parent package, for the extension's own imports)
         module_spec = importlib.util.spec_from_file_location(name, path)
+        assert module_spec is not None and module_spec.loader is not None  # a file path with an extension suffix
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
         sys.modules[name] = module
-    return module._sosfilt
+    kernel: Callable[[np.ndarray, np.ndarray, np.ndarray], None] = module._sosfilt
+    return kernel
 
 
 _sosfilt = _load_sosfilt_kernel()
@@ -130,7 +134,7 @@ class FilterDesign:
     gravity_zi: np.ndarray   # (ceil(gravity_order / 2), 2) float64
 
     @classmethod
-    def design(cls, config: FrontEndConfig) -> "FilterDesign":
+    def design(cls, config: FrontEndConfig) -> FilterDesign:
         """Design with scipy.signal (imported here, at export or training time, not on the device)."""
         from scipy import signal
 
@@ -139,12 +143,12 @@ class FilterDesign:
         gravity = signal.butter(config.gravity_order, config.gravity_cutoff_hz, fs=fs, output="sos")
         return cls(noise, signal.sosfilt_zi(noise), gravity, signal.sosfilt_zi(gravity))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"noise": {"sos": self.noise_sos.tolist(), "zi": self.noise_zi.tolist()},
                 "gravity": {"sos": self.gravity_sos.tolist(), "zi": self.gravity_zi.tolist()}}
 
     @classmethod
-    def from_dict(cls, data: dict, config: FrontEndConfig) -> "FilterDesign":
+    def from_dict(cls, data: dict[str, Any], config: FrontEndConfig) -> FilterDesign:
         """Stored coefficients (as `to_dict` writes them), checked against `config`; FrontEndError if
         they are malformed or are not the configuration's filters."""
         arrays = {}
@@ -182,7 +186,8 @@ def _check_lowpass(name: str, sos: np.ndarray, zi: np.ndarray, cutoff_hz: float,
 
 def median_of_three(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     """Elementwise median of three arrays with four min/max passes (np.median sorts: ~20x slower per call)."""
-    return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    median: np.ndarray = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    return median
 
 
 class StreamingFilter:
@@ -224,7 +229,8 @@ class StreamingFilter:
         if k == 3:
             return median_of_three(extended[:-2], extended[1:-1], extended[2:])  # (n, 6)
         views = np.lib.stride_tricks.sliding_window_view(extended, k, axis=0)  # (n, 6, k)
-        return np.median(views, axis=-1)                                       # (n, 6)
+        median: np.ndarray = np.median(views, axis=-1)                         # (n, 6)
+        return median
 
     def push(self, raw: np.ndarray) -> np.ndarray:
         """Filter a chunk of raw samples (n, 6) [ax, ay, az g; gx, gy, gz rad/s] -> (n, 9) float32."""
@@ -243,6 +249,7 @@ class StreamingFilter:
             )
         if self._median_history is None:
             self._start(raw[0])
+        assert self._noise_state is not None and self._gravity_state is not None  # _start set them
         # The kernel filters rows in place: one row per channel, as scipy.signal.sosfilt lays them out.
         smooth = np.array(self._median(raw).T, order="C")                      # (6, n) float64
         _sosfilt(self._noise_sos, smooth, self._noise_state)                   # noise low-pass, in place

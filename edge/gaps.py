@@ -27,12 +27,18 @@ wrapping at 2**32) and says so when it is more than 2% off the nominal 50 Hz.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO, clock_agrees  # the wire's u16 seq, u32 microseconds
+from firmware_bridge.protocol import (  # the wire's u16 seq, u32 microseconds
+    SEQ_MODULO,
+    T_US_MODULO,
+    Sample,
+    clock_agrees,
+)
 
 SMALL_BATCH = 8  # up to this many samples per push take the plain-Python path
 
@@ -85,7 +91,7 @@ class Segment:
         return self.start + len(self.raw)
 
 
-def samples_to_arrays(samples: Sequence) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def samples_to_arrays(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample objects -> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64)."""
     n = len(samples)
     table = np.array(
@@ -99,7 +105,8 @@ def invalid_rows(raw: np.ndarray, config: GapConfig) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         acc_bad = ~(np.abs(raw[:, :3]) <= config.acc_limit_g)  # NaN compares False -> bad
         gyro_bad = ~(np.abs(raw[:, 3:]) <= config.gyro_limit_rad_s)
-    return acc_bad.any(axis=1) | gyro_bad.any(axis=1)
+    bad: np.ndarray = acc_bad.any(axis=1) | gyro_bad.any(axis=1)
+    return bad
 
 
 class RateEstimator:
@@ -167,7 +174,7 @@ class _Pending:
 
     start: int
     reset: bool
-    rows: list = field(default_factory=list)
+    rows: list[Any] = field(default_factory=list)
 
 
 class GapHandler:
@@ -230,7 +237,7 @@ class GapHandler:
         self.counters.outage_samples += step - 1
         return self._last_pos + step
 
-    def push_samples(self, samples: Sequence) -> list[Segment]:
+    def push_samples(self, samples: Sequence[Sample]) -> list[Segment]:
         if not samples:
             return []
         return self.push(*samples_to_arrays(samples))
@@ -246,9 +253,9 @@ class GapHandler:
         if n <= SMALL_BATCH:
             # Live streams arrive a sample or two at a time: plain Python beats numpy's per-call cost.
             a, g = self.config.acc_limit_g, self.config.gyro_limit_rad_s
-            invalid = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
-                            and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in raw.tolist()]
-            return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid)
+            invalid_list = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
+                                 and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in raw.tolist()]
+            return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid_list)
         invalid = invalid_rows(raw, self.config)  # (n,)
         if not self._after_hello and self._is_clean_continuation(seq, t_us, invalid):
             start = self._last_pos + 1
@@ -275,6 +282,7 @@ class GapHandler:
     def _classify(self, s: int, t: int) -> tuple[str, int]:
         """The sample (seq s, device time t) after the last one -> (kind, stream position):
         "next", "gap", "duplicate", "late" (arrived out of order) or "restart"."""
+        assert self._last_seq is not None  # called once a first sample was taken
         step = (s - self._last_seq) % SEQ_MODULO
         back_in_time = (t - self._last_t) % T_US_MODULO >= T_US_MODULO // 2
         after_hello, self._after_hello = self._after_hello, False
@@ -306,7 +314,7 @@ class GapHandler:
         if len(self._recent_lost) > 4 * horizon:
             self._recent_lost = {p for p in self._recent_lost if p >= end - horizon}
 
-    def _push_slow(self, seq, t_us, raw, invalid) -> list[Segment]:
+    def _push_slow(self, seq: list[int], t_us: list[int], raw: np.ndarray, invalid: list[bool]) -> list[Segment]:
         cfg, counters = self.config, self.counters
         segments: list[Segment] = []
         pending: _Pending | None = None
@@ -359,7 +367,7 @@ class GapHandler:
                 pending = _Pending(start=pos, reset=True)
             else:
                 if pending is None:
-                    pending = _Pending(start=self._last_valid_pos + 1, reset=False)
+                    pending = _Pending(start=pos - missing, reset=False)  # the last valid position + 1
                 if missing > 0:
                     counters.short_gaps += 1
                     counters.interpolated_samples += missing

@@ -17,7 +17,9 @@ import os
 import platform
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,7 +32,7 @@ class InferenceError(ValueError):
     """A runtime that is not installed, or input the model cannot take; the message says what to do."""
 
 
-def import_tflite_interpreter():
+def import_tflite_interpreter() -> tuple[Any, str]:
     """-> (Interpreter class, module name): ai_edge_litert first, tflite_runtime as the fallback."""
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -46,7 +48,7 @@ def import_tflite_interpreter():
                          "numpy<2 on Python <= 3.11), or use the onnx backend (--backend onnx)")
 
 
-def _import_onnxruntime():
+def _import_onnxruntime() -> Any:  # the onnxruntime module (it ships no types)
     try:
         import onnxruntime
     except ImportError:
@@ -123,7 +125,8 @@ def quantize(x: np.ndarray, spec: TensorSpec) -> np.ndarray:
     q += np.float32(spec.zero_point)
     np.maximum(q, _INT8_MIN, out=q)        # (np.clip's Python wrapper costs as much as both of these)
     np.minimum(q, _INT8_MAX, out=q)
-    return q.astype(np.int8)
+    q8: np.ndarray = q.astype(np.int8)
+    return q8
 
 
 def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
@@ -133,7 +136,25 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     return y
 
 
+class Session(Protocol):
+    """What the pipeline calls on an inference session: TFLiteSession, OnnxSession, or a stand-in."""
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """(k, 128, 9) float32 normalized windows -> logits (k, C)."""
+        ...
+
+
+class FeatureSession(Session, Protocol):
+    """A session of a bundle with the features output (har-bundle/2): what a wearer profile needs."""
+
+    def predict_with_features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """-> (logits (k, C), features (k, F)), from one run of the model (wearer enrolment)."""
+        ...
+
+
 class _Session:
+    precision_reason: str  # why this precision: set by create_session
+
     def __init__(self, bundle: Bundle, entry: ModelEntry, runtime: str):
         self.bundle = bundle
         self.entry = entry
@@ -150,12 +171,12 @@ class _Session:
         note = getattr(self, "delegate_note", "")
         return f"{self.path.name} ({self.backend} {self.precision} via {self.runtime}{', ' + note if note else ''})"
 
-    def _mismatch(self, what: str, file_value, entry_value) -> BundleError:
+    def _mismatch(self, what: str, file_value: object, entry_value: object) -> BundleError:
         return BundleError(f"{self.path}: the model file does not match its bundle.json entry "
                            f"'{self.entry.key}': {what} is {file_value} in the file but {entry_value} in bundle.json; "
                            "re-export the bundle with `har-export`")
 
-    def _check_windows(self, windows) -> np.ndarray:
+    def _check_windows(self, windows: np.ndarray) -> np.ndarray:
         x = np.asarray(windows)
         if x.ndim != 3 or x.shape[1:] != (self.window, self.n_channels):
             raise InferenceError(f"predict() takes windows of shape (k, {self.window}, {self.n_channels}); "
@@ -172,13 +193,19 @@ class _Session:
     def _layout_in(self, x: np.ndarray) -> np.ndarray:   # x (k, T, C)
         return x.transpose(0, 2, 1) if self.entry.input.layout == "NCT" else x  # model layout
 
-    def predict(self, windows) -> np.ndarray:
+    def _run(self, x: np.ndarray) -> np.ndarray:  # x (k, ...) in the model's layout -> (k, n_classes)
+        raise NotImplementedError
+
+    def _run_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
         x = self._check_windows(windows)   # (k, T, C) float32
         if len(x) == 0:
             return np.zeros((0, self.n_classes), np.float32)
         return self._run(self._layout_in(x))  # (k, n_classes)
 
-    def predict_with_features(self, windows) -> tuple[np.ndarray, np.ndarray]:
+    def predict_with_features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """-> (logits (k, n_classes), features (k, F)) float32, from one run of the model."""
         features = self.entry.features
         if features is None:
@@ -196,7 +223,7 @@ TFLITE_START_NOISE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 
 
 @contextlib.contextmanager
-def _without_start_noise():
+def _without_start_noise() -> Iterator[None]:
     """Capture file descriptor 2 (C++ writes bypass sys.stderr), then re-emit it minus TFLITE_START_NOISE."""
     try:
         sys.stderr.flush()
@@ -254,7 +281,7 @@ class TFLiteSession(_Session):
         self.batch = int(self.input_detail["shape"][0])
         self._input_index, self._output_index = self.input_detail["index"], self.output_detail["index"]
 
-    def _check(self, detail: dict, spec: TensorSpec, which: str) -> None:
+    def _check(self, detail: dict[str, Any], spec: TensorSpec, which: str) -> None:
         dtype = np.dtype(detail["dtype"]).name
         if dtype != spec.dtype:
             raise self._mismatch(f"the {which} dtype", dtype, spec.dtype)
@@ -263,7 +290,8 @@ class TFLiteSession(_Session):
             raise self._mismatch(f"the {which} shape", list(shape), list(spec.shape))
         if spec.quantized:
             scale, zero_point = detail["quantization"]
-            if not np.isclose(scale, spec.scale, rtol=1e-6, atol=0) or zero_point != spec.zero_point:
+            if spec.scale is None or not np.isclose(scale, spec.scale, rtol=1e-6, atol=0) \
+                    or zero_point != spec.zero_point:
                 raise self._mismatch(f"the {which} quantization (scale, zero point)", (scale, zero_point),
                                      (spec.scale, spec.zero_point))
 
@@ -288,6 +316,7 @@ class TFLiteSession(_Session):
 
     def _run_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # x (k, ...) model layout
         spec_in, spec_features = self.entry.input, self.entry.features
+        assert spec_features is not None  # predict_with_features checked
         feed = quantize(x, spec_in) if spec_in.quantized else x
         b = self.batch
         if len(x) % b:
@@ -330,7 +359,7 @@ class OnnxSession(_Session):
         first = self.input_meta.shape[0]
         self.batch = first if isinstance(first, int) and first > 0 else None  # None: dynamic
 
-    def _check(self, meta, spec: TensorSpec, which: str) -> None:
+    def _check(self, meta: Any, spec: TensorSpec, which: str) -> None:  # meta: an onnxruntime NodeArg
         if meta.name != spec.name:
             raise self._mismatch(f"the {which} name", meta.name, spec.name)
         dtype = self.ORT_DTYPES.get(meta.type, meta.type)
@@ -354,6 +383,7 @@ class OnnxSession(_Session):
 
     def _run_with_features(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # x (k, ...) model layout
         spec_in, spec_out, spec_features = self.entry.input, self.entry.output, self.entry.features
+        assert spec_features is not None  # predict_with_features checked
         feed = quantize(x, spec_in) if spec_in.quantized else x
         step = self.batch or ONNX_CHUNK
         if self.batch and len(x) % self.batch:

@@ -17,13 +17,25 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Callable
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+    from paho.mqtt.client import Client, ConnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.mqtt import ConnectionReporter, MqttError, add_broker_arguments, check_prefix, new_client, parse_broker
+from edge.mqtt import (
+    Broker,
+    ConnectionReporter,
+    MqttError,
+    add_broker_arguments,
+    check_prefix,
+    new_client,
+    parse_broker,
+)
 from edge.web import Fleet, add_web_arguments, start_server
 
 KINDS = ("window", "state", "status", "counters")
@@ -45,16 +57,16 @@ def add_monitor_arguments(p: argparse.ArgumentParser) -> None:
 class Monitor:
     """The MQTT subscriber: feeds a Fleet and keeps per-device delivery statistics."""
 
-    def __init__(self, broker, prefix: str, fleet: Fleet, notify: Callable[[str], None],
-                 on_window: Callable[[str, dict], None] | None = None):
+    def __init__(self, broker: Broker, prefix: str, fleet: Fleet, notify: Callable[[str], None],
+                 on_window: Callable[[str, dict[str, Any]], None] | None = None):
         self.prefix = check_prefix(prefix)
         self.fleet = fleet
         self.notify = notify
         self.on_window = on_window
         self.received: dict[str, int] = {}  # window messages, duplicates included
         self.duplicates: dict[str, int] = {}
-        self.history: dict[str, deque] = {}  # the last HISTORY (sample_end, t, arrival) per device
-        self._recent: dict[str, set] = {}  # (sample_end, t) in history: a resend has both, a restarted publisher not
+        self.history: dict[str, deque[tuple[int, float, float]]] = {}  # the last HISTORY (sample_end, t, arrival) per device
+        self._recent: dict[str, set[Any]] = {}  # (sample_end, t) in history: a resend has both, a restarted publisher not
         self.malformed = 0
         self._lock = threading.Lock()
         self.connection = ConnectionReporter(broker, notify, "the table shows what arrived so far")
@@ -66,7 +78,7 @@ class Monitor:
         self.client.on_message = self._on_message
         self.client.connect_async(broker.host, broker.port, keepalive=30)
 
-    def start(self) -> "Monitor":
+    def start(self) -> Monitor:
         self.client.loop_start()
         return self
 
@@ -75,16 +87,17 @@ class Monitor:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if self.connection.on_connected(reason_code, f"subscribed to {self.prefix}/+/{{{','.join(KINDS)}}}"):
             client.subscribe([(f"{self.prefix}/+/{kind}", 1) for kind in KINDS])
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
         arrival = time.time()
         device, _, kind = message.topic[len(self.prefix) + 1:].partition("/")
         try:
             text = message.payload.decode("utf-8")
-            data = text if kind == "status" else json.loads(text)
+            data: Any = text if kind == "status" else json.loads(text)
             if kind == "window":
                 end, t = int(data["sample_end"]), float(data["t"])
             self.fleet.apply(device, kind, data, arrival)
@@ -113,7 +126,7 @@ class Monitor:
         history.append((end, t, arrival))
         recent.add((end, t))
 
-    def stats(self, with_history: bool = False) -> dict:
+    def stats(self, with_history: bool = False) -> dict[str, Any]:
         """Per device: window messages, duplicates, delay from window (`t`) to arrival here over its
         history; with_history adds the history itself ([sample_end, t, arrival] rows)."""
         import numpy as np  # late: `har-edge --help` builds this module's parser without numpy
@@ -126,13 +139,13 @@ class Monitor:
                                    "delay_ms": delay_summary((rows[:, 2] - rows[:, 1]) * 1e3)}
                 if with_history:
                     devices[device]["history"] = [[int(e), t, a] for e, t, a in self.history[device]]
-            every = np.concatenate([[a - t for _, t, a in h] for h in self.history.values()]) if self.history else []
+            every = [a - t for h in self.history.values() for _, t, a in h]  # delay of every window kept
             return {"devices": devices, "window_messages": sum(self.received.values()),
                     "duplicates": sum(self.duplicates.values()), "malformed": self.malformed,
                     "history_per_device": HISTORY, "delay_ms": delay_summary(np.asarray(every) * 1e3)}
 
 
-def delay_summary(ms: np.ndarray) -> dict:
+def delay_summary(ms: np.ndarray) -> dict[str, Any]:
     import numpy as np
 
     if not len(ms):
@@ -142,7 +155,7 @@ def delay_summary(ms: np.ndarray) -> dict:
             "p99": round(float(p99), 2), "max": round(float(ms.max()), 2)}
 
 
-def faults(counters: dict | None) -> str:
+def faults(counters: dict[str, Any] | None) -> str:
     """The non-zero fault counters of a device, shortest first-glance form."""
     if not counters:
         return ""
@@ -154,7 +167,7 @@ def faults(counters: dict | None) -> str:
     return ", ".join(f"{name} {value}" for name, value in items if value) or "none"
 
 
-def format_table(views: list[dict], now: float | None = None) -> str:
+def format_table(views: list[dict[str, Any]], now: float | None = None) -> str:
     now = time.time() if now is None else now
     header = f"{'device':<16s} {'status':<8s} {'label':<20s} {'conf':>5s} {'since':>8s} {'age':>6s} {'rate':>9s} {'windows':>7s}  faults"
     lines = [header]
@@ -169,7 +182,7 @@ def format_table(views: list[dict], now: float | None = None) -> str:
     return "\n".join(lines)
 
 
-def _write_json(path: str, data: dict) -> None:
+def _write_json(path: str, data: dict[str, Any]) -> None:
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
     try:
@@ -179,14 +192,14 @@ def _write_json(path: str, data: dict) -> None:
         raise MqttError(f"--stats-json {path}: cannot write it ({exc.strerror}); choose a writable path") from None
 
 
-def run_monitor(args, notify: Callable[[str], None], stream: IO[str] | None = None) -> int:
+def run_monitor(args: argparse.Namespace, notify: Callable[[str], None], stream: IO[str] | None = None) -> int:
     stream = stream if stream is not None else sys.stdout
     broker = parse_broker(args.mqtt, args.mqtt_ca, args.mqtt_password_file, warn=notify)
     fleet = Fleet()
     tty = bool(getattr(stream, "isatty", lambda: False)())
     labels: dict[str, str] = {}
 
-    def on_window(device: str, result: dict) -> None:  # the log form: one line per change of label
+    def on_window(device: str, result: dict[str, Any]) -> None:  # the log form: one line per change of label
         if args.quiet or tty or labels.get(device) == result["label"]:
             return
         labels[device] = result["label"]

@@ -27,10 +27,13 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))  # body_acc, body_gyro, total_acc (frontend.CHANNELS)
 
@@ -46,7 +49,7 @@ class MountConfig:
     max_turn_deg: float = 10.0             # ... and its gravity direction turns less than this across the window
     min_windows: int = 20                  # moving windows (about 25 s) before an online reference is trusted
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         canonical = np.asarray(self.canonical, dtype=np.float64)
         if canonical.shape != (3,) or not np.all(np.isfinite(canonical)) or np.linalg.norm(canonical) < 1e-6:
             raise MountError(f"mount canonical direction {self.canonical!r} must be three finite numbers, not all 0")
@@ -56,11 +59,11 @@ class MountConfig:
         object.__setattr__(self, "canonical", tuple(float(v) for v in canonical / np.linalg.norm(canonical)))
         object.__setattr__(self, "min_windows", int(self.min_windows))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"canonical": list(self.canonical)}
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "mount") -> "MountConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = "mount") -> MountConfig:
         try:
             return cls(canonical=tuple(data["canonical"]), moving_rms_g=float(data.get("moving_rms_g", 0.2)),
                        max_turn_deg=float(data.get("max_turn_deg", 10.0)), min_windows=int(data.get("min_windows", 20)))
@@ -77,7 +80,8 @@ def gravity_directions(windows: np.ndarray) -> np.ndarray:
     """(N, 128, 9) un-normalized windows -> (N, 3) unit mean gravity direction (total_acc - body_acc)."""
     gravity = ((windows[:, :, 6:9] - windows[:, :, 0:3]).sum(axis=1) / windows.shape[1]).astype(np.float64)  # (N, 3)
     norm = np.sqrt(np.add.reduce(gravity * gravity, axis=1, keepdims=True))  # (N, 1)
-    return gravity / np.maximum(norm, 1e-9)
+    directions: np.ndarray = gravity / np.maximum(norm, 1e-9)
+    return directions
 
 
 def moving(windows: np.ndarray, config: MountConfig) -> np.ndarray:
@@ -89,7 +93,8 @@ def moving(windows: np.ndarray, config: MountConfig) -> np.ndarray:
     first, last = gravity[:, :16].sum(axis=1) / 16, gravity[:, -16:].sum(axis=1) / 16  # (N, 3) each
     norms = np.sqrt(np.add.reduce(first * first, axis=1)) * np.sqrt(np.add.reduce(last * last, axis=1))  # (N,)
     cosine = np.add.reduce(first * last, axis=1) / np.maximum(norms, 1e-12)  # (N,)
-    return (rms > config.moving_rms_g) & (cosine > np.cos(np.radians(config.max_turn_deg)))
+    mask: np.ndarray = (rms > config.moving_rms_g) & (cosine > np.cos(np.radians(config.max_turn_deg)))
+    return mask
 
 
 def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray | None:
@@ -98,27 +103,29 @@ def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray 
     if not mask.any():
         return None
     mean = gravity_directions(windows[mask]).sum(axis=0)  # (3,)
-    return mean / np.linalg.norm(mean)
+    direction: np.ndarray = mean / np.linalg.norm(mean)
+    return direction
 
 
 def _norm(v: np.ndarray) -> float:
     return math.sqrt(float(v.dot(v)))  # np.linalg.norm of a vector, without its wrapper
 
 
-def rotation_matrix(rotvec) -> np.ndarray:
+def rotation_matrix(rotvec: ArrayLike) -> np.ndarray:
     """(3,) rotation vector (unit axis * angle in radians) -> (3, 3) matrix, by Rodrigues' formula
     R = I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix of the axis
     (what scipy's Rotation.from_rotvec(v).as_matrix() gives, to 1e-15)."""
-    rotvec = np.asarray(rotvec, dtype=np.float64)
-    angle = _norm(rotvec)
+    vector = np.asarray(rotvec, dtype=np.float64)
+    angle = _norm(vector)
     if angle < 1e-12:
         return np.eye(3)
-    x, y, z = (rotvec / angle).tolist()
+    x, y, z = (vector / angle).tolist()
     cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])  # (3, 3) K
-    return np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * (cross @ cross)
+    matrix: np.ndarray = np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * (cross @ cross)
+    return matrix
 
 
-def triplet_matrix(rotation) -> np.ndarray:
+def triplet_matrix(rotation: ArrayLike) -> np.ndarray:
     """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
     one matrix product rotates a whole window, and normalization folds into it (edge/pipeline.py)."""
     matrix = np.zeros((9, 9))
@@ -128,7 +135,7 @@ def triplet_matrix(rotation) -> np.ndarray:
     return matrix
 
 
-def rotation_onto(reference, canonical) -> np.ndarray:
+def rotation_onto(reference: ArrayLike, canonical: ArrayLike) -> np.ndarray:
     """(3, 3) the smallest rotation that takes `reference` onto `canonical` (both unit 3-vectors): about
     their common normal by the angle between them (a rotation vector; 10x faster than align_vectors)."""
     reference, canonical = np.asarray(reference, float), np.asarray(canonical, float)
@@ -143,7 +150,7 @@ def rotation_onto(reference, canonical) -> np.ndarray:
     return rotation_matrix(axis / _norm(axis) * angle)
 
 
-def angle_deg(a, b) -> float:
+def angle_deg(a: ArrayLike, b: ArrayLike) -> float:
     """Degrees between two 3-vectors (any length)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), float(a @ b))))
@@ -158,10 +165,11 @@ def rotate_windows(windows: np.ndarray, rotation: np.ndarray) -> np.ndarray:
     return out
 
 
-def canonical_direction(references) -> tuple[float, float, float]:
+def canonical_direction(references: Iterable[ArrayLike]) -> tuple[float, float, float]:
     """The mean of the training wearers' unit references, normalized."""
     mean = np.sum([np.asarray(r, float) for r in references], axis=0)
-    return tuple(float(v) for v in mean / np.linalg.norm(mean))
+    x, y, z = (float(v) for v in mean / np.linalg.norm(mean))
+    return x, y, z
 
 
 def subject_references(windows: np.ndarray, subjects: np.ndarray, config: MountConfig) -> dict[int, np.ndarray]:
@@ -188,10 +196,10 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
     return out
 
 
-def reference_rotation(direction_sum, config: MountConfig) -> np.ndarray:
+def reference_rotation(direction_sum: ArrayLike, config: MountConfig) -> np.ndarray:
     """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum`."""
-    direction_sum = np.asarray(direction_sum, dtype=np.float64)
-    return rotation_onto(direction_sum / _norm(direction_sum), config.canonical)
+    total = np.asarray(direction_sum, dtype=np.float64)
+    return rotation_onto(total / _norm(total), config.canonical)
 
 
 # A session whose walking gravity lies this far from the saved reference was re-mounted: 20 HAPT wearers'
@@ -211,8 +219,8 @@ class MountCalibration:
     With `trust_saved=False` the saved reference is not applied until that check has passed (the session's
     first windows go unrotated, as a new wearer's do)."""
 
-    def __init__(self, config: MountConfig, direction_sum=(0.0, 0.0, 0.0), windows: int = 0,
-                 remount_deg: float | None = REMOUNT_DEG, trust_saved: bool = True):
+    def __init__(self, config: MountConfig, direction_sum: ArrayLike = (0.0, 0.0, 0.0), windows: int = 0,
+                 remount_deg: float | None = REMOUNT_DEG, trust_saved: bool = True) -> None:
         self.config = config
         self.direction_sum = np.array(direction_sum, dtype=np.float64)  # (3,) sum of unit directions (own copy)
         self.windows = int(windows)
@@ -263,6 +271,7 @@ class MountCalibration:
         if self._session_windows >= self.config.min_windows:
             self._checking = False
             angle = angle_deg(self._session_sum, self.direction_sum)
+            assert self.remount_deg is not None  # _checking only with a threshold
             if angle > self.remount_deg:  # re-mounted: the saved reference no longer describes the board
                 self.direction_sum, self.windows = self._session_sum.copy(), self._session_windows
                 self._cached = None
@@ -289,11 +298,11 @@ class MountCalibration:
             return np.asarray(window, dtype=np.float32)
         return rotate_windows(window, self.rotation())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"direction_sum": [float(v) for v in self.direction_sum], "windows": self.windows}
 
     @classmethod
-    def from_dict(cls, config: MountConfig, data: dict, where: str = "calibration") -> "MountCalibration":
+    def from_dict(cls, config: MountConfig, data: dict[str, Any], where: str = "calibration") -> MountCalibration:
         try:
             direction_sum = [float(v) for v in data["direction_sum"]]
             windows = data["windows"]
@@ -316,7 +325,7 @@ class MountCalibration:
 
     # -- the file (--mount-calibration FILE) ---------------------------------------------------------
     @classmethod
-    def load(cls, config: MountConfig, path: str | Path) -> "MountCalibration":
+    def load(cls, config: MountConfig, path: str | Path) -> MountCalibration:
         """Read and validate a saved calibration (MountError naming the file and what to do)."""
         path = Path(path)
         try:

@@ -23,10 +23,18 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:  # paho is imported only when MQTT is used
+    from collections.abc import Mapping
+
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 DEFAULT_PREFIX = "har"
 DEFAULT_QUEUE = 10_000  # messages; a window message is ~0.3 kB: at most ~3 MB, about 3 h of windows and counters
@@ -57,10 +65,10 @@ class Broker:
 
 
 def parse_broker(url: str, ca_file: str | None = None, password_file: str | None = None,
-                 env: dict | None = None, warn: Callable[[str], None] | None = None) -> Broker:
+                 env: Mapping[str, str] | None = None, warn: Callable[[str], None] | None = None) -> Broker:
     """mqtt://[user[:pass]@]host[:port] or mqtts://...; the password comes from the URL, else
     password_file, else $HAR_MQTT_PASSWORD (a password on the command line is visible in `ps`)."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     parts = urlsplit(url)
     if parts.scheme not in ("mqtt", "mqtts"):
         raise MqttError(f"--mqtt {url!r}: use mqtt://[user@]host[:port] or mqtts://[user@]host[:port]")
@@ -89,8 +97,8 @@ def parse_broker(url: str, ca_file: str | None = None, password_file: str | None
         except (OSError, UnicodeDecodeError) as exc:
             raise MqttError(f"--mqtt-password-file {password_file}: cannot read it "
                             f"({getattr(exc, 'strerror', None) or exc}); give a readable file holding the password") from None
-    if password is None and env.get(PASSWORD_ENV):
-        password = env[PASSWORD_ENV]
+    if password is None and environ.get(PASSWORD_ENV):
+        password = environ[PASSWORD_ENV]
     if password is not None and username is None:
         raise MqttError(f"a password was given but {url!r} names no user; use mqtt://USER@host")
     netloc = (f"{username}@" if username else "") + parts.hostname + (f":{port}" if port else "")
@@ -120,7 +128,7 @@ def topic(prefix: str, device_id: str, kind: str) -> str:
     return f"{prefix}/{device_id}/{kind}"
 
 
-def add_broker_arguments(g) -> None:
+def add_broker_arguments(g: argparse._ActionsContainer) -> None:
     """Where the broker is and how to log in: shared by the publisher and `har-edge monitor`."""
     g.add_argument("--mqtt-prefix", default=DEFAULT_PREFIX, metavar="PREFIX",
                    help=f"first topic level(s) (default {DEFAULT_PREFIX}: topics {DEFAULT_PREFIX}/ID/window ...)")
@@ -142,11 +150,12 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"publish Home Assistant discovery configs (discovery prefix, default {DISCOVERY_PREFIX})")
 
 
-def reason_text(reason_code) -> str:
-    return getattr(reason_code, "getName", lambda: str(reason_code))()
+def reason_text(reason_code: ReasonCode) -> str:
+    name: str = getattr(reason_code, "getName", lambda: str(reason_code))()
+    return name
 
 
-def new_client(broker: Broker, client_id: str = "", **kwargs):
+def new_client(broker: Broker, client_id: str = "", **kwargs: Any) -> Client:
     """A paho client with the broker's credentials and TLS set up (raises MqttError on a bad CA file)."""
     import ssl
 
@@ -182,7 +191,7 @@ class ConnectionReporter:
             self._last_problem = text
             self.notify(text)
 
-    def on_connected(self, reason_code, what_now: str) -> bool:
+    def on_connected(self, reason_code: ReasonCode, what_now: str) -> bool:
         """CONNACK: True when accepted."""
         if reason_code.is_failure:
             hint = ""
@@ -206,7 +215,7 @@ class ConnectionReporter:
         self._problem(f"warning: cannot connect to the MQTT broker {self.broker.url} (nothing listening, "
                       f"unreachable, unknown host or a TLS failure); {self.what}, retrying with back-off")
 
-    def on_disconnected(self, reason_code, expected: bool) -> None:
+    def on_disconnected(self, reason_code: ReasonCode, expected: bool) -> None:
         if not self.connected:
             return
         self.connected = False
@@ -238,7 +247,7 @@ class MqttSink:
         self.published = dict.fromkeys(MESSAGE_KINDS, 0)  # accepted into the queue, by topic kind
         self.dropped = dict.fromkeys(MESSAGE_KINDS, 0)  # past the queue bound
         self.delivered = 0  # acknowledged by the broker (PUBACK)
-        self._state: dict | None = None
+        self._state: dict[str, Any] | None = None
         self._closing = False
         self.connection = ConnectionReporter(
             broker, notify, f"recognition goes on and up to {queue_bound} messages are queued")
@@ -253,7 +262,8 @@ class MqttSink:
         self.client.loop_start()
 
     # -- paho's thread ---------------------------------------------------------------------------
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         queued = self.queued
         sending = f"; {queued} queued messages are sent first" if queued else ""
         if not self.connection.on_connected(reason_code, f"publishing to {self.prefix}/{self.device_id}/...{sending}"):
@@ -266,10 +276,12 @@ class MqttSink:
             for config_topic, config in discovery_configs(self.discovery_prefix, self.prefix, self.device_id):
                 self._publish("discovery", json.dumps(config), retain=True, to=config_topic)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: Client, userdata: object, flags: DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         self.connection.on_disconnected(reason_code, expected=self._closing)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+    def _on_publish(self, client: Client, userdata: object, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._lock:
             self.delivered += 1
 
@@ -295,7 +307,7 @@ class MqttSink:
         with self._lock:
             return sum(self.published.values()) - self.delivered
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         from edge.sinks import result_json
 
         self._publish("window", result_json(result))
@@ -304,11 +316,11 @@ class MqttSink:
                            "sample_end": result["sample_end"]}
             self._publish("state", json.dumps(self._state), retain=True)
 
-    def counters(self, counters: dict) -> None:
+    def counters(self, counters: dict[str, Any]) -> None:
         """The pipeline's counters (runtime.run_loop calls this every --report-every s and at the end)."""
         self._publish("counters", json.dumps({**counters, "mqtt": self.stats(), "t": time.time()}), retain=True)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         with self._lock:
             published, dropped = dict(self.published), dict(self.dropped)
             delivered = self.delivered
@@ -337,7 +349,7 @@ class MqttSink:
         self.notify(line)
 
 
-def discovery_configs(discovery_prefix: str, prefix: str, device_id: str) -> list[tuple[str, dict]]:
+def discovery_configs(discovery_prefix: str, prefix: str, device_id: str) -> list[tuple[str, dict[str, Any]]]:
     """Home Assistant MQTT discovery: the wearer becomes a device with an activity and a confidence sensor."""
     node = f"{prefix.replace('/', '_')}_{device_id}"
     state, status = topic(prefix, device_id, "state"), topic(prefix, device_id, "status")
@@ -352,7 +364,7 @@ def discovery_configs(discovery_prefix: str, prefix: str, device_id: str) -> lis
             (f"{discovery_prefix}/sensor/{node}/confidence/config", confidence)]
 
 
-def mqtt_sink(args, notify: Callable[[str], None]) -> MqttSink | None:
+def mqtt_sink(args: argparse.Namespace, notify: Callable[[str], None]) -> MqttSink | None:
     """The sink for `--mqtt URL`, or None without it (raises MqttError on bad options)."""
     if not getattr(args, "mqtt", None):
         return None

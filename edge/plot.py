@@ -5,12 +5,18 @@ matplotlib is imported only here, only when a plot is asked for (the Pi may not 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from edge.postprocess import UNCERTAIN
 
+if TYPE_CHECKING:
+    from firmware_bridge.protocol import Sample
 
-def plot_timeline(results: list[dict], path: str | Path, classes, true_labels=None, rate_hz: float = 50.0,
+
+def plot_timeline(results: list[dict[str, Any]], path: str | Path, classes: Sequence[str],
+                  true_labels: Sequence[str | None] | None = None, rate_hz: float = 50.0,
                   title: str = "") -> Path:
     """results: window dicts (sample_end, label, raw_label); true_labels: per-sample names or None."""
     import matplotlib
@@ -49,7 +55,8 @@ def plot_timeline(results: list[dict], path: str | Path, classes, true_labels=No
     return path
 
 
-def plot_labelled_recording(samples, labels, path: str | Path, rate_hz: float = 50.0, title: str = "") -> Path:
+def plot_labelled_recording(samples: Sequence[Sample], labels: Sequence[str | None], path: str | Path,
+                            rate_hz: float = 50.0, title: str = "") -> Path:
     """A labelled recording to check by eye: the acceleration and gyroscope axes over time, each labelled
     span shaded in its own colour and named (samples: firmware_bridge Sample list; labels: one per sample)."""
     import matplotlib
@@ -70,8 +77,9 @@ def plot_labelled_recording(samples, labels, path: str | Path, rate_hz: float = 
         start = 0
         for i in range(1, len(labels) + 1):  # runs of one label
             if i == len(labels) or labels[i] != labels[start]:
-                if labels[start] is not None:
-                    ax.axvspan(start / rate_hz, i / rate_hz, color=colours[labels[start]], alpha=0.3, lw=0)
+                name = labels[start]
+                if name is not None:
+                    ax.axvspan(start / rate_hz, i / rate_hz, color=colours[name], alpha=0.3, lw=0)
                 start = i
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours[n], alpha=0.3) for n in names]
     axes[0].legend(handles, names, loc="upper right", fontsize=8, ncol=max(1, len(names) // 4))

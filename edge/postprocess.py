@@ -26,6 +26,7 @@ shown as the posture it leads to (the new label comes with the movement, not aft
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -148,7 +149,7 @@ class LabelSmoother:
         return Decision(label, classes[raw_index], confidence)
 
 
-def _argmax(values) -> int:
+def _argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the first one on ties (like np.argmax)."""
     return max(range(len(values)), key=values.__getitem__)
 
@@ -160,4 +161,5 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probs: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probs

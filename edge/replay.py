@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterable, Iterator, Sequence
+from enum import Enum
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Final
 
 import numpy as np
 
@@ -25,7 +27,13 @@ from edge.frontend import CLASSES
 from edge.gaps import samples_to_arrays
 from edge.sources import SampleBlock
 
-_REFUSED = object()  # a block the fast parser does not take as clean
+
+class _Refused(Enum):
+    BLOCK = "refused"
+
+
+_REFUSED: Final = _Refused.BLOCK  # a block the fast parser does not take as clean
+_Block = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]  # seq, t_us, raw, label codes
 NO_LABEL = 255  # label code of an unlabelled sample
 
 
@@ -33,7 +41,7 @@ class LabelTable:
     """Label name <-> uint8 code. Starts with the six classes and grows as recordings name others (a data
     set of one's own names its own classes); a name that cannot be a label is a ValueError."""
 
-    def __init__(self, names=CLASSES) -> None:
+    def __init__(self, names: Iterable[str] = CLASSES) -> None:
         self.names: list[str] = []
         self._codes: dict[str, int] = {"": NO_LABEL}
         for name in names:
@@ -72,16 +80,16 @@ class CodedLabels:
     def __len__(self) -> int:
         return len(self._codes) + sum(map(len, self._parts))
 
-    def window_truth(self, ends, size: int) -> list[str | None]:
+    def window_truth(self, ends: Sequence[int] | np.ndarray, size: int) -> list[str | None]:
         """Each window's true class: the label all its `size` samples share, else None (as
         edge.scoring.window_truth, from the codes with numpy, a thousand windows at a time: no
         per-sample list or array beyond the codes themselves)."""
         codes = self.codes
         spans = np.lib.stride_tricks.sliding_window_view(codes, size) if len(codes) >= size else None  # (n-size+1, size)
         truth: list[str | None] = []
-        ends = np.asarray(ends, dtype=np.int64)
-        for i in range(0, len(ends), 1024):
-            chunk = ends[i:i + 1024]
+        end_array = np.asarray(ends, dtype=np.int64)
+        for i in range(0, len(end_array), 1024):
+            chunk = end_array[i:i + 1024]
             inside = (chunk - size >= 0) & (chunk <= len(codes))
             if spans is None or not inside.any():
                 truth += [None] * len(chunk)
@@ -132,6 +140,7 @@ class StreamedRecording:
         if self._first is _REFUSED:
             self._take_whole()
             return
+        assert self._first is not None  # read_recording raised for a file without samples
         self.rate_hz = _estimate_rate(*self._first[:2])
 
     def _take_whole(self) -> None:
@@ -148,7 +157,7 @@ class StreamedRecording:
                 while parsed is not None and parsed is not _REFUSED:
                     seq, t_us, raw, codes = parsed
                     self.samples += len(seq)
-                    if self.labels is not None:
+                    if self.labels is not None and codes is not None:  # both exist for a labelled file
                         self.labels.extend(codes)
                     yield SampleBlock(seq, t_us, raw, time.perf_counter())
                     parsed = self._read_block()
@@ -158,6 +167,7 @@ class StreamedRecording:
                 return
             self._take_whole()
         done = self.samples  # rows already replayed from the fast parser
+        assert self._whole is not None  # _take_whole read it
         samples = self._whole.samples
         if self._whole.labels is not None:
             if self.labels is None:
@@ -172,7 +182,7 @@ class StreamedRecording:
         if self._whole is None:
             self._handle.close()
 
-    def _read_block(self):
+    def _read_block(self) -> _Block | _Refused | None:
         """-> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64, label codes (n,) uint8 | None), None at the end."""
         try:
             lines = [line for line in itertools.islice(self._handle, self.block) if line.rstrip("\r\n")]
@@ -214,7 +224,7 @@ class WindowLog:
         self.labels: list[str] = []
         self.raw_labels: list[str] = []
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         self.ends.append(result["sample_end"])
         self.labels.append(result["label"])
         self.raw_labels.append(result["raw_label"])
@@ -225,13 +235,13 @@ class WindowLog:
     def __len__(self) -> int:
         return len(self.ends)
 
-    def results(self) -> Iterator[dict]:
+    def results(self) -> Iterator[dict[str, Any]]:
         """The windows as result dicts with those three keys, one at a time (truth_summary, plot_timeline)."""
         for e, label, raw in zip(self.ends, self.labels, self.raw_labels):
             yield {"sample_end": e, "label": label, "raw_label": raw}
 
 
-def paced(blocks, rate_hz: float) -> Iterator[SampleBlock]:
+def paced(blocks: Iterable[SampleBlock], rate_hz: float) -> Iterator[SampleBlock]:
     """`--realtime`: the blocks' samples one at a time on an absolute schedule at rate_hz (no drift
     from sleep overshoot), each stamped when it is handed on."""
     period = 1.0 / rate_hz

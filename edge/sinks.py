@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -27,13 +27,13 @@ class SinkError(OSError):
 
 
 class Sink(Protocol):
-    def emit(self, result: dict) -> None: ...
+    def emit(self, result: dict[str, Any]) -> None: ...
     def close(self) -> None: ...
     # Optional: `counters(counters: dict)`, called by run_loop at every counters report and at the end.
     # Optional: `emit_status(event: dict)`, status events (absent = ignored).
 
 
-def result_json(result: dict) -> str:
+def result_json(result: dict[str, Any]) -> str:
     """A window result as one compact JSON object: a --jsonl line, an MQTT window message."""
     return json.dumps(result, separators=(",", ":"))
 
@@ -58,10 +58,10 @@ class JsonlSink:
                 self._stream.write("\n")
             self._owned = True
 
-    def emit_status(self, event: dict) -> None:
+    def emit_status(self, event: dict[str, Any]) -> None:
         self.emit(event)
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         self._stream.write(result_json(result) + "\n")
         self._count += 1
         if self._count % self.flush_every == 0:
@@ -87,7 +87,7 @@ class TerminalSink:
         self._label: str | None = None
         self._since: int | None = None
 
-    def format(self, result: dict) -> str:
+    def format(self, result: dict[str, Any]) -> str:
         seconds = result["sample_end"] / self.rate_hz
         since = (self._since or 0) / self.rate_hz
         minutes, sec = divmod(seconds, 60)
@@ -97,7 +97,7 @@ class TerminalSink:
             f"  raw {result['raw_label']:<18s} since {since:7.1f} s"
         )
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         changed = result["label"] != self._label
         if changed:
             first = self._label is None
@@ -121,13 +121,13 @@ class MemorySink:
     """Keeps results (and status events) in lists (tests, replay summaries, plots)."""
 
     def __init__(self) -> None:
-        self.results: list[dict] = []
-        self.statuses: list[dict] = []
+        self.results: list[dict[str, Any]] = []
+        self.statuses: list[dict[str, Any]] = []
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         self.results.append(result)
 
-    def emit_status(self, event: dict) -> None:
+    def emit_status(self, event: dict[str, Any]) -> None:
         self.statuses.append(event)
 
     def close(self) -> None:

@@ -20,12 +20,18 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edge.gaps import samples_to_arrays
+
+if TYPE_CHECKING:
+    from serial import Serial
+
+    from firmware_bridge.protocol import Sample
 
 
 @dataclass
@@ -96,7 +102,7 @@ class SerialSource:
         baud: int = 115200,
         backoff: Backoff = Backoff(),
         connect_timeout_s: float | None = None,
-        open_port: Callable | None = None,
+        open_port: Callable[[], Serial] | None = None,
         log: Callable[[str], None] | None = None,
     ):
         self.port, self.baud, self.backoff = port, baud, backoff
@@ -105,22 +111,22 @@ class SerialSource:
         self._log = log or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
         # Bounded: a pipeline that falls behind makes the reader wait (the port's buffer, then the device,
         # holds the bytes) instead of growing this process without limit.
-        self._queue: queue.Queue = queue.Queue(maxsize=QUEUE_ITEMS)
+        self._queue: queue.Queue[ByteChunk | LinkEvent | SourceError] = queue.Queue(maxsize=QUEUE_ITEMS)
         self._alive = threading.Event()
-        self._serial = None
+        self._serial: Serial | None = None
         self._thread = threading.Thread(target=self._run, name=f"serial-reader {port}", daemon=True)
         self.reconnects = 0
         self.disconnects = 0
         self.bytes_read = 0
 
-    def _default_open(self):
+    def _default_open(self) -> Serial:
         import serial  # pyserial: part of the base dependencies
 
         # exclusive=True: a second reader on the same port would steal bytes from this one.
         return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5, exclusive=True)
 
     # -- reader thread ----------------------------------------------------------------------
-    def start(self) -> "SerialSource":
+    def start(self) -> SerialSource:
         self._alive.set()
         self._thread.start()
         return self
@@ -146,11 +152,12 @@ class SerialSource:
             self._serial = None
             if not self._alive.is_set():
                 return
+            assert error is not None  # _read_until_lost returns None only once the source is closed
             self.disconnects += 1
             lost_at = time.perf_counter()
             self._put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
 
-    def _put(self, item) -> None:
+    def _put(self, item: ByteChunk | LinkEvent | SourceError) -> None:
         """Queue an item, waiting while the queue is full; gives up when the source is closed."""
         while self._alive.is_set():
             try:
@@ -159,7 +166,7 @@ class SerialSource:
             except queue.Full:
                 continue
 
-    def _connect(self, started: float | None):
+    def _connect(self, started: float | None) -> Serial | None:
         """Open the port, retrying with back-off; None when stopped or timed out."""
         delays = self.backoff.delays()
         last_message = None
@@ -180,7 +187,7 @@ class SerialSource:
                 time.sleep(next(delays))
         return None
 
-    def _read_until_lost(self, port) -> BaseException | None:
+    def _read_until_lost(self, port: Serial) -> BaseException | None:
         while self._alive.is_set():
             try:
                 # Everything waiting, or block (up to the timeout) for one byte and then take what came with
@@ -227,7 +234,7 @@ class SerialSource:
 class RecordingSource:
     """Samples of a recording as `SampleBlock`s: as fast as possible, or paced at `rate_hz`."""
 
-    def __init__(self, samples, block: int = 4096, realtime: bool = False, rate_hz: float = 50.0):
+    def __init__(self, samples: Sequence[Sample], block: int = 4096, realtime: bool = False, rate_hz: float = 50.0):
         self.seq, self.t_us, self.raw = samples_to_arrays(samples)  # (n,), (n,), (n, 6)
         self.block = max(1, int(block))
         self.realtime = realtime
@@ -272,7 +279,7 @@ class ByteFileSource:
 
 
 # USB ids of the boards the firmware runs on (the same list as deploy/99-har-imu.rules).
-IMU_USB_IDS = {
+IMU_USB_IDS: dict[tuple[int | None, int | None], str] = {
     (0x2341, 0x0043): "Arduino Uno R3",
     (0x2341, 0x0001): "Arduino Uno",
     (0x1A86, 0x7523): "CH340 USB-serial (Uno / Nano clone)",

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
 
@@ -38,15 +39,15 @@ class StatusEvents:
     def __init__(self, notify: Callable[[str], None]):
         self.notify = notify
         self.counts: Counter[str] = Counter()
-        self._pending: list[dict] = []
+        self._pending: list[dict[str, Any]] = []
 
-    def say(self, event: str, message: str, **fields) -> None:
+    def say(self, event: str, message: str, **fields: Any) -> None:
         assert event in EVENTS, event  # a new event type must be documented (docs/edge.md) first
         self.counts[event] += 1
         self.notify(message)
         self._pending.append({"type": "status", "event": event, "message": message, "t": time.time(), **fields})
 
-    def take(self) -> list[dict]:
+    def take(self) -> list[dict[str, Any]]:
         """Events not yet handed to the sinks, oldest first."""
         events, self._pending = self._pending, []
         return events
@@ -93,7 +94,7 @@ class ModeCheck:
         self.done = False
         self._start = bytearray()
 
-    def feed(self, data: bytes, decoder, samples: int) -> None:
+    def feed(self, data: bytes, decoder: FrameDecoder | CsvLineDecoder, samples: int) -> None:
         if self.done:
             return
         if samples:

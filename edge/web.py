@@ -23,8 +23,9 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
+from typing import Any
 
 TIMELINE_S = 300.0  # the page's timeline: the last 5 minutes
 CLIENT_QUEUE = 1000  # events buffered per browser; a browser that falls further behind is reconnected
@@ -74,12 +75,12 @@ class Fleet:
 
     def __init__(self, timeline_s: float = TIMELINE_S):
         self.timeline_s = timeline_s
-        self.devices: dict[str, dict] = {}
-        self._timelines: dict[str, deque] = {}
+        self.devices: dict[str, dict[str, Any]] = {}
+        self._timelines: dict[str, deque[list[Any]]] = {}  # [t, label] points
         self._lock = threading.Lock()
         self._listeners: list[_Listener] = []
 
-    def _view(self, device: str) -> dict:
+    def _view(self, device: str) -> dict[str, Any]:
         if device not in self.devices:
             self.devices[device] = {"device": device, "status": None, "label": None, "confidence": None,
                                     "raw_label": None, "sample_end": None, "t": None, "since": None,
@@ -87,7 +88,7 @@ class Fleet:
             self._timelines[device] = deque()
         return self.devices[device]
 
-    def apply(self, device: str, kind: str, data, arrival: float | None = None) -> None:
+    def apply(self, device: str, kind: str, data: Any, arrival: float | None = None) -> None:
         """kind: window (a window result), state, status ("online" / "offline") or counters."""
         arrival = time.time() if arrival is None else arrival
         with self._lock:
@@ -116,21 +117,21 @@ class Fleet:
                 raise ValueError(f"unknown kind {kind!r}")
             self._broadcast("update", {"view": dict(view), "point": point})
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         with self._lock:
             return self._snapshot()
 
-    def _snapshot(self) -> list[dict]:
+    def _snapshot(self) -> list[dict[str, Any]]:
         return [{**view, "timeline": list(self._timelines[d])} for d, view in sorted(self.devices.items())]
 
-    def listen(self) -> tuple["_Listener", list[dict]]:
+    def listen(self) -> tuple[_Listener, list[dict[str, Any]]]:
         """A new browser: its event queue, and the snapshot it starts from (no update missed or doubled)."""
         with self._lock:
             listener = _Listener()
             self._listeners.append(listener)
             return listener, self._snapshot()
 
-    def forget(self, listener: "_Listener") -> None:
+    def forget(self, listener: _Listener) -> None:
         with self._lock:
             if listener in self._listeners:
                 self._listeners.remove(listener)
@@ -145,7 +146,7 @@ class Fleet:
                     pass
             self._listeners.clear()
 
-    def _broadcast(self, event: str, data) -> None:
+    def _broadcast(self, event: str, data: object) -> None:
         message = f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
         for listener in list(self._listeners):
             try:
@@ -157,17 +158,17 @@ class Fleet:
 
 class _Listener:
     def __init__(self) -> None:
-        self.events: queue.Queue = queue.Queue(maxsize=CLIENT_QUEUE)
+        self.events: queue.Queue[bytes | None] = queue.Queue(maxsize=CLIENT_QUEUE)  # None: the stream ends
         self.overflowed = False
 
 
 # -- the server -----------------------------------------------------------------------------------
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "LiveServer"
+    server: LiveServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format, *args) -> None:  # no line per request on the terminal
+    def log_message(self, format: str, *args: Any) -> None:  # no line per request on the terminal
         pass
 
     def _host_allowed(self) -> bool:
@@ -177,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
         return is_loopback(name)
 
-    def _send(self, status: int, body: bytes, content_type: str, extra: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes, content_type: str, extra: dict[str, Any] | None = None) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -250,9 +251,10 @@ class LiveServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET/AF_INET6 server: a text address
         return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
-    def start(self) -> "LiveServer":
+    def start(self) -> LiveServer:
         self._thread.start()
         return self
 
@@ -279,10 +281,10 @@ class WebSink:
         self.server, self.device_id = server, device_id
         server.fleet.apply(device_id, "status", "online")
 
-    def emit(self, result: dict) -> None:
+    def emit(self, result: dict[str, Any]) -> None:
         self.server.fleet.apply(self.device_id, "window", result)
 
-    def counters(self, counters: dict) -> None:
+    def counters(self, counters: dict[str, Any]) -> None:
         self.server.fleet.apply(self.device_id, "counters", counters)
 
     def close(self) -> None:
@@ -290,7 +292,7 @@ class WebSink:
         self.server.close()
 
 
-def web_sink(args, notify: Callable[[str], None]) -> WebSink | None:
+def web_sink(args: argparse.Namespace, notify: Callable[[str], None]) -> WebSink | None:
     """The sink for `--web HOST:PORT`, or None without it."""
     if not getattr(args, "web", None):
         return None

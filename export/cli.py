@@ -46,6 +46,7 @@ def stratified_sample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 def load_windows(ckpt: dict, data_path: Path, n_calibration: int, max_eval: int | None):
     """-> (calibration (n,128,9), eval windows (k,128,9), eval labels (k,), eval description); normalized."""
     from edge.frontend import FrontEndConfig
+
     from training.data import DataError, checkpoint_inputs
     from training.datasets import load_dataset
 
@@ -104,8 +105,11 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | N
     `windows` = (calibration, eval_X, eval_y, description) skips reading the data (tests)."""
     import torch
 
-    from edge.frontend import CHANNEL_UNITS
     from edge.bundle import sha256_file
+    from edge.frontend import CHANNEL_UNITS
+
+    from training.checkpoint import CheckpointError, load_checkpoint
+
     from export.bundle_writer import MODEL_FILES, write_bundle
     from export.evaluate import check_targets, evaluate_formats, format_table
     from export.features import LogitsAndFeatures, check_features
@@ -113,7 +117,6 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | N
     from export.onnx_export import export_onnx
     from export.quantize import quantize_onnx_int8
     from export.tflite_export import export_tflite
-    from training.checkpoint import CheckpointError, load_checkpoint
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     checkpoint, out = Path(checkpoint), Path(out_dir)

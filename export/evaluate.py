@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from edge.inference import create_session
+
 from training.metrics import classification_report
 
 FORMATS = ("torch-fp32", "onnx-fp32", "onnx-int8", "tflite-fp32", "tflite-int8")

@@ -26,6 +26,8 @@ class ChannelAffine(nn.Module):
 
     def __init__(self, bn: nn.BatchNorm1d):
         super().__init__()
+        if bn.running_var is None or bn.running_mean is None:
+            raise ValueError("ChannelAffine needs a BatchNorm1d with running statistics (track_running_stats=True)")
         inv_std = torch.rsqrt(bn.running_var + bn.eps)               # (C,)
         weight = bn.weight if bn.affine else torch.ones_like(inv_std)
         bias = bn.bias if bn.affine else torch.zeros_like(inv_std)

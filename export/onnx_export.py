@@ -43,6 +43,8 @@ def export_onnx(module: nn.Module, path: str | Path, window: int = 128, n_channe
             program = torch.onnx.export(module, (example,), dynamo=True, opset_version=OPSET,
                                         input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, FEATURES_NAME],
                                         dynamic_shapes=dynamic_shapes, external_data=False)
+            if program is None:  # only the legacy (dynamo=False) exporter returns nothing
+                raise RuntimeError("torch.onnx.export returned no program")
             program.save(str(path), external_data=False)
     except Exception as e:  # the exporter raises many types; say which step failed and show its log
         raise ExportError(f"torch.onnx.export failed for {path.name}: {e}\n{log.getvalue()[-2000:]}") from e

@@ -11,6 +11,7 @@ import argparse
 import random
 import struct
 import time
+from typing import Any
 
 from firmware_bridge.protocol import (
     SEQ_MODULO,
@@ -23,7 +24,7 @@ from firmware_bridge.protocol import (
 )
 
 
-def run(decoder, data: bytes, chunk: int) -> tuple[float, int]:
+def run(decoder: FrameDecoder | CsvLineDecoder, data: bytes, chunk: int) -> tuple[float, int]:
     frames = 0
     start = time.perf_counter()
     for i in range(0, len(data), chunk):
@@ -31,7 +32,7 @@ def run(decoder, data: bytes, chunk: int) -> tuple[float, int]:
     return time.perf_counter() - start, frames
 
 
-def report(name: str, data: bytes, seconds: float, frames: int, counters: dict) -> None:
+def report(name: str, data: bytes, seconds: float, frames: int, counters: dict[str, Any]) -> None:
     interesting = {k: v for k, v in counters.items() if v}
     print(f"{name:<28} {len(data):>9} B  {seconds:7.3f} s  {len(data) / seconds / 1e6:6.2f} MB/s  "
           f"{frames / seconds:>10,.0f} frames/s  {interesting}")

@@ -12,8 +12,10 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
-from firmware_bridge.protocol import DEFAULT_BAUD, CsvLineDecoder, FrameDecoder, Hello, Log, Sample
+from firmware_bridge.protocol import DEFAULT_BAUD, CsvLineDecoder, Frame, FrameDecoder, Hello, Log, Sample
 from firmware_bridge.recording import RecordingError, read_recording, write_recording_csv
 from firmware_bridge.simulate import Faults, SimulationError, VirtualDevice
 
@@ -21,8 +23,11 @@ from firmware_bridge.simulate import Faults, SimulationError, VirtualDevice
 def _print_err(message: str) -> None:
     print(f"har-bridge: error: {message}", file=sys.stderr)
 
+if TYPE_CHECKING:  # argparse's class is generic in its stub only
+    SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]  # what add_subparsers() returns
 
-def _add_simulate(sub) -> None:
+
+def _add_simulate(sub: SubParsers) -> None:
     p = sub.add_parser("simulate", help="play a recording on a pseudo-terminal as a virtual IMU device",
                        description="Creates a pty, prints its path, and plays RECORDING (.csv, .bin or HAPT acc_expNN_userMM.txt) "
                                    "as protocol frames at 50 Hz (or N times faster). All times are stream seconds.")
@@ -46,7 +51,7 @@ def _add_simulate(sub) -> None:
     p.add_argument("--sensor", default="virtual", help="sensor name in HELLO frames")
 
 
-def _simulate(args) -> int:
+def _simulate(args: argparse.Namespace) -> int:
     try:
         faults = Faults(drop=args.drop, corrupt=args.corrupt, duplicate=args.duplicate, garbage=args.garbage,
                         stall_at=args.stall_at, stall_for=args.stall_for, disconnect_every=args.disconnect_every,
@@ -61,7 +66,7 @@ def _simulate(args) -> int:
     print(f"waiting for a reader; {device.n_samples} samples at {device.rate_hz:g} Hz x{args.speed:g}", file=sys.stderr, flush=True)
     interrupted = False
 
-    def on_term(signum, frame):  # systemd / kill: stop like Ctrl-C, so the link is removed
+    def on_term(signum: int, frame: FrameType | None) -> NoReturn:  # systemd / kill: stop like Ctrl-C, so the link is removed
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
@@ -78,7 +83,7 @@ def _simulate(args) -> int:
     return 130 if interrupted else 0
 
 
-def _add_decode(sub) -> None:
+def _add_decode(sub: SubParsers) -> None:
     p = sub.add_parser("decode", help="print the frames of a serial port or a raw capture",
                        description="Decodes a raw capture FILE or a serial --port and prints one line per frame, "
                                    "then the decoder's counters.")
@@ -92,7 +97,7 @@ def _add_decode(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="print only the counters")
 
 
-def _format_frame(frame) -> str:
+def _format_frame(frame: Frame) -> str:
     if isinstance(frame, Sample):
         return (f"SAMPLE seq={frame.seq} t_us={frame.t_us} acc=({frame.ax:.4f},{frame.ay:.4f},{frame.az:.4f}) "
                 f"gyro=({frame.gx:.4f},{frame.gy:.4f},{frame.gz:.4f})")
@@ -103,7 +108,7 @@ def _format_frame(frame) -> str:
     return repr(frame)
 
 
-def _decode(args) -> int:
+def _decode(args: argparse.Namespace) -> int:
     if (args.file is None) == (args.port is None):
         _print_err("give either a capture FILE or --port PORT")
         return 2
@@ -166,7 +171,7 @@ def _decode(args) -> int:
     return status
 
 
-def _add_convert(sub) -> None:
+def _add_convert(sub: SubParsers) -> None:
     p = sub.add_parser("convert", help="write a recording (.csv, .bin or HAPT acc_ file) as a recording CSV")
     p.add_argument("recording")
     p.add_argument("out", help="output .csv")
@@ -174,7 +179,7 @@ def _add_convert(sub) -> None:
     p.add_argument("--count", type=int, help="number of samples to keep (default: all)")
 
 
-def _convert(args) -> int:
+def _convert(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".csv"):
         _print_err(f"{args.out}: the output is a recording CSV; give a .csv name")
         return 2
@@ -197,13 +202,13 @@ def _convert(args) -> int:
     return 0
 
 
-def _add_emulate(sub) -> None:
+def _add_emulate(sub: SubParsers) -> None:
     p = sub.add_parser("emulate", help="run the synthetic-sensor firmware in qemu-system-avr and check its frames")
     p.add_argument("elf")
     p.add_argument("--seconds", type=float, default=5.0)
 
 
-def _emulate(args) -> int:
+def _emulate(args: argparse.Namespace) -> int:
     from firmware_bridge import emulate
 
     return emulate.main([args.elf, "--seconds", str(args.seconds)])

@@ -23,6 +23,7 @@ import sys
 import time
 import tty
 from dataclasses import dataclass, field
+from typing import Any
 
 from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO, FrameDecoder, Hello, Sample
 
@@ -48,7 +49,7 @@ class EmulationReport:
     seconds: float
     samples: list[Sample] = field(default_factory=list)
     hellos: list[Hello] = field(default_factory=list)
-    counters: dict = field(default_factory=dict)
+    counters: dict[str, Any] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -85,14 +86,16 @@ def run_emulated(elf: str, seconds: float = 5.0, qemu: str = QEMU) -> EmulationR
         [qemu, "-machine", "uno", "-bios", elf, "-nographic", "-serial", "pty", "-monitor", "none"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    stdout = proc.stdout
+    assert stdout is not None  # stdout=PIPE
     fd = -1
     try:
         pty_path = None
         deadline = time.monotonic() + 20
         while pty_path is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
-                line = proc.stdout.readline()
+            ready_out, _, _ = select.select([stdout], [], [], 0.5)
+            if ready_out:
+                line = stdout.readline()
                 if not line and proc.poll() is not None:
                     break
                 match = re.search(r"char device redirected to (\S+)", line)

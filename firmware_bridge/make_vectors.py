@@ -14,6 +14,7 @@ import json
 import struct
 import sys
 from pathlib import Path
+from typing import Any
 
 from cobs import cobs
 
@@ -24,10 +25,11 @@ VECTORS_PATH = Path(__file__).with_name("test_vectors.json")
 
 def f32(x: float) -> float:
     """The value a float has after a trip through binary32 (what the decoder returns)."""
-    return struct.unpack("<f", struct.pack("<f", x))[0]
+    value: float = struct.unpack("<f", struct.pack("<f", x))[0]
+    return value
 
 
-def _sample_vector(name: str, description: str, seq: int, t_us: int, values: tuple) -> dict:
+def _sample_vector(name: str, description: str, seq: int, t_us: int, values: tuple[Any, ...]) -> dict[str, Any]:
     sample = p.Sample(seq, t_us, *(f32(v) for v in values))
     return {
         "name": name, "description": description, "expect": "sample",
@@ -36,11 +38,11 @@ def _sample_vector(name: str, description: str, seq: int, t_us: int, values: tup
     }
 
 
-def _corrupt(name: str, description: str, raw_body: bytes, expect: str) -> dict:
+def _corrupt(name: str, description: str, raw_body: bytes, expect: str) -> dict[str, Any]:
     return {"name": name, "description": description, "expect": expect, "hex": (cobs.encode(raw_body) + b"\x00").hex()}
 
 
-def build_vectors() -> dict:
+def build_vectors() -> dict[str, Any]:
     frames = [
         _sample_vector("sample_basic", "device at rest, z axis up", 1, 20000, (0.0, 0.0, 1.0, 0.01, -0.02, 0.5)),
         _sample_vector("sample_all_zero", "seq 0, t_us 0, all values 0.0: 29 zero bytes in the payload", 0, 0, (0.0,) * 6),

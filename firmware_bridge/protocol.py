@@ -12,6 +12,7 @@ import binascii
 import math
 import struct
 from dataclasses import dataclass, fields
+from typing import Any
 
 from cobs import cobs
 
@@ -81,7 +82,8 @@ def crc16(data: bytes) -> int:
 
 def _frame(frame_type: int, payload: bytes) -> bytes:
     body = bytes([frame_type]) + payload
-    return cobs.encode(body + CRC_STRUCT.pack(crc16(body))) + b"\x00"
+    encoded: bytes = cobs.encode(body + CRC_STRUCT.pack(crc16(body)))  # cobs ships no types
+    return encoded + b"\x00"
 
 
 def _ascii(text: str, limit: int, what: str) -> bytes:
@@ -202,8 +204,8 @@ class Packetizer:
         """Bytes held for a packet whose terminator has not arrived yet."""
         return len(self._buffer)
 
-    def feed(self, data: bytes) -> list:
-        out: list = []
+    def feed(self, data: bytes) -> list[Any]:
+        out: list[Any] = []
         if not data:
             return out
         start = 0
@@ -233,7 +235,7 @@ class Packetizer:
             self._buffer.clear()
             self._overflow = True
 
-    def handle_packet(self, packet: bytes, overflowed: bool):
+    def handle_packet(self, packet: bytes, overflowed: bool) -> object:
         """One packet ended by a terminator (``overflowed``: it was too long and is already thrown
         away) -> the decoded item, or None."""
         raise NotImplementedError
@@ -244,6 +246,7 @@ class Packetizer:
 
 
 class FrameDecoder(Packetizer):
+    counters: DecoderCounters
     """Incremental, pure decoder of the framed protocol: ``feed(bytes) -> [Sample|Hello|Log]``.
 
     Never raises on any input. Bytes between delimiters that do not form a valid frame are
@@ -344,6 +347,7 @@ class CsvCounters:
 
 
 class CsvLineDecoder(Packetizer):
+    counters: CsvCounters
     """Plain-text mode: one line per sample, ``ax,ay,az,gx,gy,gz`` (g, rad/s), optionally
     preceded by a millisecond timestamp (7 fields). Lines end in LF or CRLF.
 

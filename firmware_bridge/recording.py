@@ -25,6 +25,7 @@ import statistics
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from firmware_bridge.protocol import (
     DEFAULT_RATE_HZ,
@@ -73,17 +74,17 @@ class Recording:
     rate_hz: float
     path: Path | None
     nan_samples: int = 0  # samples holding a NaN value (kept: they are missing data, not errors)
-    counters: dict = field(default_factory=dict)  # FrameDecoder counters for a .bin capture
+    counters: dict[str, Any] = field(default_factory=dict)  # FrameDecoder counters for a .bin capture
 
     def __len__(self) -> int:
         return len(self.samples)
 
 
-def _where(path: Path, line: int | None) -> str:
+def _where(path: str | Path, line: int | None) -> str:
     return f"{path}, line {line}" if line is not None else f"{path}"
 
 
-def _number(text: str, path: Path, line: int, column: str) -> float:
+def _number(text: str, path: str | Path, line: int, column: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -332,6 +333,7 @@ def hapt_sample_labels(segments: list[HaptSegment], experiment: int, user: int, 
 
 def _read_hapt(acc_path: Path) -> Recording:
     match = HAPT_NAME.match(acc_path.name)
+    assert match is not None, acc_path  # only HAPT_NAME-matching paths get here
     experiment, user = int(match.group(1)), int(match.group(2))
     source = HaptSource(acc_path.parent)
     rows = source.read_experiment(experiment, user)

@@ -49,9 +49,10 @@ import termios
 import threading
 import time
 import tty
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any
 
 from cobs import cobs
 
@@ -66,7 +67,6 @@ from firmware_bridge.protocol import (
     format_csv_line,
 )
 from firmware_bridge.recording import Recording, read_recording
-
 
 READER_SETTLE_S = 0.2  # wall seconds between a reader opening the pty and the first byte
 HELLO_EVERY_S = 5.0  # stream seconds between HELLO frames (as the firmware does)
@@ -118,11 +118,11 @@ class Faults:
         object.__setattr__(self, "reboot_at", reboots)
 
     @classmethod
-    def flaky_cable(cls, seed: int = 0) -> "Faults":
+    def flaky_cable(cls, seed: int = 0) -> Faults:
         """Mild faults (the demo's --faults): what a flaky USB cable and a noisy line look like."""
         return cls(drop=0.003, corrupt=0.003, duplicate=0.002, garbage=0.002, seed=seed)
 
-    def active(self) -> dict:
+    def active(self) -> dict[str, Any]:
         """The settings that differ from a perfect device (for messages)."""
         default = Faults()
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -148,7 +148,7 @@ class InjectedCounts:
     connections: int = 0  # readers served (1 + reconnects + reader reopenings); counted by the pty end
     lost_indices: list[int] = field(default_factory=list)  # stream indices not delivered intact
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "lost_indices"}
 
 
@@ -225,7 +225,7 @@ class FaultStream:
                 stalled = True
                 inj.stalls += 1
                 yield Stall(f.stall_for)
-            if next_disconnect is not None and t >= next_disconnect:
+            if f.disconnect_every is not None and next_disconnect is not None and t >= next_disconnect:
                 inj.disconnects += 1
                 skipped = round(f.disconnect_for * rate)  # the device keeps sampling meanwhile
                 if limit is not None:
@@ -359,6 +359,7 @@ class VirtualDevice:
         self._open_pty()
         self._thread = threading.Thread(target=self._run, name="VirtualDevice", daemon=True)
         self._thread.start()
+        assert self._pty_path is not None  # _open_pty set it
         return self._pty_path
 
     def wait_connected(self, timeout: float | None = None) -> bool:
@@ -380,11 +381,11 @@ class VirtualDevice:
             self._thread.join(10)
         self._close_pty()
 
-    def __enter__(self) -> "VirtualDevice":
+    def __enter__(self) -> VirtualDevice:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # ---- pty and link ----
@@ -439,7 +440,7 @@ class VirtualDevice:
             time.sleep(0.05)  # POLLHUP returns at once: do not spin
         return time.monotonic() - begin
 
-    def _write(self, data: bytes) -> float:
+    def _write(self, data: bytes | bytearray) -> float:
         """Writes everything, waiting while the reader is slow or gone; returns the seconds spent
         waiting for a new reader (the caller moves its clock by that much)."""
         waited = 0.0
@@ -477,7 +478,8 @@ class VirtualDevice:
         except OSError:
             return 0
         try:
-            return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            waiting: int = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            return waiting
         except OSError:
             return 0
         finally:

@@ -105,14 +105,16 @@ def main() -> int:
             time.sleep(2.0)
             load_before = os.getloadavg()
             t0 = time.time()
+            assert broker.proc is not None  # started
+            broker_pid = broker.proc.pid
             cpu0 = [cpu_seconds(p.pid) for p in wearers]
             side0 = {name: cpu_seconds(pid) for name, pid in
-                     (("broker", broker.proc.pid), ("monitor", monitor.pid), ("simulators", os.getpid()))}
+                     (("broker", broker_pid), ("monitor", monitor.pid), ("simulators", os.getpid()))}
             time.sleep(args.seconds)
             t1 = time.time()
             cpu1 = [cpu_seconds(p.pid) for p in wearers]
             side1 = {name: cpu_seconds(pid) for name, pid in
-                     (("broker", broker.proc.pid), ("monitor", monitor.pid), ("simulators", os.getpid()))}
+                     (("broker", broker_pid), ("monitor", monitor.pid), ("simulators", os.getpid()))}
             rss = [rss_mb(p.pid) for p in wearers]
             load_during = os.getloadavg()
             elapsed = t1 - t0

@@ -128,6 +128,7 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
         marks: list[tuple[int, float]] = []  # (windows so far, CPU s of the process)
 
         def read() -> None:
+            assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
                 latencies.append(json.loads(line)["latency_ms"])
                 try:
@@ -270,7 +271,7 @@ def report(f: dict) -> str:
     for name, row in f["labels"].items():
         lines.append(f"  {name:<30s} {row['windows']:5d} windows, {row['differing']} differ")
     if "live" in f:
-        lines += ["", f"live `har-edge run` on the virtual device at 50 Hz",
+        lines += ["", "live `har-edge run` on the virtual device at 50 Hz",
                   f"  {'':<12s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'peak MiB':>8s} {'windows':>7s}"]
         for name, row in f["live"].items():
             lines.append(f"  {name:<12s} {row['cpu_us_per_sample']:13.1f} {row['latency_median_ms'] or 0:9.3f} "

@@ -23,6 +23,7 @@ from edge.timing import stats_ms  # noqa: E402
 def torch_rows(checkpoint: str, threads: int):
     """-> extra_engines for run_bench: torch eager fp32 of the checkpoint's model (unfused, as trained)."""
     import torch
+
     from training.checkpoint import load_checkpoint
 
     def rows(x, inference: dict) -> dict:

@@ -39,7 +39,9 @@ def conv1d_as_channels_last_2d(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.
     (docs/results.md), so training does not use it: it is measured here only."""
     x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T), stored as (B, 1, T, C)
     weight = conv.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (C_out, C_in/g, 1, k)
-    y = F.conv2d(x4, weight, conv.bias, (1, conv.stride[0]), (0, conv.padding[0]), (1, conv.dilation[0]),
+    padding = conv.padding[0]
+    assert isinstance(padding, int)  # use_channels_last_convs takes only numeric padding
+    y = F.conv2d(x4, weight, conv.bias, (1, conv.stride[0]), (0, padding), (1, conv.dilation[0]),
                  conv.groups)  # (B, C_out, 1, T')
     return y.squeeze(2)  # (B, C_out, T'), channels-last strides: the next conv needs no copy
 
@@ -50,7 +52,7 @@ def use_channels_last_convs(model: torch.nn.Module) -> int:
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv1d) and m.padding_mode == "zeros"
              and not isinstance(m.padding, str)]
     for conv in convs:
-        conv.forward = functools.partial(conv1d_as_channels_last_2d, conv)
+        conv.forward = functools.partial(conv1d_as_channels_last_2d, conv)  # type: ignore[method-assign]  # per instance, on purpose
     return len(convs)
 
 
@@ -100,7 +102,7 @@ def compare_settings(args, X: torch.Tensor, y: torch.Tensor) -> None:
             step = CompiledLoss(model) if compiled else model
             optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
             runs[setting, n] = (threads, batch, step, optimizer)
-    step_s = {key: [] for key in runs}
+    step_s: dict[tuple[str, str], list[float]] = {key: [] for key in runs}
     for r in range(args.repeats):
         for key, (threads, batch, step, optimizer) in runs.items():
             torch.set_num_threads(threads)

@@ -90,7 +90,9 @@ def user_recordings(folder: Path) -> dict[int, list[Path]]:
 
     users: dict[int, list[Path]] = {}
     for path in sorted(folder.glob("acc_exp*_user*.txt")):
-        user = int(re.search(r"_user(\d+)", path.name).group(1))
+        found = re.search(r"_user(\d+)", path.name)
+        assert found is not None, path  # matched the glob: acc_expNN_userMM.txt
+        user = int(found.group(1))
         users.setdefault(user, []).append(path)
     return users
 
@@ -147,6 +149,7 @@ def score(run_dir: Path, json_out: Path | None) -> dict:
         for user in held_out:
             first, *others = recordings[user]
             enrolment = read_recording(first)
+            assert enrolment.labels is not None  # HAPT recordings are labelled
             row = {"fold": fold_dir.name, "user": user, "enrol": first.name, "scored": [p.name for p in others]}
             scored = [read_recording(p) for p in others]
             row["without"] = [stream_scores(model, r, None) for r in scored]
@@ -193,7 +196,7 @@ def summarize(rows: list[dict]) -> dict:
         for kind in ("raw", "smoothed"):
             per_user = {r["user"]: sum(s[kind] for s in r[key]) / sum(s["n"] for s in r[key]) for r in rows}
             pooled = sum(sum(s[kind] for s in r[key]) for r in rows) / sum(sum(s["n"] for s in r[key]) for r in rows)
-            worst = min(per_user, key=per_user.get)
+            worst = min(per_user, key=lambda user: per_user[user])
             report[f"{key} {kind}"] = {"pooled": pooled, "worst_user": worst, "worst": per_user[worst],
                                        "below_95": sorted(u for u, a in per_user.items() if a < 0.95),
                                        "per_user": per_user}

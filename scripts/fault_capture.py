@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -19,12 +20,12 @@ import serial  # noqa: E402
 
 from firmware_bridge.simulate import Faults, VirtualDevice  # noqa: E402
 
-FAULTS = dict(drop=0.01, corrupt=0.01, duplicate=0.005, garbage=0.005)
+FAULTS = Faults(drop=0.01, corrupt=0.01, duplicate=0.005, garbage=0.005)
 
 
 def capture(recording: str, out: str, seed: int = 0, speed: float = 200.0) -> int:
     data = bytearray()
-    with VirtualDevice(recording, Faults(seed=seed, **FAULTS), speed=speed) as device:
+    with VirtualDevice(recording, replace(FAULTS, seed=seed), speed=speed) as device:
         port = serial.serial_for_url(device.port, baudrate=115200, timeout=0.2)
         try:
             quiet_since = None

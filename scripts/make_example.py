@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from firmware_bridge.recording import read_recording, write_recording_csv
+
 from training.data import default_hapt_path
 
 FIRST, LAST = 2300, 16400  # 0-based sample range [FIRST, LAST) of acc_exp01_user01.txt
@@ -36,6 +37,7 @@ def main() -> None:
         replace(s, seq=i, t_us=i * 20_000, **{k: round(getattr(s, k), 6) for k in ("ax", "ay", "az", "gx", "gy", "gz")})
         for i, s in enumerate(recording.samples[FIRST:LAST])
     ]
+    assert recording.labels is not None  # labels.txt is beside it
     write_recording_csv(OUT, samples, recording.labels[FIRST:LAST])
     print(f"wrote {OUT} ({len(samples)} samples, {OUT.stat().st_size / 1e6:.2f} MB)")
 

@@ -22,12 +22,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from firmware_bridge.recording import HaptSource  # noqa: E402
+
 from edge.frontend import FrontEnd, FrontEndConfig  # noqa: E402
 from edge.mount import MountCalibration, MountConfig, align_by_subject, rotate_windows  # noqa: E402
+
 from training.checkpoint import load_checkpoint  # noqa: E402
 from training.config import ConfigError  # noqa: E402
 from training.cv import fold_checkpoints  # noqa: E402
-from firmware_bridge.recording import HaptSource  # noqa: E402
 from training.data import default_hapt_path, normalize  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.metrics import classification_report  # noqa: E402
@@ -55,7 +57,7 @@ def first_session_rotations(source: HaptSource, user: int, held_out, config: Mou
 
 def score_run(run: Path, windows, source: HaptSource) -> dict[str, list[tuple[float, float]]]:
     """Each fold's checkpoint of `run` on its held-out users -> {calibration: [(accuracy, macro-F1) per fold]}."""
-    scores = {"calibrated": [], "first session": [], "uncalibrated": []}
+    scores: dict[str, list[tuple[float, float]]] = {"calibrated": [], "first session": [], "uncalibrated": []}
     for path in fold_checkpoints(run):
         model, checkpoint = load_checkpoint(path)
         if not checkpoint.get("mount"):
@@ -95,10 +97,10 @@ def main() -> None:
     print(f"\n{'run':<24} {'calibration':<14} {'accuracy % (mean ± std, folds)':<32} macro-F1")
     for run_name, scores in per_run.items():
         for name, values in scores.items():
-            values = np.asarray(values)  # (folds, 2)
-            spread = values.std(axis=0, ddof=1) if len(values) > 1 else np.zeros(2)
-            print(f"{run_name:<24} {name:<14} {100 * values[:, 0].mean():.1f} ± {100 * spread[0]:.1f}{'':<20} "
-                  f"{values[:, 1].mean():.3f} ± {spread[1]:.3f}")
+            table = np.asarray(values)  # (folds, 2)
+            spread = table.std(axis=0, ddof=1) if len(table) > 1 else np.zeros(2)
+            print(f"{run_name:<24} {name:<14} {100 * table[:, 0].mean():.1f} ± {100 * spread[0]:.1f}{'':<20} "
+                  f"{table[:, 1].mean():.3f} ± {spread[1]:.3f}")
 
 
 if __name__ == "__main__":

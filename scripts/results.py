@@ -252,6 +252,7 @@ def heldout_section(default: str, summaries: dict) -> list[str]:
               "|---|---|---|---|---|---|"]
     for k, user, n, raw_ok, smooth_ok, factor in per_user:
         lines.append(f"| {k} | {user} | {n} | {pct(raw_ok / n)} | {pct(smooth_ok / n)} | {factor:.0f} |")
+    assert plotted is not None  # the first held-out recording is plotted
     lines += ["", f"Label timeline of {plotted[0]} (held out in fold {plotted[1]}) against its true labels:", "",
               "![timeline](figures/timeline_heldout.png)", ""]
     return lines

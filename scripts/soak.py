@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -81,7 +82,7 @@ def expected_stream(n: int, faults: Faults, lost: set[int], outage: set[int]) ->
     lost_inside = outage_positions = 0
     position = previous = -1  # of the last sample that arrived
     last_index = None  # its stream index
-    seg_start = None  # position where the current window grid started
+    seg_start = 0  # position where the current window grid started (set by the first sample: pending_reset)
     pending_reset = True  # next arriving sample starts a segment
     rebooted = False
     in_outage = False
@@ -126,7 +127,11 @@ def parse_counters(stderr: str) -> dict[str, int]:
               "duplicates": r"duplicates (\d+)", "device_restarts": r"device restarts (\d+)",
               "reconnects": r"reconnects (\d+)", "crc_errors": r"crc errors (\d+)", "malformed": r"malformed (\d+)",
               "garbage_bytes": r"garbage bytes (\d+)", "long_gaps": r"long gaps (\d+)"}
-    return {k: int(re.search(p, line).group(1)) for k, p in wanted.items()}
+    found = {k: re.search(p, line) for k, p in wanted.items()}
+    missing = [k for k, m in found.items() if m is None]
+    if missing:
+        raise SystemExit(f"soak: the counters line lacks {', '.join(missing)}: {line!r}")
+    return {k: int(m.group(1)) for k, m in found.items() if m is not None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,16 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             device.stop()
     wall = time.time() - started
     inj = device.injected
-    disconnect_lost = set()
-    t_next = faults.disconnect_every
-    while t_next is not None and first_index_at(t_next) < args.samples:  # the spans the device was unplugged
+    disconnect_lost: set[int] = set()
+    t_next, every = faults.disconnect_every, faults.disconnect_every
+    while t_next is not None and every is not None and first_index_at(t_next) < args.samples:  # the spans the device was unplugged
         first = first_index_at(t_next)
         disconnect_lost.update(range(first, min(args.samples, first + round(faults.disconnect_for * RATE_HZ))))
-        t_next += faults.disconnect_every + faults.disconnect_for
+        t_next += every + faults.disconnect_for
     lost = set(inj.lost_indices) - disconnect_lost
     expect = expected_stream(args.samples, faults, lost, disconnect_lost)
     counters = parse_counters(stderr)
-    windows, statuses = [], {}
+    windows: list[dict[str, Any]] = []
+    statuses: dict[str, Any] = {}
     with jsonl.open() as f:
         for line in f:
             obj = json.loads(line)

@@ -24,6 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.mount import REMOUNT_DEG, MountCalibration  # noqa: E402
 from edge.postprocess import SmoothingConfig  # noqa: E402
+
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
 from training.streamed import HaptRecordings, pooled, score_user, stream_run  # noqa: E402
@@ -45,7 +46,7 @@ def nested_smoothing(streams, max_lag_s: float | None) -> tuple[list[dict], dict
              for s in SMOOTHING_GRID}
     chosen_users, choice = [], {}
     for k in folds:
-        def others(name):
+        def others(name, k=k):
             total = pooled([u for j in folds if j != k for u in table[name][j]])
             fast = max_lag_s is None or total["median_lag_s"] <= max_lag_s
             return fast, total["label_accuracy"]
@@ -83,8 +84,10 @@ def main() -> None:
                                                       else f"_remount{options.remount_deg:g}") + (
         "_verify" if options.verify_saved else "")
     remount = options.remount_deg or None
-    calibration_factory = lambda config: MountCalibration(config, remount_deg=remount,
-                                                                  trust_saved=not options.verify_saved)  # noqa: E731
+
+    def calibration_factory(config):
+        return MountCalibration(config, remount_deg=remount, trust_saved=not options.verify_saved)
+
     partitions = {}
     for run in options.runs:
         started = time.perf_counter()

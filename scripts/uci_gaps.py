@@ -17,8 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edge.mount import align_by_subject  # noqa: E402
 from firmware_bridge.recording import data_root  # noqa: E402
+
+from edge.mount import align_by_subject  # noqa: E402
+
 from training.data import default_hapt_path, normalize  # noqa: E402
 from training.datasets import load_dataset  # noqa: E402
 from training.evaluate import load_scorer  # noqa: E402

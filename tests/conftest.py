@@ -3,6 +3,7 @@ Helpers that are not fixtures are in helpers.py; real services in services.py.""
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 

@@ -79,7 +79,7 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
 
@@ -130,7 +130,7 @@ class Subscriber:
         self.client.connect_async("localhost" if ca_file else "127.0.0.1", port)
         self.client.loop_start()
 
-    def wait_subscribed(self) -> "Subscriber":
+    def wait_subscribed(self) -> Subscriber:
         if not self.connected.wait(STARTUP_S):
             pytest.fail("the test's MQTT subscriber did not get subscribed")
         return self

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edge.frontend import filter_recording
-from training.augment import WindowAugmentation, random_rotations, rotate_windows, scale_movement
 from firmware_bridge.recording import HaptSource
+
+from edge.frontend import filter_recording
+
+from training.augment import WindowAugmentation, random_rotations, rotate_windows, scale_movement
 
 
 def test_rotations_are_proper_and_within_the_angle():

@@ -6,9 +6,10 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from edge.frontend import FrontEndConfig
-from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from edge.frontend import CLASSES as CLASS_NAMES
+from edge.frontend import FrontEndConfig
+
+from training.checkpoint import FORMAT, CheckpointError, load_checkpoint, make_checkpoint, save_checkpoint
 from training.data import fit_normalization
 from training.datasets import load_dataset
 from training.models import create_model

@@ -8,8 +8,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from edge.frontend import CLASSES, filter_recording
 from firmware_bridge.recording import HaptSource
+
+from edge.frontend import CLASSES, filter_recording
+
 from training.data import DataError, fit_normalization, subject_folds
 from training.datasets import load_dataset
 
@@ -68,6 +70,7 @@ def test_uci_official_layout_loads_from_the_zip(uci_subset_zip):
     assert np.median(np.linalg.norm(gravity, axis=-1)) == pytest.approx(1.0, abs=0.05)
 
 
+@pytest.mark.slow
 def test_uci_layout_from_a_folder_and_its_errors(tmp_path, uci_subset_zip):
     with zipfile.ZipFile(uci_subset_zip) as z:
         z.extractall(tmp_path)

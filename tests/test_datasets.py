@@ -42,6 +42,7 @@ def test_hapt_transitions_are_classes_when_asked(hapt_user1_dir):
     assert windows.classes == ("LAYING", "STAND_TO_SIT", "SIT_TO_LIE") and (counts > 0).all()
 
 
+@pytest.mark.slow
 def test_own_recordings_give_the_front_end_windows_of_each_labelled_run(own_folder, hapt_user1_dir):
     assert dataset_kind(own_folder) == "recordings"
     windows = load_dataset(own_folder)
@@ -69,6 +70,7 @@ def test_a_gap_in_seq_ends_a_run(own_folder, tmp_path):
     assert all(not (a < 5000 < b) for _, a, b in runs)
 
 
+@pytest.mark.slow
 def test_uci_layout_loads_the_pre_cut_windows_as_given(uci_subset_zip):
     windows = load_dataset(uci_subset_zip)
     assert dataset_kind(uci_subset_zip) == "uci"
@@ -118,6 +120,7 @@ def test_bad_manifest_is_named(own_copy, manifest, message):
         load_dataset(own_copy)
 
 
+@pytest.mark.slow
 def test_unknown_label_names_file_line_and_class_set(own_folder):
     recording = read_recording(own_folder / "exp01.csv")
     first = next(i for i, label in enumerate(recording.labels) if label == "TRANSITION")
@@ -139,6 +142,7 @@ def test_unlabelled_recording_and_not_a_data_set(own_copy, tmp_path):
 
 # ---- the loop: record with a label, label afterwards ----------------------------------------------
 
+@pytest.mark.slow
 def test_record_with_label_writes_the_label_column(hapt_user1_dir, tmp_path, capsys):
     from firmware_bridge.simulate import VirtualDevice
 
@@ -158,6 +162,7 @@ def test_record_with_label_writes_the_label_column(hapt_user1_dir, tmp_path, cap
     assert "label 'a b' is not a class name" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_label_command_applies_segments_and_plots(own_folder, tmp_path, capsys):
     from edge.cli import main
 

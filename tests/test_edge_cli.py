@@ -58,6 +58,7 @@ def test_replay_hapt_writes_one_object_per_window(bundle_dir, hapt_recording, tm
     assert stdout.count("\n") >= 5  # live lines, one per label change
 
 
+@pytest.mark.slow
 def test_replay_formats_agree(bundle_dir, hapt_recording, tmp_path, capsys):
     """The same samples as HAPT text, the project's CSV and a raw serial capture give the same labels."""
     recording = read_recording(hapt_recording)
@@ -262,6 +263,7 @@ def test_run_gives_up_on_a_missing_port_when_told(bundle_dir, tmp_path, capsys):
 
 # -- record and run against the virtual device ----------------------------------------------------
 
+@pytest.mark.slow
 def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recording, tmp_path, capsys):
     from firmware_bridge.protocol import Sample
     from firmware_bridge.simulate import VirtualDevice
@@ -284,6 +286,7 @@ def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recordi
     assert labels_of(read_jsonl(tmp_path / "a.jsonl")) == labels_of(read_jsonl(tmp_path / "b.jsonl"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])  # Ctrl-C, and systemd's stop
 def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recording, tmp_path, signum):
     from firmware_bridge.simulate import VirtualDevice
@@ -316,6 +319,7 @@ def test_run_sigint_flushes_prints_counters_and_exits_0(bundle_dir, hapt_recordi
     assert ends == list(range(128, 128 + 64 * len(ends), 64))
 
 
+@pytest.mark.slow
 def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_path, capsys):
     """A smoke run of `har-edge bench` (small counts): the figures are there; no time is asserted."""
     excerpt = tmp_path / "excerpt.csv"
@@ -334,6 +338,7 @@ def test_bench_runs_and_reports_every_figure(bundle_dir, hapt_recording, tmp_pat
     assert e2e["windows"] >= 1 and e2e["peak_rss_mib"] > 10
 
 
+@pytest.mark.slow
 def test_demo_streams_the_example_through_a_virtual_device_like_replay(bundle_dir, tmp_path, capsys):
     """The quick start's demo: the example recording played at 100x over a pty gives replay's labels."""
     from edge.paths import EXAMPLE_RECORDING
@@ -364,6 +369,7 @@ def with_mount(bundle_dir: Path, tmp_path: Path, mount) -> Path:
     return dst
 
 
+@pytest.mark.slow
 def test_mount_calibration_is_learnt_saved_and_reused(bundle_dir, hapt_recording, tmp_path, capsys):
     bundle = with_mount(bundle_dir, tmp_path, {"canonical": [0.979, -0.185, -0.086], "moving_rms_g": 0.2,
                                                 "min_windows": 20})

@@ -172,6 +172,7 @@ def guided_stream(recording, plan, seconds_each) -> list[Sample]:
     return [Sample(i, i * 20_000, *s.values()) for i, s in enumerate(rows)]
 
 
+@pytest.mark.slow
 def test_guided_enrolment_through_a_pty_repeats_the_step_done_wrong(bundle_dir, user1, tmp_path):
     first, _ = user1
     step = 12.0  # --step-seconds: HAPT's labelled runs last 16-20 s

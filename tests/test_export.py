@@ -19,12 +19,16 @@ pytest.importorskip("ai_edge_litert")
 
 from edge.bundle import load_bundle, sha256_file  # noqa: E402
 from edge.frontend import CHANNELS, FrontEndConfig  # noqa: E402
+from edge.frontend import CLASSES as CLASS_NAMES  # noqa: E402
 from edge.inference import create_session  # noqa: E402
+
+from training.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
+from training.models import create_model  # noqa: E402
+
 from export import ExportError  # noqa: E402
 from export.fuse import FUSION_ATOL, check_fusion, count_batchnorms, fuse_model  # noqa: E402
-from training.checkpoint import make_checkpoint, save_checkpoint  # noqa: E402
-from edge.frontend import CLASSES as CLASS_NAMES  # noqa: E402
-from training.models import create_model  # noqa: E402
+
+pytestmark = pytest.mark.slow  # exports real models (seconds each): `make test-fast` leaves these out
 
 DATA = Path(__file__).parent / "data"
 FP32_ATOL = 1e-4        # torch fused vs ONNX fp32 / TFLite fp32

@@ -8,9 +8,17 @@ import zipfile
 import numpy as np
 import pytest
 
-from edge.frontend import (CHANNELS, FrontEnd, FrontEndConfig, FrontEndError, SlidingWindow,
-                           StreamingFilter, filter_recording)
 from firmware_bridge.recording import HaptSource
+
+from edge.frontend import (
+    CHANNELS,
+    FrontEnd,
+    FrontEndConfig,
+    FrontEndError,
+    SlidingWindow,
+    StreamingFilter,
+    filter_recording,
+)
 
 FS = 50.0
 

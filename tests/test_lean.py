@@ -45,6 +45,7 @@ def example_raw() -> np.ndarray:
     return raw[np.isfinite(raw).all(axis=1)]
 
 
+@pytest.mark.slow
 def test_sosfilt_kernel_is_scipy_sosfilt_bit_for_bit(example_raw):
     sos = signal.butter(8, 19.0, fs=50.0, output="sos")
     zi = signal.sosfilt_zi(sos)[:, :, None] * example_raw[0]              # (s, 2, 6) scipy's layout
@@ -169,6 +170,7 @@ def fault_capture(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["int8", "fp32"])
 def test_fast_path_gives_the_reference_labels(precision, fault_capture):
     model = load_model(DEFAULT_BUNDLE, precision=precision)
@@ -211,6 +213,7 @@ def _imported(args: list[str]) -> set[str]:
     return set(json.loads(out.split("MODULES ", 1)[1].replace("'", '"')))
 
 
+@pytest.mark.slow
 def test_help_and_version_load_no_numpy_and_replay_no_scipy_signal(tmp_path):
     for args in (["--help"], ["--version"], ["replay", "--help"]):
         assert "numpy" not in _imported(args)

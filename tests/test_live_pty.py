@@ -24,6 +24,8 @@ from edge.sources import Backoff, SampleBlock, SerialSource
 
 from helpers import build_standin_model, find_bundle, read_hapt_raw
 
+pytestmark = pytest.mark.slow  # real pty streams, seconds each: `make test-fast` leaves these out
+
 SPEED = 50.0  # stream seconds per wall second: 6000 samples (2 min) stream in 2.4 s
 N_SAMPLES = 6000
 

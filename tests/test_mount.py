@@ -53,6 +53,8 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
 
     from edge.frontend import FrontEnd
 
+    from edge.frontend import FrontEnd
+
     labels = np.array([(s.experiment, s.user, s.activity, s.first, s.last) for s in HaptSource(hapt_user1_dir).segments()])
     stream, ends = FrontEnd(FrontEndConfig()).push(read_hapt_raw(hapt_user1_dir))  # (k, 128, 9) experiment 1
     transitions = labels[(labels[:, 0] == 1) & (labels[:, 2] >= 7)]  # sit-to-stand, lie-to-sit, ...

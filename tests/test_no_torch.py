@@ -53,6 +53,7 @@ def test_every_edge_module_imports_without_torch():
     assert "ATTEMPTS [] LOADED []" in result.stdout
 
 
+@pytest.mark.slow
 def test_replay_and_run_never_import_torch(bundle_dir, hapt_recording, tmp_path):
     from firmware_bridge.simulate import VirtualDevice
 

@@ -89,6 +89,7 @@ def test_a_recognised_transition_holds_the_posture_on_a_real_recording(hapt_zip)
     of the error every model makes: each sitting window reads as STANDING (0.6 against 0.3), while a window
     centred in a postural transition reads as that transition. The posture the transition names is shown."""
     from edge.postprocess import TRANSITION_POSTURE
+
     from training.streamed import HaptRecordings, window_classes
 
     recording = HaptRecordings(hapt_zip).of_user(1)[0]

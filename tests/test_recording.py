@@ -8,8 +8,9 @@ import struct
 import pytest
 
 from firmware_bridge.protocol import Sample, encode_hello, encode_sample
-from edge.frontend import CLASSES
 from firmware_bridge.recording import RecordingError, read_recording, write_recording_csv
+
+from edge.frontend import CLASSES
 
 
 def f32(x: float) -> float:

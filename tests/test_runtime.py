@@ -77,7 +77,8 @@ def test_chunking_does_not_change_results(model, raw, block):
     full = sample_block(raw)
     source.seq, source.t_us, source.raw = full.seq, full.t_us, full.raw
     _, pieces = run(model, list(source))
-    strip = lambda rs: [(r["sample_end"], r["label"], r["raw_label"], r["confidence"], r["probs"]) for r in rs]
+    def strip(rows):
+        return [(r["sample_end"], r["label"], r["raw_label"], r["confidence"], r["probs"]) for r in rows]
     assert strip(pieces) == strip(whole)
 
 

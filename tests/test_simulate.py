@@ -109,6 +109,7 @@ def test_text_mode(walk):
         assert got.values() == pytest.approx(sent.values(), rel=1e-5, abs=1e-6)
 
 
+@pytest.mark.slow
 def test_disconnect_reconnect_moves_the_link(walk, tmp_path):
     link = tmp_path / "serial" / "by-id" / "usb-HAR_IMU-if00"
     dev = VirtualDevice(walk, Faults(disconnect_every=4.0, disconnect_for=1.0), speed=50, link=link)
@@ -208,6 +209,7 @@ def test_cli_simulate_prints_the_pty_and_ends_with_the_recording(walk, tmp_path)
     assert decoder.counters.lost_samples == 200 - len(samples) - (199 - samples[-1].seq) - samples[0].seq
 
 
+@pytest.mark.slow
 def test_cli_errors_are_messages_not_tracebacks(tmp_path):
     for args, message in ([["simulate", str(tmp_path / "none.csv")], "no such file"],
                           [["simulate", str(tmp_path)], "is a directory"],

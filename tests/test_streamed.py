@@ -14,6 +14,8 @@ from training.config import load_train_config
 from training.cv import cross_validate
 from training.streamed import HaptRecordings, bouts, pooled, score_user, stream_run, window_classes
 
+pytestmark = pytest.mark.slow  # trains fold models and streams recordings (tens of seconds): `make test-fast` leaves these out
+
 torch.set_num_threads(1)
 USERS = [1, 3, 5, 6]
 
@@ -46,7 +48,7 @@ def test_every_user_is_streamed_once_by_the_model_that_never_saw_them(run, recor
     out, summary = run
     streams = stream_run(out, recordings, log=lambda m: None)
     assert sorted(user for _, user, _, _ in streams) == USERS  # each once
-    for fold, user, streamed, model in streams:
+    for fold, user, streamed, _model in streams:
         assert user in summary["per_fold"][fold]["val_subjects"]
         assert [s.recording.experiment for s in streamed] == sorted(s.recording.experiment for s in streamed)
         assert all(s.recording.user == user for s in streamed) and len(streamed) == 2

@@ -17,6 +17,8 @@ from training.metrics import classification_report
 from training.models import VARIANTS, create_model
 from training.train import fit, load_windows, lr_factor, split_subjects
 
+pytestmark = pytest.mark.slow  # trains real models (seconds each): `make test-fast` leaves these out
+
 torch.set_num_threads(1)
 
 SUBJECTS = [1, 3, 5]
@@ -51,7 +53,7 @@ def test_loss_goes_down_on_real_windows(windows):
 
     start = probe_loss()
     model.train()
-    for step in range(30):
+    for _ in range(30):
         idx = torch.randint(0, len(X), (32,))
         loss, _ = model.training_loss(X[idx], y[idx])
         optimizer.zero_grad()
@@ -267,6 +269,7 @@ def test_cli_fit_end_to_end(hapt_zip, tmp_path, capsys):
 
 def test_align_mount_stores_the_mount_and_aligns_every_subject_by_its_own_reference(windows, tmp_path):
     from edge.mount import MountConfig, align_by_subject, canonical_direction, reference_direction
+
     from training.checkpoint import read_checkpoint
     from training.data import checkpoint_inputs
 
@@ -293,6 +296,7 @@ def test_mount_unaligned_fraction_feeds_some_windows_as_an_uncalibrated_device_s
     """With align_mount and mount_unaligned_fraction=0.5, every training batch is a mix: each window either
     rotated by its wearer's reference or as recorded (both normalized with the same statistics)."""
     from edge.mount import MountConfig, align_by_subject
+
     from training.checkpoint import read_checkpoint
     from training.models import create_model
 

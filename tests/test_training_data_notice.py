@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from export.cli import HAPT_NOTICE, OWN_DATA_NOTICE, training_data
 from training.datasets import MANIFEST
+
+from export.cli import HAPT_NOTICE, OWN_DATA_NOTICE, training_data
 
 REPO = Path(__file__).resolve().parent.parent
 

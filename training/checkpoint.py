@@ -118,7 +118,7 @@ def head_keys(model_config: dict) -> list[str]:
     return [k for k in a if a[k].shape != b[k].shape]
 
 
-def init_from_checkpoint(path: str | Path, classes) -> tuple[object, dict, str]:
+def init_from_checkpoint(path: str | Path, classes) -> tuple[torch.nn.Module, dict, str]:
     """-> (model with the checkpoint's weights for `classes`, checkpoint, what was done, in words).
 
     Same classes in the same order: every weight is kept. Otherwise the head is replaced: its rows for

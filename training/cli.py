@@ -106,15 +106,16 @@ def _evaluate(args) -> None:
 
 
 def main(argv=None) -> int:
-    from training.checkpoint import CheckpointError
-    from training.config import ConfigError
-    from training.models import ModelConfigError
+    from firmware_bridge.recording import RecordingError
 
     from edge.bundle import BundleError
     from edge.inference import InferenceError
     from edge.mount import MountError
-    from firmware_bridge.recording import RecordingError
+
+    from training.checkpoint import CheckpointError
+    from training.config import ConfigError
     from training.data import DataError
+    from training.models import ModelConfigError
 
     args = _parser().parse_args(argv)
     try:

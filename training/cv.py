@@ -38,7 +38,7 @@ def cross_validate(config: TrainConfig, out_dir: str | Path) -> dict:
     folds = subject_folds(np.unique(windows.subject), config.folds, config.seed)
 
     per_fold, y_true, y_pred = [], [], []
-    for i, (train_subjects, val_subjects) in enumerate(folds):
+    for i, (_train_subjects, val_subjects) in enumerate(folds):
         fold_config = replace(config, val_subjects=list(val_subjects), val_fold=0)
         metrics = fit(fold_config, out_dir / f"fold_{i}", windows=windows, train_windows=train_windows)
         confusion = np.asarray(metrics["val"]["confusion"])  # (6, 6) true x predicted

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from firmware_bridge.recording import HAPT_ARCHIVE, data_root
+
 from edge.frontend import CHANNELS, CLASSES
 from edge.mount import MountConfig, align_by_subject
-from firmware_bridge.recording import HAPT_ARCHIVE, data_root
 
 # UCI-HAR's split: the 21 training users (their raw recordings are in ../shared/data) and the 9
 # test users held back for final judgement outside this project.
@@ -54,11 +55,11 @@ class WindowSet:
     def __len__(self) -> int:
         return len(self.y)
 
-    def select(self, mask: np.ndarray) -> "WindowSet":
+    def select(self, mask: np.ndarray) -> WindowSet:
         return WindowSet(self.X[mask], self.y[mask], self.subject[mask], self.experiment[mask],
                          self.start[mask], self.classes, self.channels)
 
-    def of_subjects(self, subjects) -> "WindowSet":
+    def of_subjects(self, subjects) -> WindowSet:
         return self.select(np.isin(self.subject, list(subjects)))
 
 
@@ -78,7 +79,7 @@ def normalize(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return ((X - mean) / std).astype(np.float32)
 
 
-def checkpoint_inputs(windows: "WindowSet", checkpoint: dict) -> np.ndarray:
+def checkpoint_inputs(windows: WindowSet, checkpoint: dict) -> np.ndarray:
     """Windows as a checkpoint's model expects them: mount-aligned per subject (each wearer calibrated on
     their own moving windows) when the checkpoint was trained so, then normalized -> (N, 128, 9) float32."""
     X = windows.X

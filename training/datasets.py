@@ -28,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.frontend import CHANNELS, CLASSES, FrontEndConfig, filter_recording
 from firmware_bridge.protocol import SEQ_MODULO
 from firmware_bridge.recording import HaptSource, RecordingError, check_label, read_recording
+
+from edge.frontend import CHANNELS, CLASSES, FrontEndConfig, filter_recording
+
 from training.data import DataError, WindowSet
 
 MANIFEST = "manifest.csv"
@@ -306,7 +308,8 @@ def cut_windows(streams: list[LabelledStream], classes: tuple[str, ...], size: i
             parts["experiment"].append(np.full(len(starts), stream.experiment))
             parts["start"].append(starts)
     if not parts["X"]:
-        return WindowSet(np.zeros((0, size, len(CHANNELS)), np.float32), *(np.zeros(0, np.int64) for _ in range(4)),
+        none = np.zeros(0, np.int64)  # (0,)
+        return WindowSet(np.zeros((0, size, len(CHANNELS)), np.float32), none, none.copy(), none.copy(), none.copy(),
                          classes)
     return WindowSet(np.concatenate(parts["X"]).astype(np.float32), np.concatenate(parts["y"]).astype(np.int64),
                      np.concatenate(parts["subject"]).astype(np.int64),

@@ -16,6 +16,7 @@ import numpy as np
 
 from edge.frontend import FrontEndConfig
 from edge.mount import MountConfig, align_by_subject
+
 from training.data import DataError, normalize
 from training.datasets import dataset_kind, load_dataset
 from training.metrics import classification_report, confusion_text, plot_confusion

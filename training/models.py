@@ -152,7 +152,7 @@ class LargeKernelConv1d(nn.Module):
         super().__init__()
         self.depthwise = nn.Conv1d(channels, channels, kernel_size,
                                    padding=_same_padding(kernel_size), groups=channels)
-        self.norm = nn.BatchNorm1d(channels)
+        self.norm: nn.Module = nn.BatchNorm1d(channels)  # nn.Identity once fused
 
     def forward(self, x):                  # x (B, C, T)
         return self.norm(self.depthwise(x))  # (B, C, T)
@@ -170,7 +170,7 @@ class ConvBranch(nn.Module):
     def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
         super().__init__()
         self.conv = DepthwiseSeparableConv1d(channels, channels, kernel_size, dilation)
-        self.norm = nn.BatchNorm1d(channels)
+        self.norm: nn.Module = nn.BatchNorm1d(channels)  # nn.Identity once fused
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):                  # x (B, C, T)
@@ -224,7 +224,7 @@ class ModernTCNBlock(nn.Module):
         self.pre_norm = nn.BatchNorm1d(channels) if pre_norm else nn.Identity()
         self.multi_conv1 = MultiScaleConvBlock(channels, kernel_sizes, dilation, dropout)
         self.conv2 = DepthwiseSeparableConv1d(channels, channels, max(kernel_sizes), dilation)
-        self.norm2 = nn.BatchNorm1d(channels)
+        self.norm2: nn.Module = nn.BatchNorm1d(channels)  # nn.Identity once fused
         self.dropout2 = nn.Dropout(dropout)
         self.drop_path = DropPath(drop_path)
 
@@ -378,7 +378,9 @@ class Encoder(nn.Module):
         for i, norm in enumerate(self.norms):
             if isinstance(norm, nn.BatchNorm1d):
                 _check_fusable(self)
-                self.convs[i] = fuse_conv_bn_eval(self.convs[i], norm)
+                conv = self.convs[i]
+                assert isinstance(conv, nn.Conv1d)
+                self.convs[i] = fuse_conv_bn_eval(conv, norm)
                 self.norms[i] = nn.Identity()
 
 
@@ -408,7 +410,9 @@ class Decoder(nn.Module):
         for i, norm in enumerate(self.norms):
             if isinstance(norm, nn.BatchNorm1d):
                 _check_fusable(self)
-                self.deconvs[i] = fuse_conv_bn_eval(self.deconvs[i], norm, transpose=True)
+                deconv = self.deconvs[i]
+                assert isinstance(deconv, nn.ConvTranspose1d)
+                self.deconvs[i] = fuse_conv_bn_eval(deconv, norm, transpose=True)
                 self.norms[i] = nn.Identity()
 
 
@@ -662,8 +666,8 @@ def model_summary(model: nn.Module) -> dict:
     """params: parameters of the classification path (what ships); params_train: all, incl. auxiliary
     heads / decoder; macs: multiply-accumulates per window of the classification path (batch 1);
     receptive_field: theoretical, in samples."""
-    config: ModelConfig = model.config
-    path = model.classifier_module()
+    config: ModelConfig = model.config  # type: ignore[assignment]  # every registry model has one (torch types it Tensor | Module)
+    path: nn.Module = model.classifier_module()  # type: ignore[operator]  # likewise
     return {
         "params": sum(p.numel() for p in path.parameters()),
         "params_train": sum(p.numel() for p in model.parameters()),

@@ -20,6 +20,7 @@ import random
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +30,17 @@ from tqdm import tqdm
 
 from edge.frontend import FrontEndConfig
 from edge.mount import MountConfig, align_by_subject, canonical_direction, subject_references
+
 from training.augment import WindowAugmentation
-from training.checkpoint import (STATE_FILE, init_from_checkpoint, init_path, make_checkpoint, read_training_state,
-                                 save_checkpoint, save_training_state)
+from training.checkpoint import (
+    STATE_FILE,
+    init_from_checkpoint,
+    init_path,
+    make_checkpoint,
+    read_training_state,
+    save_checkpoint,
+    save_training_state,
+)
 from training.config import ConfigError, TrainConfig
 from training.data import WindowSet, fit_normalization, normalize, subject_folds
 from training.datasets import load_dataset_hops
@@ -218,7 +227,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     augment = WindowAugmentation(mean, std, config.seed, max_degrees=config.rotate_degrees,
                                  intensity=config.intensity_scale)
     history: list[dict] = []
-    best = {"score": -1.0, "epoch": 0, "state": None}
+    best: dict[str, Any] = {"score": -1.0, "epoch": 0, "state": None}
     first_epoch = 1
     if state is not None:  # everything the next epoch depends on, as it was after the saved one
         model.load_state_dict(state["model"])
@@ -249,7 +258,7 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
                 xb = augment(xb)  # (b, 128, 9) the same movements, other mounting angle or vigour
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
             with autocast:
-                loss, parts = model.training_loss(xb, yb)
+                loss, parts = model.training_loss(xb, yb)  # type: ignore[operator]  # every registry model has it (torch types attributes Tensor | Module)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:

@@ -13,9 +13,11 @@ from dataclasses import replace
 
 import numpy as np
 
+from firmware_bridge.recording import HaptSource
+
 from edge.frontend import CLASSES, FrontEndConfig, filter_recording
 from edge.postprocess import TRANSITION_POSTURE
-from firmware_bridge.recording import HaptSource
+
 from training.data import WindowSet
 
 TRANSITION_NAMES = tuple(TRANSITION_POSTURE)  # HAPT activities 7-12, in their id order
@@ -57,6 +59,8 @@ def load_transition_windows(path, subjects=None, config: FrontEndConfig = FrontE
 def with_transitions(device_windows: WindowSet, train_windows: WindowSet, path, subjects=None):
     """(validation windows, training windows) with the 12 class names; transition windows join training only."""
     transitions = load_transition_windows(path, subjects)
-    joined = WindowSet(*(np.concatenate([getattr(train_windows, k), getattr(transitions, k)])
-                         for k in ("X", "y", "subject", "experiment", "start")), classes=ALL_CLASSES)
+    def both(name: str) -> np.ndarray:
+        return np.concatenate([getattr(train_windows, name), getattr(transitions, name)])
+
+    joined = WindowSet(both("X"), both("y"), both("subject"), both("experiment"), both("start"), classes=ALL_CLASSES)
     return replace(device_windows, classes=ALL_CLASSES), joined
