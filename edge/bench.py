@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from firmware_bridge.recording import HAPT_ARCHIVE, data_root
+from firmware_bridge.recording import HAPT_ARCHIVE, Recording, data_root
 
 from edge.frontend import FrontEnd
-from edge.model import load_model
+from edge.model import Model, load_model
 from edge.paths import EXAMPLE_RECORDING
 from edge.pipeline import Pipeline, StageTimers
 from edge.timing import stats_ms

@@ -45,8 +45,9 @@ if TYPE_CHECKING:  # the commands import what they need when they run (a fast --
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
 
     from edge.enroll import Profile
+    from edge.model import Model
     from edge.mount import MountCalibration
-    from edge.runtime import Model, Pipeline
+    from edge.pipeline import Pipeline
     from edge.sinks import Sink
 
 EXIT_USAGE = 2
@@ -428,7 +429,7 @@ def _resolve_port(args: argparse.Namespace) -> None:
 
 # -- commands -------------------------------------------------------------------------------------
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from edge.loop import run_loop
     from edge.model import load_model
     from edge.pipeline import Pipeline
@@ -448,7 +449,7 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_replay(args) -> int:
+def cmd_replay(args: argparse.Namespace) -> int:
     from edge.loop import format_counters, run_loop
     from edge.model import load_model
     from edge.pipeline import Pipeline

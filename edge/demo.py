@@ -96,7 +96,7 @@ def run_demo(args: argparse.Namespace, smoothing: SmoothingConfig, make_sinks: C
     return summary
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict[str, Any]) -> None:
     from edge.loop import format_counters
 
     print("\n== summary ==")

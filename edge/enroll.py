@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 
     from edge.bundle import Bundle
-    from edge.inference import FeatureSession
+    from edge.model import FeatureSession
     from edge.sources import ByteChunk, LinkEvent
 
 PROFILE_FORMAT = "har-profile/1"

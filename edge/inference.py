@@ -19,7 +19,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -134,22 +134,6 @@ def dequantize(q: np.ndarray, spec: TensorSpec) -> np.ndarray:
     y -= np.float32(spec.zero_point)
     y *= np.float32(spec.scale)
     return y
-
-
-class Session(Protocol):
-    """What the pipeline calls on an inference session: TFLiteSession, OnnxSession, or a stand-in."""
-
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        """(k, 128, 9) float32 normalized windows -> logits (k, C)."""
-        ...
-
-
-class FeatureSession(Session, Protocol):
-    """A session of a bundle with the features output (har-bundle/2): what a wearer profile needs."""
-
-    def predict_with_features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """-> (logits (k, C), features (k, F)), from one run of the model (wearer enrolment)."""
-        ...
 
 
 class _Session:

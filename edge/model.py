@@ -35,8 +35,12 @@ class Session(Protocol):
         """windows (k, 128, 9) float32 normalized -> logits (k, C)."""
         ...
 
+
+class FeatureSession(Session, Protocol):
+    """A session of a bundle with the features output (har-bundle/2): what a wearer profile needs."""
+
     def predict_with_features(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """windows (k, 128, 9) -> logits (k, C), penultimate features (k, F); needed only with a wearer profile."""
+        """windows (k, 128, 9) -> logits (k, C), penultimate features (k, F), from one run of the model."""
         ...
 
 

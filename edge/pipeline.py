@@ -25,7 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Log
 
     from edge.enroll import Profile
+    from edge.model import FeatureSession
     from edge.sinks import RecordingSink
 
 _NO_WINDOWS = np.zeros((0, 128, 9), dtype=np.float32)
@@ -336,7 +337,9 @@ class Pipeline:
             with self.timers.stage("inference", len(x)):
                 return np.asarray(self.model.session.predict(x))  # (k, C)
         with self.timers.stage("inference", len(x)):
-            logits, features = self.model.session.predict_with_features(x)  # (k, C), (k, F)
+            # A profile is only loaded for a bundle with the features output (edge.enroll.load_profile checks).
+            session = cast("FeatureSession", self.model.session)
+            logits, features = session.predict_with_features(x)  # (k, C), (k, F)
         with self.timers.stage("profile", len(x)):
             aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
             return self.profile.apply(logits, features, aligned, self.aligned_flags)  # (k, C)

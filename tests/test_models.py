@@ -6,8 +6,17 @@ import torch
 import torch.nn as nn
 
 from training.models import (
-    VARIANTS, BiLMClassifier, ModelConfig, ModelConfigError, PhysicsModernTCNHAR, count_macs,
-    create_model, list_models, model_summary, receptive_field, register_model,
+    VARIANTS,
+    BiLMClassifier,
+    ModelConfig,
+    ModelConfigError,
+    PhysicsModernTCNHAR,
+    count_macs,
+    create_model,
+    list_models,
+    model_summary,
+    receptive_field,
+    register_model,
 )
 
 torch.set_num_threads(1)

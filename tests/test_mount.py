@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import read_hapt_raw, sample_block
 from scipy.spatial.transform import Rotation
 
 from edge.frontend import FrontEndConfig
@@ -26,8 +27,6 @@ from edge.mount import (
 from edge.pipeline import Pipeline
 
 from training.datasets import load_dataset
-
-from helpers import read_hapt_raw, sample_block
 
 WALKING, SITTING, LAYING = 0, 3, 5
 CANONICAL = (0.979, -0.185, -0.086)  # about the HAPT wearers' mean walking gravity direction
@@ -53,7 +52,6 @@ def test_moving_windows_are_the_walking_ones(user1, hapt_user1_dir):
 
     from edge.frontend import FrontEnd
 
-    from edge.frontend import FrontEnd
 
     labels = np.array([(s.experiment, s.user, s.activity, s.first, s.last) for s in HaptSource(hapt_user1_dir).segments()])
     stream, ends = FrontEnd(FrontEndConfig()).push(read_hapt_raw(hapt_user1_dir))  # (k, 128, 9) experiment 1

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from helpers import REPO
 
 GUARD = textwrap.dedent("""
