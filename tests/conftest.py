@@ -7,9 +7,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import SHIPPED_BUNDLE, TINY_BUNDLE, find_bundle
 
 from firmware_bridge.recording import HAPT_ARCHIVE, data_root
+
+from helpers import SHIPPED_BUNDLE, TINY_BUNDLE, find_bundle
 
 UCI_SUBSET = "UCI_HAR_subset_train_4sigdig.zip"
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware_bridge.protocol import Sample
+from firmware_bridge.protocol import SEQ_MODULO, Sample
 from firmware_bridge.recording import (
     HAPT_ACTIVITIES,
     HaptSource,
@@ -20,7 +20,6 @@ from firmware_bridge.recording import (
 )
 
 from edge.frontend import FrontEndConfig
-from edge.gaps import SEQ_MODULO
 from edge.model import Model
 from edge.sources import SampleBlock
 

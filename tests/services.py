@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from helpers import REPO
 
 STARTUP_S = 20.0  # how long a service may take to come up before the test fails (a slow, shared CI machine)

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHIPPED_BUNDLE, TINY_BUNDLE
 
 from edge.bundle import SCHEMA_VERSION, BundleError, load_bundle, sha256_file
 from edge.frontend import CHANNELS, FrontEndConfig
 from edge.inference import create_session
+
+from helpers import SHIPPED_BUNDLE, TINY_BUNDLE
 
 
 @pytest.fixture

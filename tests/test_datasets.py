@@ -6,7 +6,6 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import own_recordings
 
 from firmware_bridge.protocol import Sample
 from firmware_bridge.recording import HaptSource, read_recording, write_recording_csv
@@ -16,6 +15,8 @@ from edge.frontend import CLASSES, filter_recording
 from training import datasets
 from training.data import DataError
 from training.datasets import dataset_kind, label_runs, load_dataset, load_dataset_hops
+
+from helpers import own_recordings
 
 
 @pytest.fixture(scope="module")

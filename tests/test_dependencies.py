@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO
 
 # Import names of the third-party packages each layer may use (pyproject.toml: dependencies, the edge extra).

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, read_jsonl
 
 from firmware_bridge.protocol import encode_sample
 from firmware_bridge.recording import read_recording, write_recording_csv
 
 from edge.cli import main
+
+from helpers import REPO, read_jsonl
 
 
 def replay(args, capsys):

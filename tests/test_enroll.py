@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, SHIPPED_BUNDLE, TINY_BUNDLE  # TINY_BUNDLE: written by an earlier har-export, har-bundle/1
 from scipy.spatial.transform import Rotation
 
 from firmware_bridge.protocol import Sample
@@ -35,6 +34,8 @@ from edge.model import load_model
 from edge.pipeline import Pipeline
 from edge.scoring import truth_summary
 from edge.sources import RecordingSource
+
+from helpers import REPO, SHIPPED_BUNDLE, TINY_BUNDLE  # TINY_BUNDLE: written by an earlier har-export, har-bundle/1
 
 REMOUNT = Rotation.from_rotvec(np.radians(20.0) * np.array([0.0, 0.0, 1.0])).as_matrix()  # a board 20 deg off
 

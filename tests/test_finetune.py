@@ -8,13 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import own_recordings
 
 from training.checkpoint import STATE_FILE, head_keys, init_from_checkpoint, load_checkpoint
 from training.cli import main as har_train
 from training.config import ConfigError, load_train_config
 from training.datasets import load_dataset
 from training.train import fit
+
+from helpers import own_recordings
 
 torch.set_num_threads(1)
 QUICK = {"model": "tcn_tiny", "epochs": 2, "batch_size": 32, "max_batches_per_epoch": 6, "warmup_epochs": 1,

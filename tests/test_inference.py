@@ -9,10 +9,11 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY_BUNDLE
 
 from edge.bundle import load_bundle
 from edge.inference import InferenceError, create_session, dequantize, quantize
+
+from helpers import REPO, TINY_BUNDLE
 
 DATA = REPO / "tests" / "data"
 

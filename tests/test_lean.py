@@ -20,7 +20,6 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO
 from scipy import signal
 from scipy.spatial.transform import Rotation
 
@@ -36,6 +35,8 @@ from edge.replay import StreamedRecording
 from edge.scoring import window_truth
 from edge.sinks import MemorySink
 from edge.sources import ByteFileSource
+
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-from helpers import build_standin_model, find_bundle, read_hapt_raw
 
 from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Sample
 from firmware_bridge.simulate import Faults, VirtualDevice
@@ -22,6 +21,8 @@ from edge.loop import run_loop
 from edge.pipeline import Pipeline
 from edge.sinks import MemorySink
 from edge.sources import Backoff, SampleBlock, SerialSource
+
+from helpers import build_standin_model, find_bundle, read_hapt_raw
 
 pytestmark = pytest.mark.slow  # real pty streams, seconds each: `make test-fast` leaves these out
 

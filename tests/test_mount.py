@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-from helpers import read_hapt_raw, sample_block
 from scipy.spatial.transform import Rotation
 
 from edge.frontend import FrontEndConfig
@@ -27,6 +26,8 @@ from edge.mount import (
 from edge.pipeline import Pipeline
 
 from training.datasets import load_dataset
+
+from helpers import read_hapt_raw, sample_block
 
 WALKING, SITTING, LAYING = 0, 3, 5
 CANONICAL = (0.979, -0.185, -0.086)  # about the HAPT wearers' mean walking gravity direction

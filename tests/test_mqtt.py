@@ -16,12 +16,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
 
 from firmware_bridge.recording import read_recording
 
 from edge.cli import main
 
+from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
 from services import Mosquitto, Output, Subscriber, free_port, har_edge, need, stop, wait_until
 
 SPEED = 20.0  # stream seconds per wall second

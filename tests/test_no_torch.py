@@ -12,6 +12,7 @@ import sys
 import textwrap
 
 import pytest
+
 from helpers import REPO
 
 GUARD = textwrap.dedent("""

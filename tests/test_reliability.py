@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-from helpers import REPO
 
 from firmware_bridge.protocol import Sample
 from firmware_bridge.recording import read_recording, write_recording_csv
@@ -21,6 +20,8 @@ from firmware_bridge.simulate import VirtualDevice
 
 from edge.mount import MountCalibration, MountConfig, MountError
 from edge.sinks import JsonlSink, RecordingSink
+
+from helpers import REPO
 
 RATE_HZ = 50
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import CLASSES, build_standin_model, read_hapt_raw, sample_block
 
 from edge.frontend import SlidingWindow, filter_recording
 from edge.gaps import SEQ_MODULO
@@ -20,6 +19,8 @@ from edge.postprocess import SmoothingConfig, softmax
 from edge.scoring import window_truth
 from edge.sinks import MemorySink
 from edge.sources import ByteChunk, LinkEvent, RecordingSource, SampleBlock
+
+from helpers import CLASSES, build_standin_model, read_hapt_raw, sample_block
 
 
 @pytest.fixture(scope="module")

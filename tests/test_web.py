@@ -11,11 +11,11 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
 
 from edge.cli import main
 from edge.web import Fleet, LiveServer
 
+from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
 from services import Chromium, Mosquitto, Output, har_edge, stop, wait_until
 
 LAST_END = list(range(128, 3001, 64))[-1]  # the last window of the 3000-sample excerpt
