@@ -183,6 +183,7 @@ class ConnectionReporter:
         self.connects = 0
         self.disconnects = 0
         self.connected = False
+        self.answered = False  # the first connection attempt has ended (accepted, refused or failed)
         self._last_problem: str | None = None
         self._lost_at: float | None = None
 
@@ -193,6 +194,7 @@ class ConnectionReporter:
 
     def on_connected(self, reason_code: ReasonCode, what_now: str) -> bool:
         """CONNACK: True when accepted."""
+        self.answered = True
         if reason_code.is_failure:
             hint = ""
             if reason_code in (4, 5, 134, 135):  # bad user name or password / not authorized (v3.1.1 and v5)
@@ -212,6 +214,7 @@ class ConnectionReporter:
         return True
 
     def on_connect_failed(self) -> None:
+        self.answered = True
         self._problem(f"warning: cannot connect to the MQTT broker {self.broker.url} (nothing listening, "
                       f"unreachable, unknown host or a TLS failure); {self.what}, retrying with back-off")
 
@@ -335,7 +338,9 @@ class MqttSink:
         self._closing = True
         self._publish("status", "offline", retain=True)
         deadline = time.monotonic() + self.flush_timeout_s
-        while self.queued and self.connection.connected and time.monotonic() < deadline:
+        # A short run (a replay) can end before the first connection is up (a TLS handshake): wait for it too.
+        while self.queued and (self.connection.connected or not self.connection.answered) \
+                and time.monotonic() < deadline:
             time.sleep(0.02)
         self.client.disconnect()
         self.client.loop_stop()
