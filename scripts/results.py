@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -335,7 +336,15 @@ def main() -> None:
               else bench_section())
     lines += (kept(previous, "## Streaming on held-out users", "--skip-heldout") if args.skip_heldout
               else heldout_section(args.default, summaries))
-    (DOCS / "results.md").write_text("\n".join(lines) + "\n")
+    # The page's other sections (the streamed accuracy, fleet, soak, enrolment, runtime and own-data figures)
+    # are made by their own scripts, each named in its section with its date: kept as measured, after these.
+    generated = {line for line in lines if line.startswith("## ")}
+    for heading, section in previous.items():
+        if heading not in generated:
+            lines += ["", *section] if lines[-1] else section
+    tmp = DOCS / "results.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, DOCS / "results.md")  # a failed run leaves the old page, never half a page
     print(f"wrote {DOCS / 'results.md'} in {time.time() - started:.0f} s")
 
 
