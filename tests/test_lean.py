@@ -230,3 +230,87 @@ def test_auto_precision_rule():
     assert auto_precision("aarch64", {"fp", "asimd", "crc32"})[0] == "fp32"     # Cortex-A72 (Pi 4)
     assert auto_precision("x86_64", {"avx2", "avx512_vnni"})[0] == "int8"
     assert auto_precision("x86_64", {"avx2", "fma"})[0] == "fp32"
+
+
+def _variants(tmp_path) -> dict[str, object]:
+    """The example recording written the ways a recording CSV comes: as recorded, with CRLF line ends, without
+    its label column, and without a final newline but with blank lines after the last row."""
+    text = EXAMPLE_RECORDING.read_text()
+    lines = text.splitlines()
+    unlabelled = [line.rsplit(",", 1)[0] for line in lines]
+    files = {"as recorded": text, "CRLF": "\r\n".join(lines) + "\r\n", "no label column": "\n".join(unlabelled) + "\n",
+             "blank lines at the end": "\n".join(lines) + "\n\n\r\n", "no final newline": "\n".join(lines)}
+    out = {}
+    for name, content in files.items():
+        path = tmp_path / (name.replace(" ", "_") + ".csv")
+        path.write_bytes(content.encode())
+        out[name] = path
+    return out
+
+
+@pytest.mark.parametrize("block", [1000, 4096])
+def test_streamed_recording_reads_every_form_as_read_recording(tmp_path, block):
+    for name, path in _variants(tmp_path).items():
+        recording = read_recording(path)
+        streamed = StreamedRecording(path, block=block)
+        blocks = list(streamed)
+        assert len(blocks) > 1, name  # read in blocks, not whole
+        raw = np.concatenate([b.raw for b in blocks])  # (n, 6)
+        assert np.array_equal(raw, np.array([s.values() for s in recording.samples]), equal_nan=True), name
+        assert np.concatenate([b.t_us for b in blocks]).tolist() == [s.t_us for s in recording.samples], name
+        if recording.labels is None:
+            assert streamed.labels is None, name
+        else:
+            assert streamed.labels.names() == recording.labels, name
+
+
+@pytest.mark.parametrize("change", [
+    ("a decimal seq", lambda line: "7.0" + line[line.index(","):]),
+    ("a column short", lambda line: line.split(",", 1)[1]),
+    ("a column more", lambda line: line + ",1"),
+    ("a word for a value", lambda line: line.replace(",", ",x", 3).replace(",x", ",", 2)),
+    ("an infinite value", lambda line: ",".join(line.split(",")[:2] + ["inf"] + line.split(",")[3:])),
+    ("a label that is no name", lambda line: line.rsplit(",", 1)[0] + ",not a label"),
+    ("a non-ASCII label", lambda line: line.rsplit(",", 1)[0] + ",SITTÏNG"),
+    ("a seq beyond 16 bits", lambda line: "70000" + line[line.index(","):]),
+])
+def test_streamed_recording_refuses_what_read_recording_refuses(tmp_path, change):
+    """A row the block parser does not take deep in the file: the replay says exactly what read_recording says
+    (naming the file and the line) and replays nothing of it silently."""
+    name, edit = change
+    lines = EXAMPLE_RECORDING.read_text().splitlines()
+    lines[6000] = edit(lines[6000])  # beyond the first block
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError) as expected:
+        read_recording(bad)
+    with pytest.raises(ValueError) as streamed:
+        list(StreamedRecording(bad, block=1000))
+    assert str(streamed.value) == str(expected.value), name
+    assert "line 6001" in str(streamed.value), name
+
+
+def test_window_statistics_match_numpys_mean_and_norm(example_raw):
+    """The mount's moving test and gravity directions (matrix products, einsums) against the same quantities
+    written with np.mean / np.linalg.norm / np.arccos on real windows, walking and still."""
+    from edge.frontend import FrontEnd
+    from edge.mount import MountConfig, gravity_directions, moving, rotation_onto
+
+    windows, _ = FrontEnd().push(example_raw)  # (k, 128, 9) float32, the whole recording
+    body, gravity = windows[:, :, 0:3].astype(np.float64), (windows[:, :, 6:9] - windows[:, :, 0:3]).astype(np.float64)
+    rms = np.sqrt(np.mean(np.sum(body ** 2, axis=2), axis=1))  # (k,)
+    first, last = gravity[:, :16].mean(axis=1), gravity[:, -16:].mean(axis=1)  # (k, 3)
+    cosine = np.sum(first * last, axis=1) / (np.linalg.norm(first, axis=1) * np.linalg.norm(last, axis=1))
+    config = MountConfig(canonical=(0.0, 0.0, 1.0))
+    reference = (rms > config.moving_rms_g) & (np.degrees(np.arccos(np.clip(cosine, -1, 1))) < config.max_turn_deg)
+    assert 0 < reference.sum() < len(windows)  # both kinds of window are in the recording
+    assert np.array_equal(moving(windows, config), reference)
+    mean = gravity.mean(axis=1)  # (k, 3)
+    np.testing.assert_allclose(gravity_directions(windows), mean / np.linalg.norm(mean, axis=1, keepdims=True),
+                               atol=1e-6)
+    for direction in gravity_directions(windows[reference])[:50]:
+        rotation = rotation_onto(direction, config.canonical)
+        np.testing.assert_allclose(rotation @ direction, config.canonical, atol=1e-12)
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+        axis = Rotation.from_matrix(rotation).as_rotvec()  # the smallest rotation: about their common normal
+        assert abs(axis @ direction) < 1e-9 and abs(axis @ np.asarray(config.canonical)) < 1e-9
