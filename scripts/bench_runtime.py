@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO  # noqa: E402  (the wire's counters, for the test files)
+
 EXAMPLE = REPO / "edge" / "examples" / "user01_exp01.csv"
 
 STAGES_CODE = r"""
@@ -114,7 +117,7 @@ def tiled_recording(path: Path, minutes: float) -> Path:
         out.write(header + "\n")
         for i in range(n):
             _, _, rest = rows[i % len(rows)].split(",", 2)
-            out.write(f"{i % 65536},{(i * 20000) % 2**32},{rest}\n")
+            out.write(f"{i % SEQ_MODULO},{(i * 20000) % T_US_MODULO},{rest}\n")
     return path
 
 
@@ -126,7 +129,6 @@ def _cpu_s(pid: int) -> float:
 def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
     """`har-edge run` of `tree` on the virtual device at 50 Hz: CPU per sample in the steady state (from the
     first window's label to the last's, so start-up is not counted), latency, peak RSS."""
-    sys.path.insert(0, str(REPO))
     from firmware_bridge.simulate import VirtualDevice
 
     link = workdir / f"imu-{tree.name}-{precision}"
@@ -173,11 +175,18 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
             "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
+# Both trees with the post-processing the runtime ships with now (no smoother, no "uncertain" floor): the
+# defaults changed after `before`, and this compares the pipeline, not the defaults.
+SAME_POSTPROCESSING = ["--smoothing", "none", "--threshold", "0"]
+
+
 def labels_of(tree: Path, recording: Path, precision: str, out: Path) -> list[tuple]:
+    """(sample_end, label, raw_label, probs) of every window of a replay."""
     subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(recording), "--quiet", "--precision", precision,
-                    "--jsonl", str(out)], cwd=tree, env=env_for(tree), check=True, stderr=subprocess.DEVNULL)
-    return [(r["sample_end"], r["label"], r["raw_label"]) for r in map(json.loads, out.read_text().splitlines())
-            if "sample_end" in r]
+                    *SAME_POSTPROCESSING, "--jsonl", str(out)], cwd=tree, env=env_for(tree), check=True,
+                   stderr=subprocess.DEVNULL)
+    return [(r["sample_end"], r["label"], r["raw_label"], r["probs"])
+            for r in map(json.loads, out.read_text().splitlines()) if "sample_end" in r]
 
 
 def main() -> int:
@@ -252,8 +261,9 @@ def main() -> int:
                 for precision in ("int8", "fp32"):
                     a = labels_of(before, path, precision, work / "a.jsonl")
                     b = labels_of(REPO, path, precision, work / "b.jsonl")
-                    parity[f"{name} {precision}"] = {"windows": len(a), "differing": sum(x != y for x, y in zip(a, b))
-                                                     + abs(len(a) - len(b))}
+                    parity[f"{name} {precision}"] = {
+                        "windows": len(a), "differing": sum(x[:3] != y[:3] for x, y in zip(a, b)) + abs(len(a) - len(b)),
+                        "max_prob_difference": max(abs(x[3][c] - y[3][c]) for x, y in zip(a, b) for c in x[3])}
             figures["labels"] = parity
 
         if "live" in parts and args.live_seconds > 0:
@@ -277,9 +287,11 @@ def report(f: dict) -> str:
     if "stages_us_per_window" in f:
         lines += stage_lines(f["stages_us_per_window"])
     if "labels" in f:
-        lines += ["", "labels, before vs after (sample_end, label, raw_label of every window)"]
+        lines += ["", "labels, before vs after (sample_end, label, raw_label of every window; both with "
+                  + " ".join(SAME_POSTPROCESSING) + ")"]
         for name, row in f["labels"].items():
-            lines.append(f"  {name:<30s} {row['windows']:5d} windows, {row['differing']} differ")
+            lines.append(f"  {name:<30s} {row['windows']:5d} windows, {row['differing']} differ; largest probability "
+                         f"difference {row.get('max_prob_difference', float('nan')):.1e}")
     if "live" in f:
         lines += live_lines(f["live"])
     return "\n".join(lines)
