@@ -262,6 +262,9 @@ class StreamingFilter:
         return out
 
 
+_NO_ENDS = np.zeros(0, dtype=np.int64)
+
+
 class SlidingWindow:
     """Channels (n, 9) -> windows of `size` samples every `hop` samples.
 
@@ -281,17 +284,22 @@ class SlidingWindow:
 
     def push(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         channels = np.asarray(channels, dtype=np.float32)
+        n = len(channels)
         buffer_start = self._seen - len(self._buffer)  # stream index of self._buffer[0]
-        extended = np.concatenate([self._buffer, channels], axis=0)  # (b+n, 9)
-        self._seen += len(channels)
-        # Window ends that became complete with this chunk: size + m*hop in (seen-n, seen].
-        first_m = max(0, -((-(self._seen - len(channels) + 1 - self.size)) // self.hop))
-        ends = np.arange(self.size + first_m * self.hop, self._seen + 1, self.hop, dtype=np.int64)
-        if len(ends):
-            views = np.lib.stride_tricks.sliding_window_view(extended, self.size, axis=0)  # (b+n-size+1, 9, size)
-            windows = views[ends - self.size - buffer_start].transpose(0, 2, 1).copy()   # (k, size, 9)
+        extended = np.concatenate([self._buffer, channels], axis=0) if len(self._buffer) else channels  # (b+n, 9)
+        self._seen += n
+        # Window ends that became complete with this chunk: size + m*hop in (seen-n, seen]; plain ints, as
+        # this runs for every chunk a live port delivers.
+        first_m = max(0, -((-(self._seen - n + 1 - self.size)) // self.hop))
+        first_end = self.size + first_m * self.hop
+        if first_end <= self._seen:
+            ends = np.arange(first_end, self._seen + 1, self.hop, dtype=np.int64)  # (k,)
+            starts = (ends - self.size - buffer_start).tolist()
+            windows = np.empty((len(starts), self.size, self.n_channels), dtype=np.float32)  # (k, size, 9)
+            for i, start in enumerate(starts):
+                windows[i] = extended[start:start + self.size]
         else:
-            windows = np.zeros((0, self.size, self.n_channels), dtype=np.float32)
+            ends, windows = _NO_ENDS, np.zeros((0, self.size, self.n_channels), dtype=np.float32)
         keep = min(len(extended), self.size - 1)
         self._buffer = extended[len(extended) - keep:].copy()
         return windows, ends

@@ -3,6 +3,7 @@
     for each item the source gives:                 read (edge/sources.py)
         results = pipeline.process(item)            decode .. post-process (edge/pipeline.py)
         every sink <- results, then status events   emit (edge/sinks.py)
+        a live source <- when the next window is due   pace (edge/sources.py: reads in batches until then)
         every report_every_s: counters -> stderr and the sinks that publish them
     until the source ends, stop() says so, or SIGINT: close the source, give the sinks the last counters,
     close (flush) them, print the final counters.
@@ -103,10 +104,13 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
     say = report or _to_stderr
     reports = CounterReports(pipeline, sinks, say, report_every_s)
     interrupted = False
+    pace = getattr(source, "hold_until", None)  # SerialSource: no need to wake per frame before a window is due
     try:
         for item in source:  # read
             results = pipeline.process(item)  # decode, gaps, filter, window, align, normalize, infer, smooth
             emit(sinks, results, pipeline.status.take())
+            if pace is not None:
+                pace(pipeline.next_window_due())
             reports.when_due()
             if stop is not None and stop():
                 break

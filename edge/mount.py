@@ -59,6 +59,11 @@ class MountConfig:
         object.__setattr__(self, "canonical", tuple(float(v) for v in canonical / np.linalg.norm(canonical)))
         object.__setattr__(self, "min_windows", int(self.min_windows))
 
+    @property
+    def max_turn_cos(self) -> float:
+        """cos(max_turn_deg): `moving` compares cosines (no arccos per window)."""
+        return math.cos(math.radians(self.max_turn_deg))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"canonical": list(self.canonical)}
 
@@ -72,29 +77,57 @@ class MountConfig:
                              '{"canonical": [x, y, z], "moving_rms_g": g, "max_turn_deg": d, "min_windows": n}') from None
 
 
-# np.mean and np.linalg.norm are written out below as the reductions they run (sum / count,
-# sqrt(sum(x*x))): the same numbers bit for bit, without their Python wrappers, which cost more than the
-# arithmetic on one window (the live path calls these once per window).
+# The per-window statistics below are reductions written as matrix products and einsums: on one window
+# numpy's per-call cost is most of the time (the live path computes them once per window).
+
+def _selector(length: int) -> np.ndarray:
+    """(3, length) float32 rows summing a window's first 16, last 16 and all samples."""
+    selector = np.zeros((3, length), np.float32)
+    selector[0, :16] = selector[1, -16:] = selector[2] = 1.0
+    return selector
+
+
+_SELECTORS: dict[int, np.ndarray] = {}
+
+
+def window_statistics(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 128, 9) un-normalized windows -> body-acceleration RMS magnitude (N,), and gravity (total_acc -
+    body_acc) summed over the first 16, the last 16 and all samples (N, 3, 3) float64, from one matrix product."""
+    length = windows.shape[1]
+    selector = _SELECTORS.get(length)
+    if selector is None:
+        selector = _SELECTORS[length] = _selector(length)
+    sums = np.matmul(selector, windows).astype(np.float64)  # (N, 3, 9)
+    gravity = sums[..., 6:9] - sums[..., 0:3]  # (N, 3, 3)
+    body = windows[:, :, 0:3]
+    rms = np.sqrt(np.einsum("ntc,ntc->n", body, body, dtype=np.float64) / length)  # (N,)
+    return rms, gravity
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """(N, 3) -> (N, 3) unit vectors (a zero vector stays zero)."""
+    norm = np.sqrt(np.einsum("nc,nc->n", vectors, vectors))[:, None]  # (N, 1)
+    unit: np.ndarray = vectors / np.maximum(norm, 1e-9)
+    return unit
+
+
+def _moving(rms: np.ndarray, gravity: np.ndarray, config: MountConfig) -> np.ndarray:
+    first, last = gravity[:, 0], gravity[:, 1]  # (N, 3) each
+    norms = np.sqrt(np.einsum("nc,nc->n", first, first) * np.einsum("nc,nc->n", last, last))  # (N,)
+    cosine = np.einsum("nc,nc->n", first, last) / np.maximum(norms, 1e-12)  # (N,)
+    mask: np.ndarray = (rms > config.moving_rms_g) & (cosine > config.max_turn_cos)
+    return mask
+
 
 def gravity_directions(windows: np.ndarray) -> np.ndarray:
     """(N, 128, 9) un-normalized windows -> (N, 3) unit mean gravity direction (total_acc - body_acc)."""
-    gravity = ((windows[:, :, 6:9] - windows[:, :, 0:3]).sum(axis=1) / windows.shape[1]).astype(np.float64)  # (N, 3)
-    norm = np.sqrt(np.add.reduce(gravity * gravity, axis=1, keepdims=True))  # (N, 1)
-    directions: np.ndarray = gravity / np.maximum(norm, 1e-9)
-    return directions
+    return _unit(window_statistics(windows)[1][:, 2])
 
 
 def moving(windows: np.ndarray, config: MountConfig) -> np.ndarray:
     """(N, 128, 9) -> (N,) bool: body-acceleration RMS above moving_rms_g and gravity turning less than
     max_turn_deg between the window's first and last 16 samples (walking, not a posture change)."""
-    body = windows[:, :, 0:3].astype(np.float64)  # (N, 128, 3)
-    rms = np.sqrt((body ** 2).sum(axis=2).sum(axis=1) / windows.shape[1])  # (N,)
-    gravity = (windows[:, :, 6:9] - windows[:, :, 0:3]).astype(np.float64)  # (N, 128, 3)
-    first, last = gravity[:, :16].sum(axis=1) / 16, gravity[:, -16:].sum(axis=1) / 16  # (N, 3) each
-    norms = np.sqrt(np.add.reduce(first * first, axis=1)) * np.sqrt(np.add.reduce(last * last, axis=1))  # (N,)
-    cosine = np.add.reduce(first * last, axis=1) / np.maximum(norms, 1e-12)  # (N,)
-    mask: np.ndarray = (rms > config.moving_rms_g) & (cosine > np.cos(np.radians(config.max_turn_deg)))
-    return mask
+    return _moving(*window_statistics(windows), config)
 
 
 def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray | None:
@@ -107,22 +140,21 @@ def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray 
     return direction
 
 
-def _norm(v: np.ndarray) -> float:
-    return math.sqrt(float(v.dot(v)))  # np.linalg.norm of a vector, without its wrapper
-
-
 def rotation_matrix(rotvec: ArrayLike) -> np.ndarray:
     """(3,) rotation vector (unit axis * angle in radians) -> (3, 3) matrix, by Rodrigues' formula
-    R = I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix of the axis
-    (what scipy's Rotation.from_rotvec(v).as_matrix() gives, to 1e-15)."""
-    vector = np.asarray(rotvec, dtype=np.float64)
-    angle = _norm(vector)
+    R = I + sin(a) K + (1 - cos(a)) K^2, K the cross-product matrix of the unit axis (x, y, z)
+    (what scipy's Rotation.from_rotvec(v).as_matrix() gives, to 1e-15). Written out in Python floats:
+    nine numbers, where numpy's per-call cost would be most of the time (once per moving live window)."""
+    vx, vy, vz = (float(v) for v in np.asarray(rotvec, dtype=np.float64).reshape(3))
+    angle = math.sqrt(vx * vx + vy * vy + vz * vz)
     if angle < 1e-12:
         return np.eye(3)
-    x, y, z = (vector / angle).tolist()
-    cross = np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])  # (3, 3) K
-    matrix: np.ndarray = np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * (cross @ cross)
-    return matrix
+    x, y, z = vx / angle, vy / angle, vz / angle
+    s, c = math.sin(angle), 1.0 - math.cos(angle)
+    # K^2 = a a^T - I for a unit axis a: its diagonal is -(1 - x^2) etc., off-diagonal x y etc.
+    return np.array([[1.0 - c * (y * y + z * z), c * x * y - s * z, c * x * z + s * y],
+                     [c * x * y + s * z, 1.0 - c * (x * x + z * z), c * y * z - s * x],
+                     [c * x * z - s * y, c * y * z + s * x, 1.0 - c * (x * x + y * y)]])
 
 
 def triplet_matrix(rotation: ArrayLike) -> np.ndarray:
@@ -138,16 +170,18 @@ def triplet_matrix(rotation: ArrayLike) -> np.ndarray:
 def rotation_onto(reference: ArrayLike, canonical: ArrayLike) -> np.ndarray:
     """(3, 3) the smallest rotation that takes `reference` onto `canonical` (both unit 3-vectors): about
     their common normal by the angle between them (a rotation vector; 10x faster than align_vectors)."""
-    reference, canonical = np.asarray(reference, float), np.asarray(canonical, float)
-    (rx, ry, rz), (cx, cy, cz) = reference.tolist(), canonical.tolist()
-    axis = np.array([ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx])  # (3,) reference x canonical
-    sine = _norm(axis)  # |axis| = sin(angle)
-    angle = math.atan2(sine, float(reference @ canonical))
+    rx, ry, rz = (float(v) for v in np.asarray(reference, dtype=np.float64).reshape(3))
+    cx, cy, cz = (float(v) for v in np.asarray(canonical, dtype=np.float64).reshape(3))
+    ax, ay, az = ry * cz - rz * cy, rz * cx - rx * cz, rx * cy - ry * cx  # reference x canonical
+    sine = math.sqrt(ax * ax + ay * ay + az * az)  # |axis| = sin(angle)
+    angle = math.atan2(sine, rx * cx + ry * cy + rz * cz)
     if sine < 1e-12:  # parallel (or, never on a worn board, opposite): no unique normal
         if angle < 1.0:
             return np.eye(3)
-        axis = np.cross(reference, np.eye(3)[int(np.argmin(np.abs(reference)))])
-    return rotation_matrix(axis / _norm(axis) * angle)
+        reference = np.array([rx, ry, rz])
+        ax, ay, az = np.cross(reference, np.eye(3)[int(np.argmin(np.abs(reference)))]).tolist()
+        sine = math.sqrt(ax * ax + ay * ay + az * az)
+    return rotation_matrix((ax / sine * angle, ay / sine * angle, az / sine * angle))
 
 
 def angle_deg(a: ArrayLike, b: ArrayLike) -> float:
@@ -198,8 +232,9 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
 
 def reference_rotation(direction_sum: ArrayLike, config: MountConfig) -> np.ndarray:
     """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum`."""
-    total = np.asarray(direction_sum, dtype=np.float64)
-    return rotation_onto(total / _norm(total), config.canonical)
+    x, y, z = (float(v) for v in np.asarray(direction_sum, dtype=np.float64).reshape(3))
+    length = math.sqrt(x * x + y * y + z * z)
+    return rotation_onto((x / length, y / length, z / length), config.canonical)
 
 
 # A session whose walking gravity lies this far from the saved reference was re-mounted: 20 HAPT wearers'
@@ -249,8 +284,9 @@ class MountCalibration:
         directions of all k computed in one call) -> after each window: aligning (k,) bool, moving windows
         of the reference (k,), its direction sum (k, 3), and whether the window counted (k,) bool.
         `remounted` holds the angle when a window of this batch found a re-mount."""
-        mask = moving(windows, self.config)  # (k,)
-        directions = iter(gravity_directions(windows[mask]) if mask.any() else ())  # (m, 3)
+        rms, gravity = window_statistics(windows)  # (k,), (k, 3, 3)
+        mask = _moving(rms, gravity, self.config)  # (k,)
+        directions = iter(_unit(gravity[mask, 2]) if mask.any() else ())  # (m, 3)
         k = len(windows)
         aligning, counts, sums = np.zeros(k, bool), np.zeros(k, np.int64), np.zeros((k, 3))
         self.remounted = None

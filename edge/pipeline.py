@@ -159,6 +159,9 @@ class Pipeline:
         self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
         self._held_n = 0
         self._since_reset = 0  # samples given to the front-end since its last reset
+        self._last_sample_at: float | None = None  # arrival (perf_counter) of the newest item with samples
+        self._arrival_mark: tuple[float, int] | None = None  # (arrival, stream position) a second or so ago
+        self._arrival_rate: float | None = None  # samples per wall-clock second as they arrive (last second)
 
     def warm_up(self) -> None:
         """Run the front-end code and the model once on throwaway data, so that the first live
@@ -189,8 +192,39 @@ class Pipeline:
                 logits = self.infer(self.normalize(windows, matrices), windows, matrices)  # (k, C)
                 results.extend(self.postprocess(logits, ends, item.arrival))
             whole.items = len(results)
+        if len(seq):
+            self._note_arrival(item.arrival)
         self.watch(len(seq), item.arrival, restarts)
         return results
+
+    def _note_arrival(self, arrival: float) -> None:
+        """The rate at which samples arrive by the wall clock, over spans of about a second: a device (or a
+        virtual one) streaming faster than real time makes the next window due sooner than its own clock says."""
+        self._last_sample_at = arrival
+        position = self.gaps.position
+        if self._arrival_mark is None:
+            self._arrival_mark = (arrival, position)
+        elif arrival - self._arrival_mark[0] >= 1.0:
+            self._arrival_rate = (position - self._arrival_mark[1]) / (arrival - self._arrival_mark[0])
+            self._arrival_mark = (arrival, position)
+
+    def samples_until_window(self) -> int:
+        """Samples still to come (after those held) before the front-end completes its next window."""
+        cfg = self.model.frontend_config
+        seen = self._since_reset
+        next_end = cfg.window if seen < cfg.window else seen + cfg.hop - (seen - cfg.window) % cfg.hop
+        return next_end - seen - self._held_n
+
+    def next_window_due(self) -> float | None:
+        """When (time.perf_counter()) the sample that completes the next window should arrive, at the stream's
+        rate from the newest sample's arrival; None before any sample. An estimate for a live source that reads
+        in batches until then (edge/loop.py): samples lost on the way only make the window later than this."""
+        if self._last_sample_at is None:
+            return None
+        nominal = self.model.frontend_config.sample_rate_hz
+        # A fast device clock, or samples arriving faster than real time, make the window due sooner.
+        rate = max(nominal, self.gaps.rate.rate_hz or nominal, self._arrival_rate or nominal)
+        return self._last_sample_at + self.samples_until_window() / rate
 
     def watch(self, n_samples: int, arrival: float, restarts_before: int) -> None:
         """Status events from what this item brought (edge/status.py)."""
@@ -268,10 +302,7 @@ class Pipeline:
         and leaves the latency of the window-completing sample as it was (measured)."""
         self._held.append(raw)
         self._held_n += len(raw)
-        cfg = self.model.frontend_config
-        seen = self._since_reset
-        next_end = cfg.window if seen < cfg.window else seen + cfg.hop - (seen - cfg.window) % cfg.hop
-        if seen + self._held_n < next_end:
+        if self.samples_until_window() > 0:
             return _NO_WINDOWS, _NO_ENDS
         chunk = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)  # (n, 6)
         self._held, self._held_n = [], 0

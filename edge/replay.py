@@ -11,7 +11,6 @@ is handed to that reader, which raises its own error naming the file and line. O
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
@@ -121,9 +120,10 @@ class StreamedRecording:
             self._whole = read_recording(self.path)  # other formats, and every error about the path
             self.rate_hz = self._whole.rate_hz
             return
-        self._handle = self.path.open(encoding="utf-8", newline="")
+        self._handle = self.path.open("rb")
+        self._rest = b""  # the part of the last read after its last newline
         try:
-            header = self._handle.readline()
+            header = self._handle.readline().decode("utf-8")
         except UnicodeDecodeError:
             self._handle.close()
             read_recording(self.path)  # raises its "not UTF-8" error
@@ -184,26 +184,74 @@ class StreamedRecording:
 
     def _read_block(self) -> _Block | _Refused | None:
         """-> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64, label codes (n,) uint8 | None), None at the end."""
-        try:
-            lines = [line for line in itertools.islice(self._handle, self.block) if line.rstrip("\r\n")]
-        except UnicodeDecodeError:
-            return _REFUSED  # read_recording says "not UTF-8" with the byte
-        if not lines:
-            return None
-        n_columns = len(CSV_COLUMNS) + self._with_label
-        try:
-            if "".join(lines).count(",") != len(lines) * (n_columns - 1):
-                raise ValueError("a row with another column count")
-            ints = np.loadtxt(lines, delimiter=",", dtype=np.int64, usecols=(0, 1), comments=None, ndmin=2)  # (n, 2)
-            raw = np.loadtxt(lines, delimiter=",", dtype=np.float64, usecols=range(2, 8), comments=None, ndmin=2)  # (n, 6)
-            codes = np.array([LABELS.code(line.rpartition(",")[2].strip()) for line in lines], np.uint8) \
-                if self._with_label else None
-        except ValueError:
-            ints = None
-        if ints is None or np.isinf(raw).any() or not ((ints[:, 0] >= 0) & (ints[:, 0] < SEQ_MODULO)).all() \
-                or not ((ints[:, 1] >= 0) & (ints[:, 1] < T_US_MODULO)).all():
+        data = self._handle.read(self.block * BYTES_PER_ROW)
+        if data:
+            data = self._rest + data
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than a block: take more of it
+                self._rest = data
+                return self._read_block()
+            self._rest = data[cut:]
+            data = data[:cut]
+        else:  # the end: what is left, without the blank lines a file may end with
+            data, self._rest = self._rest.rstrip(b"\r\n"), b""
+            if not data:
+                return None
+            data += b"\n"
+        return parse_rows(data, self._with_label)
+
+
+BYTES_PER_ROW = 80  # read about `block` rows of a recording at a time (a row is 50-70 bytes)
+# One row's numbers: loadtxt parses the integer columns as integers (so "1.0" is refused, as read_recording does).
+_ROW = np.dtype([("seq", np.int64), ("t_us", np.int64), ("raw", np.float64, (6,))])
+
+
+def parse_rows(data: bytes, with_label: bool) -> _Block | _Refused:
+    """Whole rows of a recording CSV (bytes ending with a newline) -> seq, t_us, raw, label codes;
+    _REFUSED unless every row is clean as `read_recording` would take it (which then says what is not)."""
+    n_columns = len(CSV_COLUMNS) + with_label
+    buf = np.frombuffer(data, np.uint8)  # (b,)
+    newlines = np.flatnonzero(buf == 10)  # (n,) one per row
+    commas = np.flatnonzero(buf == 44)  # (n * (n_columns - 1),) when every row has its columns
+    n = len(newlines)
+    if len(commas) != n * (n_columns - 1) or (buf >= 128).any() \
+            or (np.diff(np.searchsorted(commas, newlines), prepend=0) != n_columns - 1).any():
+        return _REFUSED  # another column count, a blank line, or not ASCII: read_recording says which
+    try:
+        rows = np.loadtxt(data.decode("ascii").splitlines(), delimiter=",", dtype=_ROW, usecols=range(8),
+                          comments=None, ndmin=1)  # (n,) seq, t_us, raw (6,)
+    except ValueError:  # a field that is not a number (or not an integer in seq / t_us)
+        return _REFUSED
+    seq, t_us, raw = rows["seq"], rows["t_us"], rows["raw"]  # (n,), (n,), (n, 6)
+    if np.isinf(raw).any() or not ((seq >= 0) & (seq < SEQ_MODULO)).all() \
+            or not ((t_us >= 0) & (t_us < T_US_MODULO)).all():
+        return _REFUSED
+    codes = None
+    if with_label:
+        label_end = newlines - (buf[newlines - 1] == 13)  # (n,) before a CR
+        codes = _label_codes(buf, commas.reshape(n, n_columns - 1)[:, -1] + 1, label_end)
+        if codes is None:
             return _REFUSED
-        return ints[:, 0].copy(), ints[:, 1].copy(), raw, codes
+    return seq.copy(), t_us.copy(), np.ascontiguousarray(raw), codes
+
+
+def _label_codes(buf: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray | None:
+    """The label column's bytes buf[begin[i]:end[i]] of each row -> (n,) uint8 codes; None for a label that is
+    not one (read_recording names it). Labels come in runs: only the first row of each run is decoded."""
+    lengths = end - begin  # (n,)
+    width = int(lengths.max())
+    if width > 64:
+        return None
+    columns = np.arange(width)  # (w,)
+    inside = columns[None, :] < lengths[:, None]  # (n, w)
+    text = np.zeros((len(begin), width), np.uint8)  # (n, w) each row's label, zero-padded
+    text[inside] = buf[(begin[:, None] + columns[None, :])[inside]]
+    starts = np.flatnonzero(np.concatenate(([True], (text[1:] != text[:-1]).any(axis=1))))  # (r,) runs
+    try:
+        run_codes = [LABELS.code(bytes(text[i, :lengths[i]]).decode("ascii").strip()) for i in starts.tolist()]
+    except ValueError:
+        return None
+    return np.repeat(np.array(run_codes, np.uint8), np.diff(np.append(starts, len(begin))))
 
 
 def _estimate_rate(seq: np.ndarray, t_us: np.ndarray) -> float:

@@ -11,6 +11,11 @@ A source is an iterator of items, each one of
 only one touching the port), but it does not die with the port: when the device is unplugged
 or the port vanishes it reports `LinkEvent("lost")` and reopens the port with exponential
 back-off until it is back (`LinkEvent("connected")`).
+
+Pacing: at 50 Hz a frame arrives every 20 ms, and waking two threads per frame costs far more CPU than the
+pipeline's work on it. The main loop says when the next window's last sample is due (`hold_until`); until
+shortly before then the reader sleeps and then takes everything waiting in one read, so a window costs a
+few wake-ups instead of 64, while the frames that complete a window are still read the moment they come.
 """
 
 from __future__ import annotations
@@ -91,6 +96,11 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
 
 
 QUEUE_ITEMS = 1024  # chunks read but not yet processed
+# The reader wakes this long before the window-completing sample is due (1.5 samples at 50 Hz: a device clock
+# 2% fast still finds it awake), and sleeps at most MAX_HOLD_S at a time: the kernel's tty buffer (4 KiB) holds
+# 2 s of frames, and an unplugged port is noticed within that time.
+WAKE_EARLY_S = 0.03
+MAX_HOLD_S = 0.5
 
 
 class SerialSource:
@@ -113,6 +123,8 @@ class SerialSource:
         # holds the bytes) instead of growing this process without limit.
         self._queue: queue.Queue[ByteChunk | LinkEvent | SourceError] = queue.Queue(maxsize=QUEUE_ITEMS)
         self._alive = threading.Event()
+        self._closing = threading.Event()  # wakes a reader that holds off reading (hold_until)
+        self._hold_until = 0.0  # perf_counter time before which the reader need not read
         self._serial: Serial | None = None
         self._thread = threading.Thread(target=self._run, name=f"serial-reader {port}", daemon=True)
         self.reconnects = 0
@@ -189,6 +201,14 @@ class SerialSource:
 
     def _read_until_lost(self, port: Serial) -> BaseException | None:
         while self._alive.is_set():
+            hold = min(self._hold_until - time.perf_counter(), MAX_HOLD_S)
+            try:
+                # The consumer needs no bytes yet: let them gather in the port's buffer. Not when some are
+                # waiting already: the device is ahead of the estimate (or the reader behind it).
+                if hold > 0 and not port.in_waiting:
+                    self._closing.wait(hold)
+            except Exception as exc:  # in_waiting fails too when the device vanishes
+                return exc
             try:
                 # Everything waiting, or block (up to the timeout) for one byte and then take what came with
                 # it: a frame is written at once, but the blocking read returns on its first byte, and reading
@@ -204,6 +224,11 @@ class SerialSource:
         return None
 
     # -- consumer side ----------------------------------------------------------------------
+    def hold_until(self, due: float | None) -> None:
+        """The consumer needs no bytes before `due` (time.perf_counter(); None: read as they come): the reader
+        sleeps until WAKE_EARLY_S before it and then reads everything waiting at once."""
+        self._hold_until = 0.0 if due is None else due - WAKE_EARLY_S
+
     def __iter__(self) -> Iterator[ByteChunk | LinkEvent]:
         if not self._thread.is_alive() and not self._alive.is_set():
             self.start()
@@ -221,6 +246,7 @@ class SerialSource:
 
     def close(self) -> None:
         self._alive.clear()
+        self._closing.set()
         port = self._serial
         if port is not None and hasattr(port, "cancel_read"):
             try:

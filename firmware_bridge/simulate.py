@@ -302,7 +302,10 @@ class VirtualDevice:
 
     def __init__(self, recording: Recording | str | Path | list[Sample], faults: Faults = Faults(), *,
                  speed: float = 1.0, link: str | Path | None = None, text: bool = False, loop: bool = False,
-                 sensor: str = "virtual", rate_hz: float | None = None, samples: int | None = None) -> None:
+                 sensor: str = "virtual", rate_hz: float | None = None, samples: int | None = None,
+                 write_times: list[float] | None = None) -> None:
+        """write_times: a list that gets the time.perf_counter() at which each `Chunk` of the stream was written
+        to the pty, in stream order (chunks sent in one write share a time); for latency measurements."""
         if isinstance(recording, (str, Path)):
             recording = read_recording(recording)
         if isinstance(recording, Recording):
@@ -323,6 +326,8 @@ class VirtualDevice:
         self._pty_path: str | None = None
         self._lock = threading.Lock()
         self._connected = threading.Event()
+        self.write_times = write_times
+        self._chunks_pending = 0  # Chunks in the bytes not yet written
 
     # ---- public API ----
     @property
@@ -466,6 +471,9 @@ class VirtualDevice:
             except BlockingIOError:
                 continue
             view = view[written:]
+        if self.write_times is not None and not view:
+            self.write_times.extend([time.perf_counter()] * self._chunks_pending)
+        self._chunks_pending = 0
         return waited
 
     def _unread_bytes(self) -> int:
@@ -525,7 +533,10 @@ class VirtualDevice:
                         delay = origin + step.t / self.speed - time.monotonic()
                     self._sleep(delay)
                 pending += step.data
-                if len(pending) >= WRITE_CHUNK:  # behind schedule (a fast speed): do not hold the stream in memory
+                self._chunks_pending += 1
+                # On schedule: the bytes go out at their time. Behind it (a fast speed), they gather up to
+                # WRITE_CHUNK bytes: one write per frame would slow the device further.
+                if delay > 0 or len(pending) >= WRITE_CHUNK:
                     origin += self._write(pending)
                     pending.clear()
                 continue

@@ -119,18 +119,27 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
     from firmware_bridge.simulate import VirtualDevice
 
     link = workdir / f"imu-{tree.name}-{precision}"
-    with VirtualDevice(EXAMPLE, speed=1.0, link=link, loop=True):
+    written: list[float] = []  # when the device wrote each chunk: [0] its HELLO, [k] stream sample k - 1
+    with VirtualDevice(EXAMPLE, speed=1.0, link=link, loop=True, write_times=written):
         command = [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--jsonl", "-", "--quiet",
                    "--precision", precision, "--duration", str(seconds), "--report-every", "0"]
         proc = subprocess.Popen(command, cwd=tree, env=env_for(tree), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         latencies: list[float] = []
+        device_to_line: list[float] = []  # ms from the device's write of a window's last sample to its label line
         marks: list[tuple[int, float]] = []  # (windows so far, CPU s of the process)
 
         def read() -> None:
             assert proc.stdout is not None  # stdout=PIPE
             for line in proc.stdout:
-                latencies.append(json.loads(line)["latency_ms"])
+                seen = time.perf_counter()
+                result = json.loads(line)
+                if "sample_end" not in result:  # a status line ("type": "status"), not a window
+                    continue
+                latencies.append(result["latency_ms"])
+                end = result["sample_end"]  # one past the window's last sample = its chunk's index
+                if end < len(written):
+                    device_to_line.append(1e3 * (seen - written[end]))
                 try:
                     marks.append((len(latencies), _cpu_s(proc.pid)))
                 except OSError:
@@ -141,18 +150,23 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
         reader.join()
     hop = 64
     steady = (marks[-1][1] - marks[0][1]) / ((marks[-1][0] - marks[0][0]) * hop) if len(marks) > 1 else float("nan")
-    latencies.sort()
+    def p99(values: list[float]) -> float | None:
+        return sorted(values)[min(len(values) - 1, int(0.99 * len(values)))] if values else None
+
     return {"cpu_us_per_sample": 1e6 * steady, "cpu_s_total": usage.ru_utime + usage.ru_stime,
             "windows": len(latencies),
             "latency_median_ms": statistics.median(latencies) if latencies else None,
-            "latency_p99_ms": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+            "latency_p99_ms": p99(latencies),
+            "device_to_line_median_ms": statistics.median(device_to_line) if device_to_line else None,
+            "device_to_line_p99_ms": p99(device_to_line),
             "peak_rss_mib": usage.ru_maxrss / 1024}
 
 
 def labels_of(tree: Path, recording: Path, precision: str, out: Path) -> list[tuple]:
     subprocess.run([sys.executable, "-m", "edge.cli", "replay", str(recording), "--quiet", "--precision", precision,
                     "--jsonl", str(out)], cwd=tree, env=env_for(tree), check=True, stderr=subprocess.DEVNULL)
-    return [(r["sample_end"], r["label"], r["raw_label"]) for r in map(json.loads, out.read_text().splitlines())]
+    return [(r["sample_end"], r["label"], r["raw_label"]) for r in map(json.loads, out.read_text().splitlines())
+            if "sample_end" in r]
 
 
 def main() -> int:
@@ -161,7 +175,10 @@ def main() -> int:
     parser.add_argument("--live-seconds", type=float, default=30.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--parts", default="startup,replay,stages,labels,live",
+                        help="which measurements, comma-separated (default all: startup,replay,stages,labels,live)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     py = sys.executable
     figures: dict = {"before": args.before, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                      "load": " ".join(Path("/proc/loadavg").read_text().split()[:3])}
@@ -179,50 +196,54 @@ def main() -> int:
         subprocess.run([py, "scripts/fault_capture.py", str(EXAMPLE), str(faults)], cwd=REPO, env=env_for(REPO),
                        check=True, stdout=subprocess.DEVNULL)
 
-        print("start-up", file=sys.stderr, flush=True)
-        commands = {"import numpy": [py, "-c", "import numpy"], "--help": [py, "-m", "edge.cli", "--help"],
-                    "--version": [py, "-m", "edge.cli", "--version"],
-                    "replay 200 samples": [py, "-m", "edge.cli", "replay", str(short), "--quiet", "--precision", "int8"]}
-        startup: dict = {}
-        for name, command in commands.items():
-            for label, tree in trees.items():
-                if name == "--version" and label == "before":
-                    continue  # no --version before
-                runs = [timed(command, tree) for _ in range(args.repeats)]
-                startup.setdefault(name, {})[label] = median_of(runs)
-        figures["startup"] = startup
+        if "startup" in parts:
+            print("start-up", file=sys.stderr, flush=True)
+            commands = {"import numpy": [py, "-c", "import numpy"], "--help": [py, "-m", "edge.cli", "--help"],
+                        "--version": [py, "-m", "edge.cli", "--version"],
+                        "replay 200 samples": [py, "-m", "edge.cli", "replay", str(short), "--quiet", "--precision", "int8"]}
+            startup: dict = {}
+            for name, command in commands.items():
+                for label, tree in trees.items():
+                    if name == "--version" and label == "before":
+                        continue  # no --version before
+                    runs = [timed(command, tree) for _ in range(args.repeats)]
+                    startup.setdefault(name, {})[label] = median_of(runs)
+            figures["startup"] = startup
 
-        print("replay", file=sys.stderr, flush=True)
-        replay: dict = {}
-        for name, path, stream_s in (("1 minute", minute, 60.0), ("2 hours", two_hours, 7200.0)):
-            for label, tree in trees.items():
-                runs = [timed([py, "-m", "edge.cli", "replay", str(path), "--quiet", "--precision", "int8"], tree)
-                        for _ in range(max(1, args.repeats // 2))]
-                row = median_of(runs)
-                row["realtime_factor"] = stream_s / row["wall_s"]
-                replay.setdefault(name, {})[label] = row
-        figures["replay"] = replay
+        if "replay" in parts:
+            print("replay", file=sys.stderr, flush=True)
+            replay: dict = {}
+            for name, path, stream_s in (("1 minute", minute, 60.0), ("2 hours", two_hours, 7200.0)):
+                for label, tree in trees.items():
+                    runs = [timed([py, "-m", "edge.cli", "replay", str(path), "--quiet", "--precision", "int8"], tree)
+                            for _ in range(max(1, args.repeats // 2))]
+                    row = median_of(runs)
+                    row["realtime_factor"] = stream_s / row["wall_s"]
+                    replay.setdefault(name, {})[label] = row
+            figures["replay"] = replay
 
-        print("per-window stage costs", file=sys.stderr, flush=True)
-        stages: dict = {}
-        for precision in ("int8", "fp32"):
-            for label, tree in trees.items():
-                out = subprocess.run([py, "-c", STAGES_CODE, precision, str(EXAMPLE)], cwd=tree, env=env_for(tree),
-                                     check=True, capture_output=True, text=True).stdout
-                stages.setdefault(precision, {})[label] = json.loads(out.strip().splitlines()[-1])
-        figures["stages_us_per_window"] = stages
-
-        print("labels", file=sys.stderr, flush=True)
-        parity: dict = {}
-        for name, path in (("example", EXAMPLE), ("fault-injected capture", faults)):
+        if "stages" in parts:
+            print("per-window stage costs", file=sys.stderr, flush=True)
+            stages: dict = {}
             for precision in ("int8", "fp32"):
-                a = labels_of(before, path, precision, work / "a.jsonl")
-                b = labels_of(REPO, path, precision, work / "b.jsonl")
-                parity[f"{name} {precision}"] = {"windows": len(a), "differing": sum(x != y for x, y in zip(a, b))
-                                                 + abs(len(a) - len(b))}
-        figures["labels"] = parity
+                for label, tree in trees.items():
+                    out = subprocess.run([py, "-c", STAGES_CODE, precision, str(EXAMPLE)], cwd=tree, env=env_for(tree),
+                                         check=True, capture_output=True, text=True).stdout
+                    stages.setdefault(precision, {})[label] = json.loads(out.strip().splitlines()[-1])
+            figures["stages_us_per_window"] = stages
 
-        if args.live_seconds > 0:
+        if "labels" in parts:
+            print("labels", file=sys.stderr, flush=True)
+            parity: dict = {}
+            for name, path in (("example", EXAMPLE), ("fault-injected capture", faults)):
+                for precision in ("int8", "fp32"):
+                    a = labels_of(before, path, precision, work / "a.jsonl")
+                    b = labels_of(REPO, path, precision, work / "b.jsonl")
+                    parity[f"{name} {precision}"] = {"windows": len(a), "differing": sum(x != y for x, y in zip(a, b))
+                                                     + abs(len(a) - len(b))}
+            figures["labels"] = parity
+
+        if "live" in parts and args.live_seconds > 0:
             print("live", file=sys.stderr, flush=True)
             figures["live"] = {"before int8": live(before, "int8", args.live_seconds, work),
                                "after int8": live(REPO, "int8", args.live_seconds, work),
@@ -236,7 +257,23 @@ def main() -> int:
 def report(f: dict) -> str:
     lines = [f"bench_runtime {f['date']}: before = {f['before']}, after = this tree; medians; ratio = before / after; "
              f"load average at start {f.get('load', '?')}", ""]
-    s = f["startup"]
+    if "startup" in f:
+        lines += startup_lines(f["startup"])
+    if "replay" in f:
+        lines += replay_lines(f["replay"])
+    if "stages_us_per_window" in f:
+        lines += stage_lines(f["stages_us_per_window"])
+    if "labels" in f:
+        lines += ["", "labels, before vs after (sample_end, label, raw_label of every window)"]
+        for name, row in f["labels"].items():
+            lines.append(f"  {name:<30s} {row['windows']:5d} windows, {row['differing']} differ")
+    if "live" in f:
+        lines += live_lines(f["live"])
+    return "\n".join(lines)
+
+
+def startup_lines(s: dict) -> list[str]:
+    lines: list[str] = []
     numpy_s = s["import numpy"]["after"]["wall_s"]
     lines.append(f"{'start-up':<22s} {'before s':>9s} {'after s':>9s} {'ratio':>6s} {'after/numpy':>11s} "
                  f"{'before MiB':>10s} {'after MiB':>9s}")
@@ -246,15 +283,24 @@ def report(f: dict) -> str:
         lines.append(f"{name:<22s} {b['wall_s'] if b else float('nan'):9.3f} {a['wall_s']:9.3f} "
                      f"{(b['wall_s'] / a['wall_s']) if b else float('nan'):6.2f} {a['wall_s'] / numpy_s:11.2f} "
                      f"{b['peak_rss_mib'] if b else float('nan'):10.1f} {a['peak_rss_mib']:9.1f}")
-    lines += ["", f"{'replay (whole command)':<22s} {'before s':>9s} {'after s':>9s} {'before x':>9s} {'after x':>9s} "
+    return lines
+
+
+def replay_lines(replay: dict) -> list[str]:
+    lines = ["", f"{'replay (whole command)':<22s} {'before s':>9s} {'after s':>9s} {'before x':>9s} {'after x':>9s} "
                   f"{'before MiB':>10s} {'after MiB':>9s}"]
-    for name, row in f["replay"].items():
+    for name, row in replay.items():
         b, a = row["before"], row["after"]
         lines.append(f"{name:<22s} {b['wall_s']:9.3f} {a['wall_s']:9.3f} {b['realtime_factor']:9.0f} "
                      f"{a['realtime_factor']:9.0f} {b['peak_rss_mib']:10.1f} {a['peak_rss_mib']:9.1f}")
-    m, h = f["replay"]["1 minute"]["after"], f["replay"]["2 hours"]["after"]
+    m, h = replay["1 minute"]["after"], replay["2 hours"]["after"]
     lines.append(f"  after: 2-hour peak memory / 1-minute peak memory = {h['peak_rss_mib'] / m['peak_rss_mib']:.3f}")
-    for precision, row in f["stages_us_per_window"].items():
+    return lines
+
+
+def stage_lines(stages: dict) -> list[str]:
+    lines: list[str] = []
+    for precision, row in stages.items():
         b, a = row["before"], row["after"]
         for mode, what in (("frame", "one frame per call, as a serial port delivers"),
                            ("block", "64-sample blocks: the per-window stages alone")):
@@ -267,18 +313,21 @@ def report(f: dict) -> str:
         lines.append(f"  after, around the invoke per window: front-end + align + normalize + post-process + "
                      f"predict's wrapper ({a['predict'] - a['invoke_only']:.1f}) = {around:.1f} us; invoke alone "
                      f"{a['invoke_only']:.1f} us (before: {b['block']['frontend'] + b['block']['align'] + b['block']['normalize'] + b['block']['postprocess'] + b['predict'] - b['invoke_only']:.1f} us)")
-    lines += ["", "labels, before vs after (sample_end, label, raw_label of every window)"]
-    for name, row in f["labels"].items():
-        lines.append(f"  {name:<30s} {row['windows']:5d} windows, {row['differing']} differ")
-    if "live" in f:
-        lines += ["", "live `har-edge run` on the virtual device at 50 Hz",
-                  f"  {'':<12s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'peak MiB':>8s} {'windows':>7s}"]
-        for name, row in f["live"].items():
-            lines.append(f"  {name:<12s} {row['cpu_us_per_sample']:13.1f} {row['latency_median_ms'] or 0:9.3f} "
-                         f"{row['latency_p99_ms'] or 0:7.3f} {row['peak_rss_mib']:8.1f} {row['windows']:7d}")
-        b, a = f["live"]["before int8"], f["live"]["after int8"]
-        lines.append(f"  CPU per sample before / after (int8): {b['cpu_us_per_sample'] / a['cpu_us_per_sample']:.2f}x")
-    return "\n".join(lines)
+    return lines
+
+
+def live_lines(live: dict) -> list[str]:
+    lines = ["", "live `har-edge run` on the virtual device at 50 Hz; latency: the device's write of a window's last "
+                 "sample -> its label line read from the pipe (and the runtime's own latency_ms: bytes read -> result)",
+             f"  {'':<12s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'own median':>10s} "
+             f"{'own p99':>7s} {'peak MiB':>8s} {'windows':>7s}"]
+    for name, row in live.items():
+        lines.append(f"  {name:<12s} {row['cpu_us_per_sample']:13.1f} {row.get('device_to_line_median_ms') or 0:9.3f} "
+                     f"{row.get('device_to_line_p99_ms') or 0:7.3f} {row['latency_median_ms'] or 0:10.3f} "
+                     f"{row['latency_p99_ms'] or 0:7.3f} {row['peak_rss_mib']:8.1f} {row['windows']:7d}")
+    b, a = live["before int8"], live["after int8"]
+    lines.append(f"  CPU per sample before / after (int8): {b['cpu_us_per_sample'] / a['cpu_us_per_sample']:.2f}x")
+    return lines
 
 
 if __name__ == "__main__":
