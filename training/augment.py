@@ -50,7 +50,8 @@ class WindowAugmentation:
     """Augments normalized windows in physical units: un-normalize, rotate and/or scale the movement,
     normalize again. Rotation up to `max_degrees`; movement scaled by a factor uniform in 1 +- `intensity`."""
 
-    def __init__(self, mean, std, seed: int, max_degrees: float = 0.0, intensity: float = 0.0):
+    def __init__(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor, seed: int,
+                 max_degrees: float = 0.0, intensity: float = 0.0):
         self.max_degrees = max_degrees
         self.intensity = intensity
         self.mean = torch.as_tensor(mean, dtype=torch.float32)  # (9,)
