@@ -237,11 +237,6 @@ class GapHandler:
         self.counters.outage_samples += step - 1
         return self._last_pos + step
 
-    def push_samples(self, samples: Sequence[Sample]) -> list[Segment]:
-        if not samples:
-            return []
-        return self.push(*samples_to_arrays(samples))
-
     def push(self, seq: np.ndarray, t_us: np.ndarray, raw: np.ndarray) -> list[Segment]:
         """seq (n,) int, t_us (n,) int, raw (n, 6) float -> segments, in stream order."""
         n = len(seq)

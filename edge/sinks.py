@@ -8,18 +8,15 @@ the raw bytes) by the pipeline's decode stage (`Pipeline(recorder=...)`), not wi
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import numpy as np
 
-from firmware_bridge.protocol import SEQ_MODULO, T_US_MODULO
-from firmware_bridge.recording import CSV_COLUMNS
+from firmware_bridge.recording import RecordingError, RecordingWriter
 
 
 class SinkError(OSError):
@@ -165,81 +162,22 @@ def _ends_mid_line(path: str) -> bool:
         return False
 
 
-def _csv_value(value: float) -> str:
-    return "NaN" if math.isnan(value) else repr(value)
-
-
-class RecordingSink:
-    """A live stream saved as it arrives: `.csv` (the decoded samples, the project's recording CSV) or
-    `.bin` (the raw serial bytes).
-
-    Streams to disk: what arrived is written and fsync'ed at least every `sync_every_s` (1 s), so a
-    crash or a power cut loses at most the last second, and memory holds at most that second. Each
-    write is of whole CSV rows, so a killed process leaves a file that replays."""
+class RecordingSink(RecordingWriter):
+    """A live stream saved as it arrives (firmware_bridge.recording.RecordingWriter: `.csv` of the decoded
+    samples or `.bin` of the raw bytes, streamed and fsync'ed every `sync_every_s`), fed by the pipeline's
+    decode stage as numpy arrays."""
 
     def __init__(self, path: str | Path, sync_every_s: float = 1.0, label: str | None = None):
-        self.path = Path(path)
-        # `har-edge record --label NAME`: every row carries NAME in the label column (a data set recording).
-        self._row_end = "\n" if label is None else f",{label}\n"
-        self.raw = self.path.suffix.lower() == ".bin"
-        self.sync_every_s = sync_every_s
-        self.samples = 0
-        self.bytes = 0
-        self.syncs = 0
-        self._pending: list[bytes] = []
-        self._last_sync = time.monotonic()
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        except OSError as exc:
-            raise SinkError(f"cannot write {self.path}: {exc.strerror}; choose a writable path for --out") from None
-        if not self.raw:
-            header = ",".join(CSV_COLUMNS) + ("" if label is None else ",label")
-            self._write((header + "\n").encode("ascii"))
-
-    def _write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        self.bytes += len(data)
+            super().__init__(path, sync_every_s, label)
+        except RecordingError as exc:
+            raise SinkError(str(exc)) from None
 
     def record_bytes(self, data: bytes) -> None:
         """Bytes as they came from the port (kept by a .bin recording only)."""
-        if self.raw and data:
-            self._pending.append(bytes(data))
-            self._maybe_sync()
+        self.write_bytes(data)
 
     def record_samples(self, seq: np.ndarray, t_us: np.ndarray, raw: np.ndarray) -> None:
         """Decoded samples: seq (n,), t_us (n,), raw (n, 6) (kept by a .csv recording only)."""
-        if self.raw or len(seq) == 0:
-            return
-        rows = [f"{s % SEQ_MODULO},{t % T_US_MODULO}," + ",".join(map(_csv_value, values)) + self._row_end
-                for s, t, values in zip(seq.tolist(), t_us.tolist(), raw.tolist())]
-        self._pending.append("".join(rows).encode("utf-8"))
-        self.samples += len(rows)
-        self._maybe_sync()
-
-    def _maybe_sync(self) -> None:
-        if time.monotonic() - self._last_sync >= self.sync_every_s:
-            self.sync()
-
-    def sync(self) -> None:
-        """Write what is pending (whole rows, one write) and fsync it."""
-        if self._pending:
-            self._write(b"".join(self._pending))
-            self._pending.clear()
-        os.fsync(self._fd)
-        self.syncs += 1
-        self._last_sync = time.monotonic()
-
-    def tick(self) -> None:
-        """Called while the port is quiet too: pending rows reach the disk within the second."""
-        self._maybe_sync()
-
-    def close(self) -> None:
-        if self._fd < 0:
-            return
-        try:
-            self.sync()
-        finally:
-            os.close(self._fd)
-            self._fd = -1
+        if not self.raw:
+            self.write_rows(seq.tolist(), t_us.tolist(), raw.tolist())

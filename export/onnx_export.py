@@ -17,11 +17,6 @@ OUTPUT_NAME = "logits"
 FEATURES_NAME = "features"  # the penultimate features (export/features.py), the second output
 
 
-def onnx_op_types(path: str | Path) -> set[str]:
-    import onnx
-    return {node.op_type for node in onnx.load(str(path)).graph.node}
-
-
 def export_onnx(module: nn.Module, path: str | Path, window: int = 128, n_channels: int = 9,
                 dynamic_batch: bool = True) -> Path:
     """Write `module` (eval, folded; returning (logits, features), export.features.LogitsAndFeatures) as ONNX

@@ -11,12 +11,13 @@ import argparse
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from firmware_bridge.protocol import DEFAULT_BAUD, CsvLineDecoder, Frame, FrameDecoder, Hello, Log, Sample
-from firmware_bridge.recording import RecordingError, read_recording, write_recording_csv
+from firmware_bridge.recording import RecordingError, RecordingWriter, read_recording, write_recording_csv
 from firmware_bridge.simulate import Faults, SimulationError, VirtualDevice
 
 
@@ -108,6 +109,29 @@ def _format_frame(frame: Frame) -> str:
     return repr(frame)
 
 
+def _decode_port(args: argparse.Namespace, consume: Callable[[bytes], bool]) -> int:
+    """Feeds what the port sends to `consume` until it says stop, --seconds pass or Ctrl-C -> exit status."""
+    import serial  # pyserial: only needed for ports
+
+    try:
+        port = serial.Serial(args.port, args.baud, timeout=0.2)
+    except (serial.SerialException, ValueError) as exc:
+        _print_err(f"cannot open {args.port}: {exc}; check the path and that you may use it (group dialout)")
+        return 2
+    deadline = time.monotonic() + args.seconds if args.seconds else None
+    try:
+        with port:
+            while deadline is None or time.monotonic() < deadline:
+                if consume(port.read(4096)):
+                    break
+    except serial.SerialException as exc:
+        _print_err(f"{args.port} went away: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _decode(args: argparse.Namespace) -> int:
     if (args.file is None) == (args.port is None):
         _print_err("give either a capture FILE or --port PORT")
@@ -116,57 +140,49 @@ def _decode(args: argparse.Namespace) -> int:
         _print_err(f"--out {args.out}: use a .csv (recording CSV) or .bin (raw bytes) name")
         return 2
     decoder = CsvLineDecoder() if args.text else FrameDecoder()
-    samples: list[Sample] = []
-    raw = bytearray()
+    try:  # what was read goes to disk as it comes (synced every second), as `har-edge record` writes it
+        out = RecordingWriter(args.out) if args.out else None
+    except RecordingError as exc:
+        _print_err(str(exc))
+        return 2
+    n_samples = 0
 
     def consume(data: bytes) -> bool:
-        if args.out:
-            raw.extend(data)
+        nonlocal n_samples
+        if out is not None:
+            out.write_bytes(data)
+        samples: list[Sample] = []
         for frame in decoder.feed(data):
-            if args.count is not None and len(samples) >= args.count:
-                return True
+            if args.count is not None and n_samples >= args.count:
+                break
             if isinstance(frame, Sample):
                 samples.append(frame)
+                n_samples += 1
             if not args.quiet:
                 print(_format_frame(frame))
-        return args.count is not None and len(samples) >= args.count
+        if out is not None:
+            out.write_samples(samples)
+            out.tick()
+        return args.count is not None and n_samples >= args.count
 
     status = 0
-    if args.file is not None:
-        try:
-            data = Path(args.file).read_bytes()
-        except OSError as exc:
-            _print_err(f"cannot read {args.file}: {exc.strerror}")
-            return 2
-        consume(data)
-    else:
-        import serial  # pyserial: only needed for ports
-
-        try:
-            port = serial.Serial(args.port, args.baud, timeout=0.2)
-        except (serial.SerialException, ValueError) as exc:
-            _print_err(f"cannot open {args.port}: {exc}; check the path and that you may use it (group dialout)")
-            return 2
-        deadline = time.monotonic() + args.seconds if args.seconds else None
-        try:
-            with port:
-                while deadline is None or time.monotonic() < deadline:
-                    if consume(port.read(4096)):
-                        break
-        except serial.SerialException as exc:
-            _print_err(f"{args.port} went away: {exc}")
-            status = 1
-        except KeyboardInterrupt:
-            pass
-    if args.out:
-        try:
-            if args.out.lower().endswith(".bin"):
-                Path(args.out).write_bytes(bytes(raw))
-            else:
-                write_recording_csv(args.out, samples)
-        except (OSError, RecordingError) as exc:
-            _print_err(f"cannot write {args.out}: {exc}")
-            return 2
+    try:
+        if args.file is not None:
+            try:
+                with open(args.file, "rb") as capture:
+                    while (chunk := capture.read(65536)) and not consume(chunk):
+                        pass
+            except OSError as exc:
+                _print_err(f"cannot read {args.file}: {exc.strerror}")
+                return 2
+        else:
+            status = _decode_port(args, consume)
+    except RecordingError as exc:  # the disk filled up or went away mid-stream
+        _print_err(str(exc))
+        return 2
+    finally:
+        if out is not None:
+            out.close()
     print(f"counters: {decoder.counters.as_dict()}", file=sys.stderr)
     return status
 

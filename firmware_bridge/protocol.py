@@ -263,7 +263,6 @@ class FrameDecoder(Packetizer):
         self.counters = DecoderCounters()
         self._synced = False  # seen a delimiter yet
         self._seq = _SeqTracker(self.counters)
-        self.last_hello: Hello | None = None
 
     def reset_sequence(self) -> None:
         """Forget the last seq (after a reconnect, so the gap is not counted as loss)."""
@@ -319,9 +318,7 @@ class FrameDecoder(Packetizer):
             self.counters.frames += 1
             self.counters.hellos += 1
             version, rate_hz = HELLO_HEAD_STRUCT.unpack(payload[: HELLO_HEAD_STRUCT.size])
-            hello = Hello(version, rate_hz, payload[HELLO_HEAD_STRUCT.size:].decode("ascii", "replace"))
-            self.last_hello = hello
-            return hello
+            return Hello(version, rate_hz, payload[HELLO_HEAD_STRUCT.size:].decode("ascii", "replace"))
         if frame_type == TYPE_LOG:
             if len(payload) > MAX_LOG_LEN:
                 self._reject(chunk, was_synced)

@@ -22,7 +22,9 @@ import math
 import os
 import re
 import statistics
+import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -367,6 +369,98 @@ def write_recording_csv(path: str | Path, samples: list[Sample], labels: list[st
                 row.append(labels[i] or "")
             writer.writerow(row)
     tmp.replace(path)  # a reader never sees half a recording
+
+
+
+class RecordingWriter:
+    """A recording written as it arrives: `.csv` (the decoded samples, the project's recording CSV, every row
+    labelled `label` when given) or `.bin` (the raw serial bytes). `har-edge record` (edge/sinks.py's
+    RecordingSink) and `har-bridge decode --out` write through it.
+
+    Streams to disk: what arrived is written and fsync'ed at least every `sync_every_s` (1 s), so a crash or
+    a power cut loses at most the last second, and memory holds at most that second. Each write is of whole
+    CSV rows, so a killed process leaves a file that replays. It writes the path itself, not a temp file
+    renamed at the end, because a live recording is read while it grows and must survive a kill."""
+
+    def __init__(self, path: str | Path, sync_every_s: float = 1.0, label: str | None = None):
+        self.path = Path(path)
+        self._row_end = "\n" if label is None else f",{label}\n"  # checked by the caller (check_label)
+        self.raw = self.path.suffix.lower() == ".bin"
+        self.sync_every_s = sync_every_s
+        self.samples = 0
+        self.bytes = 0
+        self.syncs = 0
+        self._pending: list[bytes] = []
+        self._last_sync = time.monotonic()
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise RecordingError(f"cannot write {self.path}: {exc.strerror}; choose a writable path for --out") from None
+        if not self.raw:
+            header = ",".join(CSV_COLUMNS) + ("" if label is None else f",{CSV_LABEL_COLUMN}")
+            self._write((header + "\n").encode("ascii"))
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.bytes += len(data)
+
+    def _failed(self, exc: OSError) -> RecordingError:
+        return RecordingError(f"cannot write {self.path}: {exc.strerror}; free some space or choose another --out")
+
+    def write_bytes(self, data: bytes) -> None:
+        """Bytes as they came from the port (kept by a .bin recording only)."""
+        if self.raw and data:
+            self._pending.append(bytes(data))
+            self._maybe_sync()
+
+    def write_rows(self, seq: Sequence[int], t_us: Sequence[int], values: Sequence[Sequence[float]]) -> None:
+        """Decoded samples as columns: seq (n,), t_us (n,), values (n, 6) (kept by a .csv recording only)."""
+        if self.raw or len(seq) == 0:
+            return
+        rows = [f"{s % SEQ_MODULO},{t % T_US_MODULO}," + ",".join(map(_format_value, v)) + self._row_end
+                for s, t, v in zip(seq, t_us, values)]
+        self._pending.append("".join(rows).encode("utf-8"))
+        self.samples += len(rows)
+        self._maybe_sync()
+
+    def write_samples(self, samples: Sequence[Sample]) -> None:
+        """Decoded Sample frames (kept by a .csv recording only)."""
+        self.write_rows([s.seq for s in samples], [s.t_us for s in samples], [s.values() for s in samples])
+
+    def _maybe_sync(self) -> None:
+        if time.monotonic() - self._last_sync >= self.sync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Write what is pending (whole rows, one write) and fsync it."""
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()  # written or reported: a failed write is not retried at every tick
+            self._write(data)
+        try:
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.syncs += 1
+        self._last_sync = time.monotonic()
+
+    def tick(self) -> None:
+        """Called while the port is quiet too: pending rows reach the disk within the second."""
+        self._maybe_sync()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.sync()
+        finally:
+            os.close(self._fd)
+            self._fd = -1
 
 
 SEGMENT_COLUMNS = ("start", "end", "label")

@@ -19,14 +19,13 @@ from firmware_bridge.recording import (
     write_recording_csv,
 )
 
-from edge.frontend import FrontEndConfig
+from edge.frontend import CLASSES, FrontEndConfig
 from edge.model import Model
 from edge.sources import SampleBlock
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED_BUNDLE = REPO / "edge" / "models" / "default"
 TINY_BUNDLE = REPO / "tests" / "data" / "tiny_bundle"  # the export tests' stored bundle (small, trained; har-bundle/1)
-CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
 
 
 def find_bundle() -> Path | None:

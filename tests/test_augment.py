@@ -1,15 +1,17 @@
-"""Augmentation: a rotated window is what the front-end makes of a rotated sensor (real recording); a
-movement-scaled window keeps its gravity."""
+"""Augmentation: a rotated window is what the front-end makes of a rotated sensor (real recording) and what
+the device's rotation (edge.mount) makes of it; a movement-scaled window keeps its gravity."""
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from firmware_bridge.recording import HaptSource
 
 from edge.frontend import filter_recording
+from edge.mount import rotate_windows
 
-from training.augment import WindowAugmentation, random_rotations, rotate_windows, scale_movement
+from training.augment import WindowAugmentation, random_rotations, rotate_each_window, scale_movement
 
 
 def test_rotations_are_proper_and_within_the_angle():
@@ -27,13 +29,30 @@ def test_rotating_windows_matches_filtering_a_rotated_sensor(hapt_user1_dir):
     rotated_raw = np.hstack([raw[:, :3] @ rotation.T, raw[:, 3:] @ rotation.T])
     from_rotated_sensor = filter_recording(rotated_raw)                     # (3000, 9)
     channels = torch.from_numpy(filter_recording(raw)[None].astype(np.float32))
-    rotated_channels = rotate_windows(channels, torch.from_numpy(rotation)[None].float())[0].numpy()
+    rotated_channels = rotate_each_window(channels, torch.from_numpy(rotation)[None].float())[0].numpy()
     # Equal up to the 3-sample median, which does not commute with rotation: small next to the signal.
     error = np.abs(rotated_channels - from_rotated_sensor)
     scale = np.abs(from_rotated_sensor).mean(axis=0)
     assert (error.mean(axis=0) < 0.1 * scale).all(), error.mean(axis=0) / scale
     # ...and the rotation is not a no-op: total_acc's direction moved by about the angle.
     assert np.abs(rotated_channels - channels[0].numpy()).mean() > 5 * error.mean()
+
+
+def test_training_rotations_are_the_devices_rotations(hapt_user1_dir):
+    """The torch batch path (one R per window) turns real windows exactly as edge.mount.rotate_windows does,
+    and its matrices are scipy's for the drawn axis and angle."""
+    raw = np.asarray(HaptSource(hapt_user1_dir).read_experiment(1, 1))[:3000]        # (3000, 6)
+    windows = filter_recording(raw)[:8 * 128].reshape(8, 128, 9).astype(np.float32)  # (8, 128, 9)
+    rotations = random_rotations(8, 20.0, torch.Generator().manual_seed(5))           # (8, 3, 3)
+    turned = rotate_each_window(torch.from_numpy(windows), rotations).numpy()         # (8, 128, 9)
+    for window, rotation, torch_turned in zip(windows, rotations.numpy(), turned):
+        np.testing.assert_allclose(torch_turned, rotate_windows(window, rotation), atol=1e-5)
+    generator = torch.Generator().manual_seed(5)  # the same draws: unit axes, then angles in [-20, 20] degrees
+    axis = torch.nn.functional.normalize(torch.randn(8, 3, generator=generator), dim=1).double().numpy()
+    angle = ((torch.rand(8, generator=generator) * 2 - 1) * np.radians(20.0)).double().numpy()
+    expected = Rotation.from_rotvec(axis * angle[:, None]).as_matrix()                # (8, 3, 3)
+    np.testing.assert_allclose(rotations.numpy(), expected, atol=1e-6)
+    assert np.abs(turned - windows).mean() > 0.01  # not a no-op
 
 
 def test_random_rotation_works_on_normalized_windows():

@@ -1,6 +1,6 @@
 """Dependencies point one way: firmware_bridge <- edge <- training <- export, read from the source itself.
 
-Every module of edge/ and firmware_bridge/ (subfolders included) is parsed and every import in it is checked,
+Every module of firmware_bridge/, edge/ and training/ (subfolders included) is parsed and every import in it is checked,
 wherever it sits: at the top, inside a function (a late import), under `try:` (an optional import), or as
 `importlib.import_module("...")` / `__import__("...")` with a literal name. Each package may import the
 standard library, itself, the packages below it and the third-party packages of its install extra
@@ -24,9 +24,11 @@ EDGE_THIRD_PARTY = BRIDGE_THIRD_PARTY | {
     "ai_edge_litert", "tflite_runtime",  # LiteRT, or the older tflite-runtime wheel it falls back to
     "paho",  # paho-mqtt
 }
+TRAINING_THIRD_PARTY = EDGE_THIRD_PARTY | {"torch", "tqdm"}  # the dev extra's training half
 ALLOWED = {
     "firmware_bridge": {"firmware_bridge"} | BRIDGE_THIRD_PARTY,
     "edge": {"edge", "firmware_bridge"} | EDGE_THIRD_PARTY,
+    "training": {"training", "edge", "firmware_bridge"} | TRAINING_THIRD_PARTY,  # never export, the layer above
 }
 
 
@@ -89,6 +91,7 @@ def baseline():
 '''
     assert violations(source, "edge", "m.py") == ["m.py:7 imports torch", "m.py:8 imports training.models",
                                                    "m.py:10 imports export", "m.py:14 imports tensorflow"]
+    assert violations(source, "training", "t.py") == ["t.py:10 imports export", "t.py:14 imports tensorflow"]
     bridge = violations(source, "firmware_bridge", "b.py")
     assert "b.py:4 imports numpy" in bridge and "b.py:14 imports edge.pipeline" in bridge
     assert "b.py:3 imports firmware_bridge.frontend" not in bridge  # a relative import stays in its package

@@ -26,6 +26,8 @@ def quick(data, **overrides):
     return load_train_config(None, {**QUICK, "data": str(data), "train_all": True, **overrides})
 
 
+trains = pytest.mark.slow  # the test trains a model (seconds): `make test-fast` leaves it out
+
 @pytest.fixture(scope="module")
 def six_class_run(tmp_path_factory, hapt_user1_dir):
     """A real (tiny) six-class model trained on user 1's HAPT windows."""
@@ -39,6 +41,7 @@ def seven_class_data(tmp_path_factory, hapt_user1_dir):
     return own_recordings(tmp_path_factory.mktemp("seven") / "data", hapt_user1_dir)
 
 
+@trains
 def test_fine_tuning_replaces_the_head_for_a_new_class_and_moves_the_model(six_class_run, seven_class_data, tmp_path):
     init = six_class_run / "model.pt"
     _, old = load_checkpoint(init)
@@ -64,12 +67,14 @@ def test_fine_tuning_replaces_the_head_for_a_new_class_and_moves_the_model(six_c
     assert len(moved) > len(old["state_dict"]) // 3  # the backbone trained on, not only the head
 
 
+@trains
 def test_same_class_set_keeps_every_weight(six_class_run):
     model, ckpt, message = init_from_checkpoint(six_class_run / "model.pt", load_checkpoint(six_class_run / "model.pt")[1]["classes"])
     assert "every weight kept" in message
     assert all(torch.equal(model.state_dict()[k], v) for k, v in ckpt["state_dict"].items())
 
 
+@trains
 def test_mismatched_class_sets_are_clear_errors(six_class_run, seven_class_data, tmp_path, capsys):
     # evaluating a six-class model on recordings labelled with a seventh class
     rc = har_train(["evaluate", str(six_class_run / "model.pt"), "--data", str(seven_class_data)])
@@ -82,6 +87,7 @@ def test_mismatched_class_sets_are_clear_errors(six_class_run, seven_class_data,
         quick(seven_class_data, classes=["WALKING", "WALKING"])
 
 
+@trains
 def test_resume_continues_where_the_run_stopped(hapt_user1_dir, tmp_path):
     config = quick(hapt_user1_dir, epochs=3, train_all=False, val_subjects=[], subjects=[],
                    rotate_degrees=10.0, intensity_scale=0.2)  # augmentation RNGs must resume too
@@ -110,6 +116,7 @@ def test_resume_continues_where_the_run_stopped(hapt_user1_dir, tmp_path):
         fit(config, tmp_path / "cut", resume=True)
 
 
+@trains
 def test_resume_refuses_other_settings(hapt_user1_dir, tmp_path):
     config = quick(hapt_user1_dir, epochs=2)
     with pytest.raises(KeyboardInterrupt):
@@ -118,6 +125,7 @@ def test_resume_refuses_other_settings(hapt_user1_dir, tmp_path):
         fit(load_train_config(None, {**config.to_dict(), "lr": 1e-3}), tmp_path, resume=True)
 
 
+@trains
 def test_evaluate_json_matches_a_hand_count(six_class_run, hapt_user1_dir, tmp_path, capsys):
     out = tmp_path / "eval.json"
     rc = har_train(["evaluate", str(six_class_run / "model.pt"), "--data", str(hapt_user1_dir), "--json", str(out),

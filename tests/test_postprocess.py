@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edge.frontend import CLASSES
 from edge.postprocess import UNCERTAIN, LabelSmoother, SmoothingConfig, SmoothingConfigError, softmax
-
-CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS", "SITTING", "STANDING", "LAYING")
 
 
 def one_hot_ish(indices, p=0.8):

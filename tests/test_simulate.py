@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -280,3 +281,54 @@ def test_reboot_keeps_the_port_and_starts_seq_and_time_again_after_a_boot_hello(
     assert [s.seq for s in samples] == list(range(at)) + list(range(600 - at))
     assert samples[at].t_us == 0 and samples[at].values() == pytest.approx(walk.samples[at].values(), rel=1e-6)
     assert isinstance(frames[frames.index(samples[at]) - 1], Hello)  # the boot HELLO comes first
+
+
+def test_cli_decode_of_a_capture_writes_its_samples_and_bytes(hapt_user1_dir, tmp_path):
+    """A real capture (3000 HAPT samples as frames, a HELLO, line noise between; 90 kB: more than one read) is
+    decoded to a recording CSV that holds exactly its samples, and copied byte for byte to a .bin."""
+    from firmware_bridge.cli import main
+    from firmware_bridge.protocol import encode_hello, encode_sample
+
+    rec = read_recording(hapt_user1_dir / "RawData" / "acc_exp01_user01.txt")
+    sent = [Sample(s.seq, s.t_us, *map(f32, s.values())) for s in rec.samples[:3000]]
+    capture = encode_hello(sensor="test") + b"".join(
+        encode_sample(s) + (b"\x13\x37noise\x00" if i % 500 == 250 else b"") for i, s in enumerate(sent))
+    path = tmp_path / "capture.bin"
+    path.write_bytes(capture)
+    assert len(capture) > 65536
+    assert main(["decode", str(path), "--out", str(tmp_path / "decoded.csv"), "--quiet"]) == 0
+    assert read_recording(tmp_path / "decoded.csv").samples == sent
+    assert main(["decode", str(path), "--out", str(tmp_path / "copy.bin"), "--quiet"]) == 0
+    assert (tmp_path / "copy.bin").read_bytes() == capture
+    assert main(["decode", str(path), "--out", str(tmp_path / "first.bin"), "--quiet", "--count", "10"]) == 0
+    first = (tmp_path / "first.bin").read_bytes()  # the chunks read until the 10th sample, whole
+    assert 0 < len(first) < len(capture) and capture.startswith(first)
+    assert main(["decode", str(path), "--out", str(tmp_path / "no" / "such.csv")]) == 2
+
+
+@pytest.mark.slow
+def test_cli_decode_of_a_port_writes_as_it_goes_and_survives_sigkill(walk, tmp_path):
+    """On a real pty at 50 Hz, `decode --port --out` has the samples on disk while it runs (synced every
+    second), and what a SIGKILL leaves replays: the samples sent, in order, all but the last second."""
+    from firmware_bridge.recording import write_recording_csv
+
+    excerpt, out, link = tmp_path / "walk.csv", tmp_path / "decoded.csv", tmp_path / "imu"
+    write_recording_csv(excerpt, walk.samples)
+    with VirtualDevice(excerpt, speed=1.0, link=link) as device:
+        proc = subprocess.Popen([sys.executable, "-m", "firmware_bridge.cli", "decode", "--port", str(link),
+                                 "--out", str(out), "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            on_disk, deadline = 0, time.monotonic() + 60
+            while on_disk < 100 and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                on_disk = out.read_text().count("\n") - 1 if out.exists() else 0  # rows below the header
+            assert on_disk >= 100 and proc.poll() is None  # on disk while the decoder still runs
+            sent = device.injected.samples_sent
+            proc.send_signal(signal.SIGKILL)  # no handler, no flush, no close
+            proc.wait(timeout=10)
+        finally:
+            proc.kill()
+    recorded = read_recording(out).samples
+    assert len(recorded) >= on_disk and [s.seq for s in recorded] == list(range(len(recorded)))  # the device counts from 0
+    assert [s.values() for s in recorded] == [tuple(map(f32, s.values())) for s in walk.samples[:len(recorded)]]
+    assert sent - len(recorded) <= 50 + 10  # at most the last second (and the frames in flight) is missing

@@ -13,25 +13,26 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+
+from edge.mount import rotation_matrix
 
 
 def random_rotations(n: int, max_degrees: float, generator: torch.Generator) -> torch.Tensor:
-    """-> (n, 3, 3) rotation matrices about uniformly random axes by angles uniform in [-max, max] degrees."""
+    """-> (n, 3, 3) rotation matrices about uniformly random axes by angles uniform in [-max, max] degrees.
+    The draws are torch's (seeded, checkpointed with the generator); the matrices are edge.mount's
+    rotation_matrix, the one Rodrigues' formula the device uses."""
     axis = torch.randn(n, 3, generator=generator)
     axis = axis / axis.norm(dim=1, keepdim=True).clamp_min(1e-12)           # (n, 3) unit axes
     angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(max_degrees)  # (n,)
-    zero = torch.zeros(n)
-    k = torch.stack([                                                          # (n, 3, 3) cross-product matrix
-        torch.stack([zero, -axis[:, 2], axis[:, 1]], 1),
-        torch.stack([axis[:, 2], zero, -axis[:, 0]], 1),
-        torch.stack([-axis[:, 1], axis[:, 0], zero], 1)], 1)
-    sin, cos = angle.sin()[:, None, None], angle.cos()[:, None, None]
-    return torch.eye(3).expand(n, 3, 3) + sin * k + (1 - cos) * (k @ k)     # Rodrigues' formula
+    rotvecs = (axis * angle[:, None]).double().numpy()                        # (n, 3) axis * angle
+    return torch.from_numpy(np.array([rotation_matrix(v) for v in rotvecs]).reshape(n, 3, 3)).float()
 
 
-def rotate_windows(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """x (B, T, 9) un-normalized, channels as three xyz triads; rotations (B, 3, 3) -> (B, T, 9)."""
+def rotate_each_window(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """x (B, T, 9) un-normalized, channels as three xyz triads; rotations (B, 3, 3), one per window
+    -> (B, T, 9), v' = R v per triad (edge.mount.rotate_windows turns every window by one R)."""
     b, t, _ = x.shape
     triads = x.reshape(b, t, 3, 3)                                             # (B, T, triad, xyz)
     return torch.einsum("bij,btgj->btgi", rotations, triads).reshape(b, t, 9)
@@ -49,7 +50,8 @@ class WindowAugmentation:
     """Augments normalized windows in physical units: un-normalize, rotate and/or scale the movement,
     normalize again. Rotation up to `max_degrees`; movement scaled by a factor uniform in 1 +- `intensity`."""
 
-    def __init__(self, mean, std, seed: int, max_degrees: float = 0.0, intensity: float = 0.0):
+    def __init__(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor, seed: int,
+                 max_degrees: float = 0.0, intensity: float = 0.0):
         self.max_degrees = max_degrees
         self.intensity = intensity
         self.mean = torch.as_tensor(mean, dtype=torch.float32)  # (9,)
@@ -63,7 +65,7 @@ class WindowAugmentation:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:      # x (B, T, 9) normalized
         raw = x * self.std + self.mean                          # (B, T, 9) physical units
         if self.max_degrees > 0:
-            raw = rotate_windows(raw, random_rotations(len(x), self.max_degrees, self.generator))
+            raw = rotate_each_window(raw, random_rotations(len(x), self.max_degrees, self.generator))
         if self.intensity > 0:
             scales = 1 + (torch.rand(len(x), generator=self.generator) * 2 - 1) * self.intensity  # (B,)
             raw = scale_movement(raw, scales)
