@@ -150,7 +150,6 @@ class Pipeline:
         self.windows = 0
         self.frontend_resets = 0
         self.link = {"connects": 0, "disconnects": 0, "reconnects": 0}
-        self.device_logs = 0
         self.hello: Hello | None = None
         self.aligned_flags = np.zeros(0, bool)  # (k,) which of the last windows were rotated (`align`)
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
@@ -421,7 +420,6 @@ class Pipeline:
             self.hello = frame
             self.rate.hello(frame.rate_hz)
         else:  # Log
-            self.device_logs += 1
             self.notify(f"device: {getattr(frame, 'text', frame)}")
 
     def counters(self) -> dict[str, Any]:

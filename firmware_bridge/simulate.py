@@ -325,7 +325,6 @@ class VirtualDevice:
         self._master = -1
         self._pty_path: str | None = None
         self._lock = threading.Lock()
-        self._connected = threading.Event()
         self.write_times = write_times
         self._chunks_pending = 0  # Chunks in the bytes not yet written
 
@@ -366,10 +365,6 @@ class VirtualDevice:
         self._thread.start()
         assert self._pty_path is not None  # _open_pty set it
         return self._pty_path
-
-    def wait_connected(self, timeout: float | None = None) -> bool:
-        """Blocks until a reader has the port open and the device is streaming."""
-        return self._connected.wait(timeout)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits for the recording to end; True if it ended. Re-raises an error of the device thread."""
@@ -463,7 +458,6 @@ class VirtualDevice:
                     termios.tcflush(self._master, termios.TCIOFLUSH)
                 except termios.error:
                     pass
-                self._connected.clear()
                 waited += self._reader_arrived()
                 continue
             try:
@@ -503,14 +497,11 @@ class VirtualDevice:
             self._play()
         except BaseException as exc:  # reported by wait(): a crashed device must not look like a finished one
             self.error = exc
-        finally:
-            self._connected.set()  # nobody waits forever on a device that ended
 
     def _reader_arrived(self) -> float:
         """Waits for a reader; returns the wall seconds waited (the stream clock stands still)."""
         waited = self._wait_for_reader()
         self.injected.connections += 1
-        self._connected.set()
         return waited
 
     def _play(self) -> None:
@@ -547,7 +538,6 @@ class VirtualDevice:
                 origin += step.seconds / self.speed
             else:  # Unplug
                 self._drain()  # so the reader's counts match what was injected
-                self._connected.clear()
                 self._close_pty()
                 self._sleep(step.seconds / self.speed)
                 unplugged = True
