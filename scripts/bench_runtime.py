@@ -79,6 +79,27 @@ print(json.dumps(best))
 """
 
 
+# The floor of "device -> label line" here: pyserial reads of the port and the protocol decoder, a line printed
+# at every window end and nothing else (no pipeline, no model): pty, wake-ups, pipe and this harness.
+BARE_READER_CODE = r"""
+import json, sys, time
+import serial
+from firmware_bridge.protocol import FrameDecoder
+port = serial.serial_for_url(sys.argv[1], baudrate=115200, timeout=0.5, exclusive=True)
+decoder, n, end = FrameDecoder(), 0, time.perf_counter() + float(sys.argv[2])
+while time.perf_counter() < end:
+    data = port.read(port.in_waiting or 1)
+    if len(data) == 1 and port.in_waiting:
+        data += port.read(port.in_waiting)
+    for frame in decoder.feed(data):
+        if hasattr(frame, "seq"):
+            n += 1
+            if n >= 128 and (n - 128) % 64 == 0:
+                sys.stdout.write(json.dumps({"sample_end": n, "latency_ms": 0.0}) + "\n")
+                sys.stdout.flush()
+"""
+
+
 def env_for(tree: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # both trees run from compiled modules, as a pip install leaves them
@@ -127,15 +148,17 @@ def _cpu_s(pid: int) -> float:
 
 
 def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
-    """`har-edge run` of `tree` on the virtual device at 50 Hz: CPU per sample in the steady state (from the
-    first window's label to the last's, so start-up is not counted), latency, peak RSS."""
+    """`har-edge run` of `tree` on the virtual device at 50 Hz (precision "bare": the bare reader instead): CPU per
+    sample in the steady state (from the first window's label to the last's, so start-up is not counted), latency,
+    peak RSS."""
     from firmware_bridge.simulate import VirtualDevice
 
     link = workdir / f"imu-{tree.name}-{precision}"
     written: list[float] = []  # when the device wrote each chunk: [0] its HELLO, [k] stream sample k - 1
     with VirtualDevice(EXAMPLE, speed=1.0, link=link, loop=True, write_times=written):
-        command = [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--jsonl", "-", "--quiet",
-                   "--precision", precision, "--duration", str(seconds), "--report-every", "0"]
+        command = [sys.executable, "-c", BARE_READER_CODE, str(link), str(seconds)] if precision == "bare" else \
+            [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--jsonl", "-", "--quiet",
+             "--precision", precision, "--duration", str(seconds), "--report-every", "0"]
         proc = subprocess.Popen(command, cwd=tree, env=env_for(tree), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         latencies: list[float] = []
@@ -270,7 +293,8 @@ def main() -> int:
             print("live", file=sys.stderr, flush=True)
             figures["live"] = {"before int8": live(before, "int8", args.live_seconds, work),
                                "after int8": live(REPO, "int8", args.live_seconds, work),
-                               "after auto": live(REPO, "auto", args.live_seconds, work)}
+                               "after auto": live(REPO, "auto", args.live_seconds, work),
+                               "bare reader": live(REPO, "bare", args.live_seconds, work)}
     print(report(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
