@@ -4,28 +4,29 @@ A source is an iterator of items, each one of
 - `ByteChunk`: bytes as they arrived from the port, stamped with their arrival time
   (`time.perf_counter()`), still to be decoded by the runtime;
 - `SampleBlock`: already decoded samples (replay of a recording);
-- `LinkEvent`: the port came up or went away.
+- `LinkEvent`: the port came up or went away, or ("idle") nothing came for a while.
 
-`SerialSource` runs one thread that owns the pyserial port, in the manner of pyserial's
-`serial.threaded.ReaderThread` (read what is waiting or block for one byte; the thread is the
-only one touching the port), but it does not die with the port: when the device is unplugged
-or the port vanishes it reports `LinkEvent("lost")` and reopens the port with exponential
-back-off until it is back (`LinkEvent("connected")`).
+`SerialSource` owns the pyserial port in the thread that iterates it (the main loop's): it reads
+what is waiting or blocks for one byte and takes the rest of the frame with it, as pyserial's
+`serial.threaded.ReaderThread` does, but hands the bytes straight to the caller instead of through
+a second thread and a queue (that hand-off cost more CPU and latency per frame than the pipeline's
+work on it; the kernel's tty buffer holds what arrives meanwhile). It does not die with the port:
+when the device is unplugged or the port vanishes it reports `LinkEvent("lost")` and reopens the
+port with exponential back-off until it is back (`LinkEvent("connected")`).
 
-Pacing: at 50 Hz a frame arrives every 20 ms, and waking two threads per frame costs far more CPU than the
-pipeline's work on it. The main loop says when the next window's last sample is due (`hold_until`); until
-shortly before then the reader sleeps and then takes everything waiting in one read, so a window costs a
-few wake-ups instead of 64, while the frames that complete a window are still read the moment they come.
+Pacing: at 50 Hz a frame arrives every 20 ms, and a wake-up per frame costs far more CPU than the
+pipeline's work on it. The main loop says when the next window's last sample is due (`hold_until`);
+until shortly before then the source sleeps and then takes everything waiting in one read, so a
+window costs a few wake-ups instead of 64, while the frames that complete a window are still read
+the moment they come.
 """
 
 from __future__ import annotations
 
 import errno
-import queue
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -95,16 +96,16 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
     return f"{port}: {text}"
 
 
-QUEUE_ITEMS = 1024  # chunks read but not yet processed
-# The reader wakes this long before the window-completing sample is due (1.5 samples at 50 Hz: a device clock
+# The source wakes this long before the window-completing sample is due (1.5 samples at 50 Hz: a device clock
 # 2% fast still finds it awake), and sleeps at most MAX_HOLD_S at a time: the kernel's tty buffer (4 KiB) holds
 # 2 s of frames, and an unplugged port is noticed within that time.
 WAKE_EARLY_S = 0.03
 MAX_HOLD_S = 0.5
+IDLE_EVERY_S = 0.2  # while waiting for the port to come back: an "idle" event this often (counters, --duration)
 
 
 class SerialSource:
-    """Live bytes from a serial port, read by a reader thread that reconnects on loss."""
+    """Live bytes from a serial port, read in the iterating thread, reconnecting on loss."""
 
     def __init__(
         self,
@@ -119,14 +120,9 @@ class SerialSource:
         self.connect_timeout_s = connect_timeout_s
         self._open_port = open_port or self._default_open
         self._log = log or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
-        # Bounded: a pipeline that falls behind makes the reader wait (the port's buffer, then the device,
-        # holds the bytes) instead of growing this process without limit.
-        self._queue: queue.Queue[ByteChunk | LinkEvent | SourceError] = queue.Queue(maxsize=QUEUE_ITEMS)
-        self._alive = threading.Event()
-        self._closing = threading.Event()  # wakes a reader that holds off reading (hold_until)
-        self._hold_until = 0.0  # perf_counter time before which the reader need not read
+        self._open = True  # until close()
+        self._hold_until = 0.0  # perf_counter time before which the source need not read
         self._serial: Serial | None = None
-        self._thread = threading.Thread(target=self._run, name=f"serial-reader {port}", daemon=True)
         self.reconnects = 0
         self.disconnects = 0
         self.bytes_read = 0
@@ -134,85 +130,73 @@ class SerialSource:
     def _default_open(self) -> Serial:
         import serial  # pyserial: part of the base dependencies
 
-        # exclusive=True: a second reader on the same port would steal bytes from this one.
-        return serial.serial_for_url(self.port, baudrate=self.baud, timeout=0.5, exclusive=True)
+        # exclusive=True: a second reader on the same port would steal bytes from this one. The timeout is
+        # how long a silent port blocks a read before the source says "idle".
+        return serial.serial_for_url(self.port, baudrate=self.baud, timeout=IDLE_EVERY_S, exclusive=True)
 
-    # -- reader thread ----------------------------------------------------------------------
-    def start(self) -> SerialSource:
-        self._alive.set()
-        self._thread.start()
-        return self
+    def hold_until(self, due: float | None) -> None:
+        """The consumer needs no bytes before `due` (time.perf_counter(); None: read as they come): the source
+        sleeps until WAKE_EARLY_S before it and then reads everything waiting at once."""
+        self._hold_until = 0.0 if due is None else due - WAKE_EARLY_S
 
-    def _run(self) -> None:
+    def __iter__(self) -> Iterator[ByteChunk | LinkEvent]:
         lost_at: float | None = None
         started = time.perf_counter()
         ever_connected = False
-        while self._alive.is_set():
-            port = self._connect(started if not ever_connected else None)
-            if port is None:
-                return
-            outage = 0.0 if lost_at is None else time.perf_counter() - lost_at
-            if ever_connected:
-                self.reconnects += 1
-            ever_connected = True
-            self._put(LinkEvent("connected", self.port, outage_s=outage))
-            error = self._read_until_lost(port)
-            try:
-                port.close()
-            except Exception:  # closing a vanished port may fail too; it is gone either way
-                pass
-            self._serial = None
-            if not self._alive.is_set():
-                return
-            assert error is not None  # _read_until_lost returns None only once the source is closed
-            self.disconnects += 1
-            lost_at = time.perf_counter()
-            self._put(LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error)))
+        try:
+            while self._open:
+                port = yield from self._connect(started if not ever_connected else None)
+                if port is None:
+                    return
+                outage = 0.0 if lost_at is None else time.perf_counter() - lost_at
+                if ever_connected:
+                    self.reconnects += 1
+                ever_connected = True
+                yield LinkEvent("connected", self.port, outage_s=outage)
+                error = yield from self._read_until_lost(port)
+                self._close_port()
+                if error is None:  # closed
+                    return
+                self.disconnects += 1
+                lost_at = time.perf_counter()
+                yield LinkEvent("lost", self.port, detail=describe_serial_error(self.port, error))
+        finally:
+            self._close_port()
 
-    def _put(self, item: ByteChunk | LinkEvent | SourceError) -> None:
-        """Queue an item, waiting while the queue is full; gives up when the source is closed."""
-        while self._alive.is_set():
-            try:
-                self._queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-
-    def _connect(self, started: float | None) -> Serial | None:
-        """Open the port, retrying with back-off; None when stopped or timed out."""
+    def _connect(self, started: float | None) -> Generator[LinkEvent, None, Serial | None]:
+        """Open the port, retrying with back-off (saying "idle" while it waits) -> the port, None when closed;
+        SourceError when the port did not appear within connect_timeout_s."""
         delays = self.backoff.delays()
         last_message = None
-        while self._alive.is_set():
+        while self._open:
             try:
-                port = self._open_port()
-                self._serial = port
-                return port
+                self._serial = self._open_port()
+                return self._serial
             except Exception as exc:  # pyserial raises SerialException (an IOError) or ValueError
                 message = describe_serial_error(self.port, exc)
                 if message != last_message:
-                    self._put(LinkEvent("waiting", self.port, detail=message))
+                    yield LinkEvent("waiting", self.port, detail=message)
                     last_message = message
                 if started is not None and self.connect_timeout_s is not None \
                         and time.perf_counter() - started > self.connect_timeout_s:
-                    self._put(SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}"))
-                    return None
-                time.sleep(next(delays))
+                    raise SourceError(f"gave up after {self.connect_timeout_s:g} s: {message}") from None
+                wake = time.perf_counter() + next(delays)
+                while self._open and (left := wake - time.perf_counter()) > 0:
+                    time.sleep(min(left, IDLE_EVERY_S))
+                    yield LinkEvent("idle", self.port)
         return None
 
-    def _read_until_lost(self, port: Serial) -> BaseException | None:
-        while self._alive.is_set():
-            hold = min(self._hold_until - time.perf_counter(), MAX_HOLD_S)
+    def _read_until_lost(self, port: Serial) -> Generator[ByteChunk | LinkEvent, None, BaseException | None]:
+        """Chunks as they are read -> the error that ended them, None when closed."""
+        while self._open:
             try:
+                hold = min(self._hold_until - time.perf_counter(), MAX_HOLD_S)
                 # The consumer needs no bytes yet: let them gather in the port's buffer. Not when some are
-                # waiting already: the device is ahead of the estimate (or the reader behind it).
+                # waiting already: the device is ahead of the estimate (or the consumer behind it).
                 if hold > 0 and not port.in_waiting:
-                    self._closing.wait(hold)
-            except Exception as exc:  # in_waiting fails too when the device vanishes
-                return exc
-            try:
-                # Everything waiting, or block (up to the timeout) for one byte and then take what came with
-                # it: a frame is written at once, but the blocking read returns on its first byte, and reading
-                # the rest separately would send every frame through the queue and the pipeline twice.
+                    time.sleep(hold)
+                # Everything waiting, or block (up to the port's timeout) for one byte and then take what came with
+                # it: a frame is written at once, but the blocking read returns on its first byte.
                 data = port.read(port.in_waiting or 1)
                 if len(data) == 1 and port.in_waiting:
                     data += port.read(port.in_waiting)
@@ -220,41 +204,22 @@ class SerialSource:
                 return exc
             if data:
                 self.bytes_read += len(data)
-                self._put(ByteChunk(bytes(data), time.perf_counter()))
+                yield ByteChunk(bytes(data), time.perf_counter())
+            else:
+                yield LinkEvent("idle", self.port)  # lets the loop print counters on a silent port
         return None
 
-    # -- consumer side ----------------------------------------------------------------------
-    def hold_until(self, due: float | None) -> None:
-        """The consumer needs no bytes before `due` (time.perf_counter(); None: read as they come): the reader
-        sleeps until WAKE_EARLY_S before it and then reads everything waiting at once."""
-        self._hold_until = 0.0 if due is None else due - WAKE_EARLY_S
-
-    def __iter__(self) -> Iterator[ByteChunk | LinkEvent]:
-        if not self._thread.is_alive() and not self._alive.is_set():
-            self.start()
-        while True:
+    def _close_port(self) -> None:
+        port, self._serial = self._serial, None
+        if port is not None:
             try:
-                item = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if not self._alive.is_set() and not self._thread.is_alive():
-                    return
-                yield LinkEvent("idle", self.port)  # lets the loop print counters on a silent port
-                continue
-            if isinstance(item, SourceError):
-                raise item
-            yield item
+                port.close()
+            except Exception:  # closing a vanished port may fail too; it is gone either way
+                pass
 
     def close(self) -> None:
-        self._alive.clear()
-        self._closing.set()
-        port = self._serial
-        if port is not None and hasattr(port, "cancel_read"):
-            try:
-                port.cancel_read()
-            except Exception:
-                pass
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+        self._open = False
+        self._close_port()
 
 
 class RecordingSource:

@@ -1,5 +1,5 @@
 """The whole live path through a real pseudo-terminal: virtual device -> pty -> SerialSource
-(reader thread, pyserial) -> decoder -> gaps -> front-end -> model -> labels.
+(pyserial, paced by the main loop) -> decoder -> gaps -> front-end -> model -> labels.
 
 Every test compares the live labels with a replay of the same data: the recording minus the
 samples the device lost (their stream positions kept), which is what the live path saw. With
