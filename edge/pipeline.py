@@ -161,6 +161,9 @@ class Pipeline:
         self._last_sample_at: float | None = None  # arrival (perf_counter) of the newest item with samples
         self._arrival_mark: tuple[float, int] | None = None  # (arrival, stream position) a second or so ago
         self._arrival_rate: float | None = None  # samples per wall-clock second as they arrive (last second)
+        # The least delay seen between the stream clock (position / rate) and arrival, over this and the last span:
+        # a chunk read late (a batch) says nothing about when its samples came, a frame read as it came does.
+        self._clock_offsets = [float("inf"), float("inf")]  # (last span's, this span's) min(arrival - position / rate)
 
     def warm_up(self) -> None:
         """Run the front-end code and the model once on throwaway data, so that the first live
@@ -201,11 +204,14 @@ class Pipeline:
         virtual one) streaming faster than real time makes the next window due sooner than its own clock says."""
         self._last_sample_at = arrival
         position = self.gaps.position
+        offset = arrival - position / self.model.frontend_config.sample_rate_hz
+        self._clock_offsets[1] = min(self._clock_offsets[1], offset)
         if self._arrival_mark is None:
             self._arrival_mark = (arrival, position)
         elif arrival - self._arrival_mark[0] >= 1.0:
             self._arrival_rate = (position - self._arrival_mark[1]) / (arrival - self._arrival_mark[0])
             self._arrival_mark = (arrival, position)
+            self._clock_offsets = [self._clock_offsets[1], offset]
 
     def samples_until_window(self) -> int:
         """Samples still to come (after those held) before the front-end completes its next window."""
@@ -221,9 +227,12 @@ class Pipeline:
         if self._last_sample_at is None:
             return None
         nominal = self.model.frontend_config.sample_rate_hz
+        left = self.samples_until_window()
         # A fast device clock, or samples arriving faster than real time, make the window due sooner.
         rate = max(nominal, self.gaps.rate.rate_hz or nominal, self._arrival_rate or nominal)
-        return self._last_sample_at + self.samples_until_window() / rate
+        from_arrival = self._last_sample_at + left / rate  # late when the newest chunk was read late
+        from_clock = min(self._clock_offsets) + (self.gaps.position + left) / nominal  # the stream clock's
+        return min(from_arrival, from_clock)
 
     def watch(self, n_samples: int, arrival: float, restarts_before: int) -> None:
         """Status events from what this item brought (edge/status.py)."""
