@@ -185,12 +185,14 @@ class StreamedRecording:
     def _read_block(self) -> _Block | _Refused | None:
         """-> (seq (n,) int64, t_us (n,) int64, raw (n, 6) float64, label codes (n,) uint8 | None), None at the end."""
         data = self._handle.read(self.block * BYTES_PER_ROW)
+        while data and b"\n" not in data:  # no row ends in this read: take more of it
+            if len(self._rest) + len(data) > MAX_ROW_BYTES:
+                return _REFUSED  # no recording row is this long: read_recording says what the file is
+            self._rest += data
+            data = self._handle.read(self.block * BYTES_PER_ROW)
         if data:
             data = self._rest + data
             cut = data.rfind(b"\n") + 1
-            if cut == 0:  # a line longer than a block: take more of it
-                self._rest = data
-                return self._read_block()
             self._rest = data[cut:]
             data = data[:cut]
         else:  # the end: what is left, without the blank lines a file may end with
@@ -202,6 +204,7 @@ class StreamedRecording:
 
 
 BYTES_PER_ROW = 80  # read about `block` rows of a recording at a time (a row is 50-70 bytes)
+MAX_ROW_BYTES = 1 << 20  # a "row" longer than this is not one (a binary file named .csv)
 # One row's numbers: loadtxt parses the integer columns as integers (so "1.0" is refused, as read_recording does).
 _ROW = np.dtype([("seq", np.int64), ("t_us", np.int64), ("raw", np.float64, (6,))])
 

@@ -314,3 +314,15 @@ def test_window_statistics_match_numpys_mean_and_norm(example_raw):
         np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
         axis = Rotation.from_matrix(rotation).as_rotvec()  # the smallest rotation: about their common normal
         assert abs(axis @ direction) < 1e-9 and abs(axis @ np.asarray(config.canonical)) < 1e-9
+
+
+def test_streamed_recording_gives_up_on_a_row_without_end(tmp_path):
+    """A 'row' of megabytes without a newline (a dump, not a recording): the replay does not gather it without
+    bound; it says what read_recording says."""
+    endless = tmp_path / "endless.csv"
+    endless.write_text("seq,t_us,ax,ay,az,gx,gy,gz,label\n" + "1," * 1_500_000)
+    with pytest.raises(ValueError) as expected:
+        read_recording(endless)
+    with pytest.raises(ValueError) as streamed:
+        list(StreamedRecording(endless))
+    assert str(streamed.value) == str(expected.value)
