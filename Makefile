@@ -9,7 +9,7 @@ DEFAULT_CV ?= bilm_e30_last
 CV_FOLDS ?= 3
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: model model-tcn results cv streamed test test-fast lint demo example firmware own-data-example
+.PHONY: model model-tcn results cv streamed test test-fast lint demo example firmware own-data-example bench-runtime
 
 # Train the default variant on all 21 training users (last epoch kept), export it, ship it.
 model:
@@ -72,6 +72,11 @@ lint:
 
 demo:
 	bash scripts/demo.sh
+
+# The lean runtime against the issue's baseline (423392d), side by side: start-up, memory, replay, stage costs,
+# labels, live through the virtual device (docs/results.md, "Lean runtime"; about 8 minutes).
+bench-runtime:
+	$(PY) scripts/bench_runtime.py --repeats 5 --live-seconds 40 --json docs/figures/bench_runtime.json
 
 # The worked example of docs/datasets.md: record (virtual device), label, train a 7-class model, export, replay.
 own-data-example:
