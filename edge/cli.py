@@ -683,7 +683,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         _stop_signals_as_interrupt()
         print(f"enrolment on {args.port}: four short steps (about {minutes:.1f} minutes). Wear the board as you "
               "always do; follow the instructions as they come.", flush=True)
-        source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, log=lambda m: None)
+        source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
         data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args),
                                 steps=steps)
     profile, summary = enrol(model, data)

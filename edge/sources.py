@@ -24,7 +24,6 @@ the moment they come.
 from __future__ import annotations
 
 import errno
-import sys
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -114,12 +113,10 @@ class SerialSource:
         backoff: Backoff = Backoff(),
         connect_timeout_s: float | None = None,
         open_port: Callable[[], Serial] | None = None,
-        log: Callable[[str], None] | None = None,
     ):
         self.port, self.baud, self.backoff = port, baud, backoff
         self.connect_timeout_s = connect_timeout_s
         self._open_port = open_port or self._default_open
-        self._log = log or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
         self._open = True  # until close()
         self._hold_until = 0.0  # perf_counter time before which the source need not read
         self._serial: Serial | None = None

@@ -76,7 +76,7 @@ class TappedFrameDecoder(FrameDecoder):
 def live(model, device: VirtualDevice, text=False, messages=None, sink=None, **pipeline_options):
     """Run the pipeline on the device's port until the device has finished and the port is quiet."""
     device.start()
-    source = SerialSource(device.port, backoff=Backoff(0.02, 2.0, 0.2), log=lambda m: None)
+    source = SerialSource(device.port, backoff=Backoff(0.02, 2.0, 0.2))
     notes = messages if messages is not None else []
     pipeline = Pipeline(model, decoder=CsvLineDecoder() if text else TappedFrameDecoder(), notify=notes.append,
                         **pipeline_options)
