@@ -350,6 +350,11 @@ def _format_value(value: float) -> str:
     return "NaN" if math.isnan(value) else repr(float(value))
 
 
+def _csv_row(seq: int, t_us: int, values: Sequence[float]) -> str:
+    """One recording CSV row without its label column and line end: seq,t_us,ax,ay,az,gx,gy,gz."""
+    return f"{seq % SEQ_MODULO},{t_us % T_US_MODULO}," + ",".join(map(_format_value, values))
+
+
 def write_recording_csv(path: str | Path, samples: list[Sample], labels: list[str | None] | None = None) -> None:
     """Writes the project's recording CSV (values with full precision, labels optional)."""
     path = Path(path)
@@ -361,13 +366,10 @@ def write_recording_csv(path: str | Path, samples: list[Sample], labels: list[st
                 check_label(label, f"{path}, sample {i}")
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow([*CSV_COLUMNS, CSV_LABEL_COLUMN] if labels is not None else CSV_COLUMNS)
+        handle.write(",".join([*CSV_COLUMNS, CSV_LABEL_COLUMN] if labels is not None else CSV_COLUMNS) + "\n")
         for i, s in enumerate(samples):
-            row = [s.seq % SEQ_MODULO, s.t_us % T_US_MODULO, *(_format_value(v) for v in s.values())]
-            if labels is not None:
-                row.append(labels[i] or "")
-            writer.writerow(row)
+            label = "" if labels is None else f",{labels[i] or ''}"  # labels are class names: no comma, no quote
+            handle.write(_csv_row(s.seq, s.t_us, s.values()) + label + "\n")
     tmp.replace(path)  # a reader never sees half a recording
 
 
@@ -422,8 +424,7 @@ class RecordingWriter:
         """Decoded samples as columns: seq (n,), t_us (n,), values (n, 6) (kept by a .csv recording only)."""
         if self.raw or len(seq) == 0:
             return
-        rows = [f"{s % SEQ_MODULO},{t % T_US_MODULO}," + ",".join(map(_format_value, v)) + self._row_end
-                for s, t, v in zip(seq, t_us, values)]
+        rows = [_csv_row(s, t, v) + self._row_end for s, t, v in zip(seq, t_us, values)]
         self._pending.append("".join(rows).encode("utf-8"))
         self.samples += len(rows)
         self._maybe_sync()
