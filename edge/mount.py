@@ -23,6 +23,7 @@ device more than all of this module's arithmetic).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -80,24 +81,20 @@ class MountConfig:
 # The per-window statistics below are reductions written as matrix products and einsums: on one window
 # numpy's per-call cost is most of the time (the live path computes them once per window).
 
+@functools.cache
 def _selector(length: int) -> np.ndarray:
-    """(3, length) float32 rows summing a window's first 16, last 16 and all samples."""
+    """(3, length) float32 rows summing a window's first 16, last 16 and all samples (shared: read-only)."""
     selector = np.zeros((3, length), np.float32)
     selector[0, :16] = selector[1, -16:] = selector[2] = 1.0
+    selector.setflags(write=False)
     return selector
-
-
-_SELECTORS: dict[int, np.ndarray] = {}
 
 
 def window_statistics(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, 128, 9) un-normalized windows -> body-acceleration RMS magnitude (N,), and gravity (total_acc -
     body_acc) summed over the first 16, the last 16 and all samples (N, 3, 3) float64, from one matrix product."""
     length = windows.shape[1]
-    selector = _SELECTORS.get(length)
-    if selector is None:
-        selector = _SELECTORS[length] = _selector(length)
-    sums = np.matmul(selector, windows).astype(np.float64)  # (N, 3, 9)
+    sums = np.matmul(_selector(length), windows).astype(np.float64)  # (N, 3, 9)
     gravity = sums[..., 6:9] - sums[..., 0:3]  # (N, 3, 3)
     body = windows[:, :, 0:3]
     rms = np.sqrt(np.einsum("ntc,ntc->n", body, body, dtype=np.float64) / length)  # (N,)
@@ -132,10 +129,11 @@ def moving(windows: np.ndarray, config: MountConfig) -> np.ndarray:
 
 def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray | None:
     """One wearer's windows (N, 128, 9) -> unit mean gravity direction of the moving ones, None if none move."""
-    mask = moving(windows, config)
+    rms, gravity = window_statistics(windows)  # (N,), (N, 3, 3)
+    mask = _moving(rms, gravity, config)  # (N,)
     if not mask.any():
         return None
-    mean = gravity_directions(windows[mask]).sum(axis=0)  # (3,)
+    mean = _unit(gravity[mask, 2]).sum(axis=0)  # (3,)
     direction: np.ndarray = mean / np.linalg.norm(mean)
     return direction
 
