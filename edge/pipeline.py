@@ -221,9 +221,11 @@ class Pipeline:
         return next_end - seen - self._held_n
 
     def next_window_due(self) -> float | None:
-        """When (time.perf_counter()) the sample that completes the next window should arrive, at the stream's
-        rate from the newest sample's arrival; None before any sample. An estimate for a live source that reads
-        in batches until then (edge/loop.py): samples lost on the way only make the window later than this."""
+        """When (time.perf_counter()) the sample that completes the next window should arrive; None before any
+        sample. The sooner of two estimates: the newest sample's arrival plus the missing samples at the fastest
+        of the nominal, device and arrival rates, and the stream clock (position / nominal rate) shifted by its
+        least-delayed arrival of the last two spans. For a live source that reads in batches until then
+        (edge/loop.py): samples lost on the way only make the window later than this."""
         if self._last_sample_at is None:
             return None
         nominal = self.model.frontend_config.sample_rate_hz

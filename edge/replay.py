@@ -225,6 +225,8 @@ def parse_rows(data: bytes, with_label: bool) -> _Block | _Refused:
                           comments=None, ndmin=1)  # (n,) seq, t_us, raw (6,)
     except ValueError:  # a field that is not a number (or not an integer in seq / t_us)
         return _REFUSED
+    if len(rows) != n:  # a lone CR splits a line where the byte checks saw one row
+        return _REFUSED
     seq, t_us, raw = rows["seq"], rows["t_us"], rows["raw"]  # (n,), (n,), (n, 6)
     if np.isinf(raw).any() or not ((seq >= 0) & (seq < SEQ_MODULO)).all() \
             or not ((t_us >= 0) & (t_us < T_US_MODULO)).all():
