@@ -315,6 +315,12 @@ class MountCalibration:
                 self.windows += self._session_windows
 
     @property
+    def unchecked(self) -> bool:
+        """The reference was carried in from an earlier session and this session's walking has not yet
+        checked it (re-mount detection on); windows are rotated by it meanwhile, unless trust_saved=False."""
+        return self._checking
+
+    @property
     def aligning(self) -> bool:
         """Windows are rotated: calibrated, and (with trust_saved=False) the saved reference confirmed."""
         return self.calibrated and (self.trust_saved or not self._checking)

@@ -27,7 +27,7 @@ from edge.postprocess import SmoothingConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
-from training.streamed import HaptRecordings, pooled, score_user, stream_run  # noqa: E402
+from training.streamed import MOUNT_STATES, HaptRecordings, pooled, score_user, stream_run  # noqa: E402
 
 # The smoothers --choose-smoothing compares (method, windows, threshold).
 SMOOTHING_GRID = [SmoothingConfig("none", 1, 1, t) for t in (0.0, 0.5)] + [
@@ -127,6 +127,14 @@ def main() -> None:
         spread = values.std(ddof=1) if len(values) > 1 else 0.0
         scale = 1 if key == "median_lag_s" else 100
         print(f"mean over {len(values)} partitions: {key} {scale * values.mean():.2f} ± {scale * spread:.2f}")
+    print("\nwhere the errors are: scored windows by where the mount calibration stood when each was labelled")
+    print(f"{'partition':<28} " + "  ".join(f"{state + ' (windows, errors, label %)':<44}" for state in MOUNT_STATES))
+    for name, result in partitions.items():
+        cells = []
+        for state in MOUNT_STATES:
+            n, correct = result["pooled"]["by_mount_state"][state]
+            cells.append(f"{n:>5} {n - correct:>4} {100 * correct / max(1, n):6.2f}".ljust(44))
+        print(f"{name:<28} " + "  ".join(cells))
     if options.choose_smoothing:
         values = np.array([r["nested_smoothing"]["pooled"]["label_accuracy"] for r in partitions.values()])
         print(f"mean over {len(values)} partitions: label_accuracy with nested smoothing choice "

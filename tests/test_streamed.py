@@ -90,3 +90,20 @@ def test_resmoothing_recorded_probabilities_matches_streaming_with_that_smoother
     streamed_other = stream_run(out, recordings, smoothing=no_floor, log=lambda m: None)
     for (k, u, a, m), (_, _, b, _) in zip(streamed_plain, streamed_other):
         assert score_user(k, u, a, m, no_floor)["label_correct"] == score_user(k, u, b, m)["label_correct"]
+
+
+def test_the_errors_are_broken_down_by_where_the_mount_calibration_stood(run, recordings):
+    out, _ = run
+    streams = stream_run(out, recordings, log=lambda m: None)
+    users = [score_user(k, u, st, m) for k, u, st, m in streams]
+    for (_, _, streamed, _), user in zip(streams, users):
+        first, second = streamed
+        # HAPT's static postures come before any walking: each recording starts without a checked reference.
+        assert first.states[0] == "uncalibrated" and first.states[-1] == "checked"
+        assert second.states[0] == "carried, unchecked" and "uncalibrated" not in second.states
+        assert len(first.states) == len(first.results)
+        tallies = user["by_mount_state"]
+        assert sum(n for n, _ in tallies.values()) == user["windows"]
+        assert sum(c for _, c in tallies.values()) == user["label_correct"]
+    total = pooled(users)["by_mount_state"]
+    assert sum(n for n, _ in total.values()) == pooled(users)["windows"]

@@ -34,6 +34,11 @@ from edge.sources import SampleBlock
 from training.checkpoint import load_checkpoint
 
 MIN_BOUT_S = 10.0  # bouts shorter than this are not timed for label lag
+# Where the mount calibration stood when a window was labelled (the scorer's breakdown of the errors):
+# no reference yet (unrotated), a reference carried from an earlier recording and not yet checked by this
+# recording's walking (rotated by it: right unless the board was re-mounted), or one this recording's
+# walking learnt or confirmed.
+MOUNT_STATES = ("uncalibrated", "carried, unchecked", "checked")
 N_ACTIVITIES = 6   # HAPT activities 1-6 are the classes; 7-12 are postural transitions
 
 
@@ -98,6 +103,14 @@ class RecordingScore:
     lags_s: list = field(default_factory=list)  # one per bout >= MIN_BOUT_S
     never_named: int = 0    # bouts whose label never appeared
     notes: list = field(default_factory=list)   # what the runtime said (calibration, re-mount)
+    by_state: dict = field(default_factory=dict)  # MOUNT_STATES name -> [windows, label correct]
+
+
+def mount_state(calibration: MountCalibration | None) -> str:
+    """The MOUNT_STATES name of where `calibration` stands now (a model without alignment: uncalibrated)."""
+    if calibration is None or not calibration.calibrated:
+        return MOUNT_STATES[0]
+    return MOUNT_STATES[1] if calibration.unchecked else MOUNT_STATES[2]
 
 
 def window_classes(activity: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
@@ -121,17 +134,23 @@ def bouts(activity: np.ndarray, min_samples: int) -> list[tuple[int, int, int]]:
             if 1 <= activity[s] <= N_ACTIVITIES and e - s >= min_samples]
 
 
-def score_recording(results: list[dict], recording: Recording, classes, frontend: FrontEndConfig) -> RecordingScore:
+def score_recording(results: list[dict], recording: Recording, classes, frontend: FrontEndConfig,
+                    states: list[str] | None = None) -> RecordingScore:
+    """`states`: each window's MOUNT_STATES name, for the breakdown (None: not broken down)."""
     score = RecordingScore(recording.experiment)
     ends = np.array([r["sample_end"] for r in results], dtype=np.int64)  # (k,)
     truth = window_classes(recording.activity, ends, frontend.window)  # (k,)
-    for result, t in zip(results, truth):
+    for i, (result, t) in enumerate(zip(results, truth)):
         if t < 0:
             continue
         score.windows += 1
         score.raw_correct += result["raw_label"] == classes[t]
         score.label_correct += result["label"] == classes[t]
         score.uncertain += result["label"] == "uncertain"
+        if states is not None:
+            tally = score.by_state.setdefault(states[i], [0, 0])
+            tally[0] += 1
+            tally[1] += result["label"] == classes[t]
     rate = frontend.sample_rate_hz
     for start, end, c in bouts(recording.activity, int(MIN_BOUT_S * rate)):
         named = [e for e, r in zip(ends, results) if start < e <= end and r["label"] == classes[c]]
@@ -144,16 +163,20 @@ def score_recording(results: list[dict], recording: Recording, classes, frontend
 
 
 def stream_recording(model: Model, recording: Recording, smoothing: SmoothingConfig,
-                     calibration: MountCalibration | None, notes: list) -> list[dict]:
-    """One recording through a fresh Pipeline (as one `har-edge replay`), the calibration carried in and out."""
+                     calibration: MountCalibration | None, notes: list) -> tuple[list[dict], list[str]]:
+    """One recording through a fresh Pipeline (as one `har-edge replay`), the calibration carried in and out.
+    -> the window results, and each window's MOUNT_STATES name as it was labelled."""
     pipeline = Pipeline(model, smoothing, calibration=calibration, notify=notes.append)
     hop, n = model.frontend_config.hop, len(recording.raw)
     seq = np.arange(n, dtype=np.int64)
     t_us = (seq * (1e6 / model.frontend_config.sample_rate_hz)).astype(np.int64)
-    results = []
+    results: list[dict] = []
+    states: list[str] = []
     for i in range(0, n, hop):  # the device's grid: a block per hop, windows every 64 samples from the start
-        results += pipeline.process(SampleBlock(seq[i:i + hop], t_us[i:i + hop], recording.raw[i:i + hop], 0.0))
-    return results
+        new = pipeline.process(SampleBlock(seq[i:i + hop], t_us[i:i + hop], recording.raw[i:i + hop], 0.0))
+        results += new
+        states += [mount_state(calibration)] * len(new)  # a hop's block completes at most one window
+    return results, states
 
 
 @dataclass
@@ -162,6 +185,7 @@ class Streamed:
     recording: Recording
     results: list  # the Pipeline's window results, in stream order
     notes: list    # what the runtime said while streaming it (calibration, re-mount)
+    states: list = field(default_factory=list)  # each window's MOUNT_STATES name
 
 
 def stream_user(model: Model, recordings: list[Recording], smoothing: SmoothingConfig = SmoothingConfig(),
@@ -174,7 +198,8 @@ def stream_user(model: Model, recordings: list[Recording], smoothing: SmoothingC
     streamed = []
     for recording in sorted(recordings, key=lambda r: r.experiment):
         notes: list[str] = []
-        streamed.append(Streamed(recording, stream_recording(model, recording, smoothing, calibration, notes), notes))
+        results, states = stream_recording(model, recording, smoothing, calibration, notes)
+        streamed.append(Streamed(recording, results, notes, states))
     return streamed
 
 
@@ -192,7 +217,7 @@ def score_user(fold: int, user: int, streamed: list[Streamed], model: Model,
     scores = []
     for s in streamed:
         results = s.results if smoothing is None else resmoothed(s.results, model.classes, smoothing)
-        score = score_recording(results, s.recording, model.classes, model.frontend_config)
+        score = score_recording(results, s.recording, model.classes, model.frontend_config, s.states or None)
         score.notes = s.notes
         scores.append(score)
     return user_summary(fold, user, scores)
@@ -207,6 +232,8 @@ def user_summary(fold: int, user: int, scores: list[RecordingScore]) -> dict:
         "raw_accuracy": sum(s.raw_correct for s in scores) / max(1, n),
         "label_accuracy": sum(s.label_correct for s in scores) / max(1, n),
         "lags_s": [lag for s in scores for lag in s.lags_s],
+        "by_mount_state": {state: [sum(s.by_state.get(state, (0, 0))[j] for s in scores) for j in (0, 1)]
+                           for state in MOUNT_STATES},  # [windows, label correct]
         "never_named": sum(s.never_named for s in scores),
         "recordings": [{"experiment": s.experiment, "windows": s.windows,
                         "raw_accuracy": s.raw_correct / max(1, s.windows),
@@ -228,6 +255,8 @@ def pooled(users: list[dict]) -> dict:
         "users_below_90": [u["user"] for u in users if u["label_accuracy"] < 0.9],
         "median_lag_s": float(np.median(lags)) if lags else None,
         "bouts": len(lags), "never_named": sum(u["never_named"] for u in users),
+        "by_mount_state": {state: [sum(u.get("by_mount_state", {}).get(state, (0, 0))[j] for u in users)
+                                   for j in (0, 1)] for state in MOUNT_STATES},  # [windows, label correct]
     }
 
 
