@@ -16,13 +16,14 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge.mount import REMOUNT_DEG, MountCalibration  # noqa: E402
+from edge.mount import REMOUNT_DEG, MountCalibration, rotation_matrix  # noqa: E402
 from edge.postprocess import SmoothingConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
@@ -57,6 +58,20 @@ def nested_smoothing(streams, max_lag_s: float | None) -> tuple[list[dict], dict
                           "grid": {name: pooled([u for k in folds for u in table[name][k]]) for name in table}}
 
 
+class RotatedAfterFirst:
+    """The recordings with every one after a wearer's first turned by `degrees` about the board's z axis (acc
+    and gyro): the board re-mounted between sessions, by a known angle."""
+
+    def __init__(self, data: HaptRecordings, degrees: float) -> None:
+        self.data, self.matrix = data, rotation_matrix(np.radians(degrees) * np.array([0.0, 0.0, 1.0]))  # (3, 3)
+
+    def of_user(self, user: int):
+        first, *later = sorted(self.data.of_user(user), key=lambda r: r.experiment)
+        turned = [replace(r, raw=np.concatenate([r.raw[:, :3] @ self.matrix.T, r.raw[:, 3:] @ self.matrix.T], axis=1))
+                  for r in later]  # (n, 6) each
+        return [first, *turned]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", type=Path, nargs="+", help="`har-train cv` output folders, one per user partition")
@@ -74,15 +89,19 @@ def main() -> None:
                         help="re-learn the calibration when a session's walking is this far off it (0: never)")
     parser.add_argument("--verify-saved", action="store_true",
                         help="a carried calibration is applied only once the session's walking confirms it")
+    parser.add_argument("--rotate-later", type=float, default=0.0, metavar="DEG",
+                        help="turn each wearer's recordings after the first by DEG about the board's z axis (re-mounted)")
     parser.add_argument("--data", default=default_hapt_path())
     parser.add_argument("--quiet", action="store_true", help="no per-user lines while streaming")
     options = parser.parse_args()
     torch.set_num_threads(1)
     smoothing = SmoothingConfig(options.smoothing, options.window, min(2, options.window), options.threshold)
-    data = HaptRecordings(options.data)
+    data: HaptRecordings | RotatedAfterFirst = HaptRecordings(options.data)
+    if options.rotate_later:
+        data = RotatedAfterFirst(data, options.rotate_later)
     tag = f"{options.backend}_{options.precision}" + ("" if options.remount_deg == REMOUNT_DEG
                                                       else f"_remount{options.remount_deg:g}") + (
-        "_verify" if options.verify_saved else "")
+        "_verify" if options.verify_saved else "") + (f"_rotated{options.rotate_later:g}" if options.rotate_later else "")
     remount = options.remount_deg or None
 
     def calibration_factory(config):

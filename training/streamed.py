@@ -273,10 +273,10 @@ def fold_model(checkpoint_path: Path, backend: str, precision: str) -> tuple[Mod
     return load_model(bundle, backend, precision), read_checkpoint(checkpoint_path)
 
 
-def stream_run(run_dir: str | Path, data: HaptRecordings, backend: str = "torch", precision: str = "fp32",
+def stream_run(run_dir: str | Path, data, backend: str = "torch", precision: str = "fp32",
                smoothing: SmoothingConfig = SmoothingConfig(), calibration_factory=None, log=print):
     """Every fold of a `har-train cv` run on its own held-out users, streamed.
-    -> [(fold, user, [Streamed], model)], in fold order."""
+    `data`: a HaptRecordings (or anything with its `of_user`). -> [(fold, user, [Streamed], model)], in fold order."""
     from training.cv import fold_checkpoints
 
     out = []
