@@ -96,9 +96,8 @@ def main() -> None:
     options = parser.parse_args()
     torch.set_num_threads(1)
     smoothing = SmoothingConfig(options.smoothing, options.window, min(2, options.window), options.threshold)
-    data: HaptRecordings | RotatedAfterFirst = HaptRecordings(options.data)
-    if options.rotate_later:
-        data = RotatedAfterFirst(data, options.rotate_later)
+    hapt = HaptRecordings(options.data)
+    data = RotatedAfterFirst(hapt, options.rotate_later) if options.rotate_later else hapt
     tag = f"{options.backend}_{options.precision}" + ("" if options.remount_deg == REMOUNT_DEG
                                                       else f"_remount{options.remount_deg:g}") + (
         "_verify" if options.verify_saved else "") + (f"_rotated{options.rotate_later:g}" if options.rotate_later else "")
