@@ -24,6 +24,7 @@ import numpy as np
 
 from edge.frontend import FilterDesign, FrontEndConfig, FrontEndError
 from edge.mount import MountConfig, MountError
+from edge.posture import SITTING, STANDING, PostureConfig, PostureError
 
 SCHEMA_VERSION = "har-bundle/2"  # what har-export writes: /2 added each model's `features` output
 READABLE_VERSIONS = ("har-bundle/1", SCHEMA_VERSION)  # a /1 bundle still runs; it cannot be enrolled on
@@ -88,6 +89,7 @@ class Bundle:
     raw: dict[str, Any] = field(default_factory=dict)
     mount: MountConfig | None = None   # windows are mount-aligned before normalization (edge/mount.py)
     frontend_filters: FilterDesign | None = None  # the front-end's filter coefficients (None: design with scipy)
+    posture: PostureConfig | None = None  # the session-relative sitting / standing rule (edge/posture.py)
 
     @property
     def n_classes(self) -> int:
@@ -337,8 +339,15 @@ def parse_bundle(root: str | Path, data: dict[str, Any]) -> Bundle:
         mount = MountConfig.from_dict(mount_obj, str(r.json_path) + ": mount") if mount_obj else None
     except MountError as e:
         raise BundleError(f"{e}; {REEXPORT}") from None
+    posture_obj = r.get(data, "posture", "", dict, optional=True)
+    try:
+        posture = PostureConfig.from_dict(posture_obj, str(r.json_path) + ": posture") if posture_obj else None
+    except PostureError as e:
+        raise BundleError(f"{e}; {REEXPORT}") from None
+    if posture is not None and not {SITTING, STANDING} <= set(classes):
+        raise r.fail("posture", f"a posture rule needs the classes {SITTING} and {STANDING}; {REEXPORT}")
     return Bundle(root, version, classes, channels, tuple(units), rate, window, hop, mean, std, dict(frontend),
-                  frontend_config, models, files, source, metrics, data, mount, filters)
+                  frontend_config, models, files, source, metrics, data, mount, filters, posture)
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -110,6 +110,8 @@ def _add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", metavar="FILE",
                    help="the wearer's profile written by `har-edge enroll` (fitted for this bundle); without it "
                         "the labels are the bundle's own")
+    p.add_argument("--no-posture-rule", action="store_true",
+                   help="turn off the bundle's session-relative sitting / standing rule (docs/BUNDLE.md, posture)")
 
 
 
@@ -439,7 +441,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     smoothing = _smoothing(args)
     sinks = _sinks(args, model.frontend_config.sample_rate_hz, live=True)
     pipeline = Pipeline(model, smoothing, decoder=_decoder(args), calibration=_calibration(args, model),
-                        stall_after_s=args.stall_after, profile=_profile(args, model))
+                        stall_after_s=args.stall_after, profile=_profile(args, model),
+                        posture_rule=not args.no_posture_rule)
     pipeline.warm_up()
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
@@ -467,7 +470,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     log = WindowLog()
     sinks = [log] + _sinks(args, rate, live=args.realtime)
     pipeline = Pipeline(model, _smoothing(args), notify=_say, calibration=_calibration(args, model),
-                        profile=_profile(args, model))
+                        profile=_profile(args, model), posture_rule=not args.no_posture_rule)
     source = paced(recording, rate) if args.realtime else recording
     _stop_signals_as_interrupt()
     started = time.perf_counter()
@@ -565,7 +568,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         else:
             pipeline = Pipeline(model, _smoothing(args), decoder=_decoder(args), calibration=_calibration(args, model),
                                 stall_after_s=args.stall_after, recorder=recorder,
-                                profile=_profile(args, model))
+                                profile=_profile(args, model), posture_rule=not args.no_posture_rule)
             pipeline.warm_up()
             run_loop(source, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
                      report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))

@@ -59,7 +59,7 @@ def run_demo(args: argparse.Namespace, smoothing: SmoothingConfig, make_sinks: C
         from edge.enroll import load_profile
 
         profile = load_profile(args.profile, model)
-    pipeline = Pipeline(model, smoothing, profile=profile)
+    pipeline = Pipeline(model, smoothing, profile=profile, posture_rule=not getattr(args, "no_posture_rule", False))
     pipeline.warm_up()
     seconds = len(recording) / recording.rate_hz / args.speed
     print(f"demo: {Path(args.recording).name}: {len(recording)} samples ({len(recording) / recording.rate_hz:.0f} s "

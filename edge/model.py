@@ -18,6 +18,7 @@ import numpy as np
 from edge.frontend import FilterDesign, FrontEndConfig
 from edge.mount import MountConfig
 from edge.paths import DEFAULT_BUNDLE
+from edge.posture import PostureConfig
 
 if TYPE_CHECKING:
     from edge.bundle import Bundle
@@ -56,13 +57,14 @@ class Model:
     description: str = ""
     bundle: Bundle | None = None  # the bundle it came from, when it came from one
     mount: MountConfig | None = None  # the model was trained on mount-aligned windows (edge/mount.py)
+    posture: PostureConfig | None = None  # sitting / standing read against the session's postures (edge/posture.py)
     filters: FilterDesign | None = None  # the front-end's filter coefficients (None: designed with scipy.signal)
 
 
 def model_from_bundle(bundle: Bundle, session: Session, description: str = "") -> Model:
     """The pipeline's view of an `edge.bundle.Bundle` (already validated by load_bundle)."""
     return Model(tuple(bundle.classes), np.asarray(bundle.mean, np.float32), np.asarray(bundle.std, np.float32),
-                 bundle.frontend_config, session, description, bundle=bundle, mount=bundle.mount,
+                 bundle.frontend_config, session, description, bundle=bundle, mount=bundle.mount, posture=bundle.posture,
                  filters=bundle.frontend_filters)
 
 

@@ -260,6 +260,8 @@ class MountCalibration:
         self.remount_deg = remount_deg  # None: never re-learn (one reference for ever)
         self.trust_saved = trust_saved  # False: a session's windows stay unrotated until its walking confirms it
         self._cached: tuple[int, np.ndarray] | None = None  # (windows, rotation) for the current sum
+        # Of the last update_many's windows: gravity directions (k, 3) and whether the reference was unchecked (k,).
+        self.last_gravity, self.last_unchecked = np.zeros((0, 3)), np.zeros(0, bool)
         self.start_session()
 
     @property
@@ -284,14 +286,17 @@ class MountCalibration:
         `remounted` holds the angle when a window of this batch found a re-mount."""
         rms, gravity = window_statistics(windows)  # (k,), (k, 3, 3)
         mask = _moving(rms, gravity, self.config)  # (k,)
-        directions = iter(_unit(gravity[mask, 2]) if mask.any() else ())  # (m, 3)
+        units = _unit(gravity[:, 2])  # (k, 3) every window's gravity direction
+        directions = iter(units[mask])  # (m, 3)
         k = len(windows)
         aligning, counts, sums = np.zeros(k, bool), np.zeros(k, np.int64), np.zeros((k, 3))
+        unchecked = np.zeros(k, bool)
         self.remounted = None
         for i, counted in enumerate(mask.tolist()):  # in order: the re-mount check is a state machine
             if counted:
                 self._add(next(directions))
-            aligning[i], counts[i], sums[i] = self.aligning, self.windows, self.direction_sum
+            aligning[i], counts[i], sums[i], unchecked[i] = self.aligning, self.windows, self.direction_sum, self._checking
+        self.last_gravity, self.last_unchecked = units, unchecked  # (k, 3), (k,): for the posture stage
         return aligning, counts, sums, mask
 
     def _add(self, direction: np.ndarray) -> None:

@@ -34,8 +34,9 @@ from firmware_bridge.protocol import Hello
 from edge.frontend import FrontEnd
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
 from edge.model import EdgeError, Model
-from edge.mount import MountCalibration, reference_rotation, triplet_matrix
+from edge.mount import MountCalibration, gravity_directions, reference_rotation, triplet_matrix
 from edge.postprocess import Decision, LabelSmoother, SmoothingConfig, softmax
+from edge.posture import SessionPostures
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
 
@@ -57,7 +58,8 @@ class StageTimers:
             ...
     """
 
-    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "profile", "postprocess", "pipeline")
+    STAGES = ("decode", "gaps", "frontend", "align", "normalize", "inference", "profile", "postures", "postprocess",
+              "pipeline")
 
     def __init__(self) -> None:
         self.seconds = dict.fromkeys(self.STAGES, 0.0)
@@ -118,9 +120,12 @@ class Pipeline:
                  gaps: GapConfig | None = None, decoder: FrameDecoder | CsvLineDecoder | None = None,
                  notify: Callable[[str], None] | None = None, calibration: MountCalibration | None = None,
                  stall_after_s: float = 10.0, recorder: RecordingSink | None = None,
-                 profile: Profile | None = None) -> None:
+                 profile: Profile | None = None, posture_rule: bool = True) -> None:
         self.model = model
         self.profile = profile  # edge.enroll.Profile: the wearer's correction of the logits, or None
+        # The bundle's session-relative sitting / standing rule (edge/posture.py), unless turned off.
+        self.postures = SessionPostures(model.posture, model.classes) \
+            if posture_rule and model.posture is not None else None
         self.classes = model.classes
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
         self.recorder = recorder  # sinks.RecordingSink: fed what the decode stage gives (har-edge record)
@@ -152,6 +157,8 @@ class Pipeline:
         self.link = {"connects": 0, "disconnects": 0, "reconnects": 0}
         self.hello: Hello | None = None
         self.aligned_flags = np.zeros(0, bool)  # (k,) which of the last windows were rotated (`align`)
+        self.trusted_flags = np.zeros(0, bool)  # (k,) ... by a reference this stream's walking checked
+        self.window_gravity = np.zeros((0, 3))  # (k, 3) their gravity directions as cut (with a calibration)
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
         self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
         self._matrix: tuple[bytes | None, np.ndarray] | None = None  # (reference key, (9, 9) rotate-and-scale matrix)
@@ -192,6 +199,8 @@ class Pipeline:
                     continue
                 matrices = self.align(windows)  # (k, 9, 9) or None
                 logits = self.infer(self.normalize(windows, matrices), windows, matrices)  # (k, C)
+                if self.postures is not None:
+                    logits = self.read_postures(logits, windows)  # (k, C)
                 results.extend(self.postprocess(logits, ends, item.arrival))
             whole.items = len(results)
         if len(seq):
@@ -326,12 +335,14 @@ class Pipeline:
         -> (k, 9, 9) per window the matrix that rotates its triplets and applies the normalization scale
         (`normalize` applies it: one matrix product per window), or None while nothing is rotated.
         `self.aligned_flags` (k,) says which windows were rotated (calibrated), for the profile stage."""
-        self.aligned_flags = np.zeros(len(windows), bool)
+        self.aligned_flags = self.trusted_flags = np.zeros(len(windows), bool)
         if self.calibration is None:
             return None
         with self.timers.stage("align", len(windows)):
             was_calibrated = self.calibration.calibrated
             aligning, _, sums, _ = self.calibration.update_many(windows)  # (k,), _, (k, 3) after each window
+            self.trusted_flags = aligning & ~self.calibration.last_unchecked  # (k,)
+            self.window_gravity = self.calibration.last_gravity  # (k, 3)
             if self.calibration.calibrated and not was_calibrated:
                 self.notify(f"mount calibrated from {self.calibration.config.min_windows} moving windows; "
                             "windows are aligned from now on")
@@ -384,6 +395,14 @@ class Pipeline:
         with self.timers.stage("profile", len(x)):
             aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
             return self.profile.apply(logits, features, aligned, self.aligned_flags)  # (k, C)
+
+    def read_postures(self, logits: np.ndarray, windows: np.ndarray) -> np.ndarray:
+        """logits (k, C) -> (k, C) with SITTING / STANDING read against this stream's own postures wherever
+        the mount reference is not yet checked (edge/posture.py)."""
+        assert self.postures is not None  # process() calls this only with the rule on
+        with self.timers.stage("postures", len(logits)):
+            gravity = self.window_gravity if self.calibration is not None else gravity_directions(windows)  # (k, 3)
+            return self.postures.decide(logits, gravity, self.trusted_flags)
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
         """logits (k, C), ends (k,) -> one window result per end (smoothed label, probabilities, latency)."""

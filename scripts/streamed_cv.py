@@ -28,7 +28,16 @@ from edge.postprocess import SmoothingConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
-from training.streamed import MOUNT_STATES, HaptRecordings, pooled, score_user, stream_run  # noqa: E402
+from training.posture import apply_rule, fit_rule, truth_of  # noqa: E402
+from training.streamed import (  # noqa: E402
+    MOUNT_STATES,
+    HaptRecordings,
+    Recording,
+    pooled,
+    score_user,
+    stream_run,
+    stream_user,
+)
 
 # The smoothers --choose-smoothing compares (method, windows, threshold).
 SMOOTHING_GRID = [SmoothingConfig("none", 1, 1, t) for t in (0.0, 0.5)] + [
@@ -56,6 +65,44 @@ def nested_smoothing(streams, max_lag_s: float | None) -> tuple[list[dict], dict
         chosen_users += table[best][k]
     return chosen_users, {"per_fold_choice": choice,
                           "grid": {name: pooled([u for k in folds for u in table[name][k]]) for name in table}}
+
+
+ONE_POSTURE = {"SITTING": 4, "STANDING": 5}  # HAPT activity ids
+
+
+def one_posture_sessions(recordings: list[Recording], activity: int) -> list[Recording]:
+    """Each recording cut to its samples of one activity, in order: sessions that never show another posture."""
+    return [replace(r, raw=r.raw[r.activity == activity], activity=r.activity[r.activity == activity])
+            for r in recordings]
+
+
+def nested_posture(streams, data, smoothing: SmoothingConfig, guarded: bool) -> tuple[list[dict], dict, dict]:
+    """For each fold, the posture rule fitted on the other folds' held-out users (training.posture.fit_rule),
+    applied to this fold's users' recorded streams as the runtime's stage would; and to sessions of those users
+    that show one posture only (their SITTING, or STANDING, samples alone), which the rule must leave as the
+    model reads them. -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
+    folds = sorted({k for k, *_ in streams})
+    users, details = [], {}
+    one = {name: [0, 0, 0] for name in ONE_POSTURE}
+    for k in folds:
+        training = [s for f, _, streamed, _ in streams if f != k for s in streamed]
+        model = next(m for f, _, _, m in streams if f == k)
+        config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing, guarded)
+        details[k] = {"config": config.to_dict(), "grid": grid}
+        for f, user, streamed, m in streams:
+            if f != k:
+                continue
+            ruled = [apply_rule(s, config, m.classes, smoothing) for s in streamed]
+            users.append(score_user(f, user, ruled, m))
+            for name, activity in ONE_POSTURE.items():
+                for s in stream_user(m, one_posture_sessions(data.of_user(user), activity), smoothing):
+                    scored = [r for r, t in zip(s.results, truth_of(s, m.frontend_config)) if t >= 0]
+                    after = apply_rule(s, config, m.classes, smoothing).results
+                    after = [r for r, t in zip(after, truth_of(s, m.frontend_config)) if t >= 0]
+                    one[name][0] += len(scored)
+                    one[name][1] += sum(r["label"] == name for r in scored)
+                    one[name][2] += sum(r["label"] == name for r in after)
+    return users, details, one
 
 
 class RotatedAfterFirst:
@@ -91,6 +138,13 @@ def main() -> None:
                         help="a carried calibration is applied only once the session's walking confirms it")
     parser.add_argument("--rotate-later", type=float, default=0.0, metavar="DEG",
                         help="turn each wearer's recordings after the first by DEG about the board's z axis (re-mounted)")
+    parser.add_argument("--posture", action="store_true",
+                        help="also score the session-relative sitting / standing rule, fitted per fold on the other "
+                             "folds' users (nested)")
+    parser.add_argument("--posture-unguarded", action="store_true",
+                        help="with --posture: the rule without its guard (the model must see both postures first)")
+    parser.add_argument("--posture-out", type=Path, metavar="JSON",
+                        help="with --posture: write the rule fitted on all users of the first run (for a bundle)")
     parser.add_argument("--data", default=default_hapt_path())
     parser.add_argument("--quiet", action="store_true", help="no per-user lines while streaming")
     options = parser.parse_args()
@@ -122,6 +176,16 @@ def main() -> None:
         if options.choose_smoothing:
             chosen, details = nested_smoothing(streams, options.max_lag)
             result["nested_smoothing"] = {"pooled": pooled(chosen), **details}
+        if options.posture:
+            ruled, details, one = nested_posture(streams, data, smoothing, not options.posture_unguarded)
+            result["nested_posture"] = {"pooled": pooled(ruled), "users": ruled, "per_fold": details,
+                                        "one_posture": one}
+            if options.posture_out and run == options.runs[0]:
+                model = streams[0][3]
+                config, grid = fit_rule([s for *_, st, _ in streams for s in st], model.classes, model.frontend_config,
+                                        smoothing)
+                options.posture_out.write_text(json.dumps({"posture": config.to_dict(), "fitted_on": str(run),
+                                                           "grid": grid}, indent=1) + "\n")
         partitions[run.name] = result
         (run / f"streamed_{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
 
@@ -153,6 +217,22 @@ def main() -> None:
             n, correct = result["pooled"]["by_mount_state"][state]
             cells.append(f"{n:>5} {n - correct:>4} {100 * correct / max(1, n):6.2f}".ljust(44))
         print(f"{name:<28} " + "  ".join(cells))
+    if options.posture:
+        print("\nwith the posture rule (fitted per fold on the other folds' users):")
+        for name, result in partitions.items():
+            p = result["nested_posture"]["pooled"]
+            by_state = "  ".join(f"{state} {100 * c / max(1, n):.2f}%" for state, (n, c) in p["by_mount_state"].items())
+            picked = {k: f"q{d['config']['quantile']:g}/gate{d['config']['gate_deg']:g}"
+                      for k, d in result["nested_posture"]["per_fold"].items()}
+            print(f"{name:<28} label {100 * p['label_accuracy']:6.2f}%  worst user {p['worst_user']} "
+                  f"({100 * p['worst_label_accuracy']:.1f}%)  below 90%: {p['users_below_90']}  lag "
+                  f"{p['median_lag_s']:.2f} s  [{by_state}]  chosen {picked}")
+            for posture, (n, base, ruled) in result["nested_posture"]["one_posture"].items():
+                print(f"{'':<28} {posture}-only sessions: {n} windows, labelled {posture} {100 * base / n:.2f}% without "
+                      f"the rule, {100 * ruled / n:.2f}% with it")
+        values = np.array([r["nested_posture"]["pooled"]["label_accuracy"] for r in partitions.values()])
+        print(f"mean over {len(values)} partitions: label_accuracy with the posture rule {100 * values.mean():.2f} ± "
+              f"{100 * (values.std(ddof=1) if len(values) > 1 else 0):.2f}")
     if options.choose_smoothing:
         values = np.array([r["nested_smoothing"]["pooled"]["label_accuracy"] for r in partitions.values()])
         print(f"mean over {len(values)} partitions: label_accuracy with nested smoothing choice "

@@ -163,20 +163,26 @@ def score_recording(results: list[dict], recording: Recording, classes, frontend
 
 
 def stream_recording(model: Model, recording: Recording, smoothing: SmoothingConfig,
-                     calibration: MountCalibration | None, notes: list) -> tuple[list[dict], list[str]]:
-    """One recording through a fresh Pipeline (as one `har-edge replay`), the calibration carried in and out.
-    -> the window results, and each window's MOUNT_STATES name as it was labelled."""
+                     calibration: MountCalibration | None, notes: list) -> Streamed:
+    """One recording through a fresh Pipeline (as one `har-edge replay`), the calibration carried in and out:
+    the window results, and of each window its MOUNT_STATES name, gravity direction and trust as labelled."""
     pipeline = Pipeline(model, smoothing, calibration=calibration, notify=notes.append)
     hop, n = model.frontend_config.hop, len(recording.raw)
     seq = np.arange(n, dtype=np.int64)
     t_us = (seq * (1e6 / model.frontend_config.sample_rate_hz)).astype(np.int64)
     results: list[dict] = []
     states: list[str] = []
+    gravity, trusted = [], []
     for i in range(0, n, hop):  # the device's grid: a block per hop, windows every 64 samples from the start
         new = pipeline.process(SampleBlock(seq[i:i + hop], t_us[i:i + hop], recording.raw[i:i + hop], 0.0))
         results += new
         states += [mount_state(calibration)] * len(new)  # a hop's block completes at most one window
-    return results, states
+        if new and calibration is not None:
+            gravity.append(pipeline.window_gravity)  # (1, 3)
+            trusted.append(pipeline.trusted_flags)  # (1,)
+    return Streamed(recording, results, notes, states,
+                    np.concatenate(gravity) if gravity else np.zeros((len(results), 3)),
+                    np.concatenate(trusted) if trusted else np.zeros(len(results), bool))
 
 
 @dataclass
@@ -186,6 +192,8 @@ class Streamed:
     results: list  # the Pipeline's window results, in stream order
     notes: list    # what the runtime said while streaming it (calibration, re-mount)
     states: list = field(default_factory=list)  # each window's MOUNT_STATES name
+    gravity: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (k, 3) gravity directions as cut
+    trusted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (k,) aligned by a checked reference
 
 
 def stream_user(model: Model, recordings: list[Recording], smoothing: SmoothingConfig = SmoothingConfig(),
@@ -198,8 +206,7 @@ def stream_user(model: Model, recordings: list[Recording], smoothing: SmoothingC
     streamed = []
     for recording in sorted(recordings, key=lambda r: r.experiment):
         notes: list[str] = []
-        results, states = stream_recording(model, recording, smoothing, calibration, notes)
-        streamed.append(Streamed(recording, results, notes, states))
+        streamed.append(stream_recording(model, recording, smoothing, calibration, notes))
     return streamed
 
 

@@ -1,0 +1,143 @@
+"""Sitting or standing, read against the session's own postures while the mount reference is not trusted.
+
+Why. Before a session's walking has checked the mount reference (edge/mount.py), a static window is read
+either unrotated or rotated by a reference carried from an earlier session, and sitting and standing are
+then told apart by the board's absolute tilt: wrong for whole bouts when the wearer or the mounting
+differs from the training wearers (docs/results.md, "Where the errors are"). What does not depend on the
+mounting is the *change* between the two: sitting tilts the pelvis back, so within one session the board's
+gravity moves the same way, by 5-45 degrees, from every standing bout to every sitting bout (41 of 42 HAPT
+recordings of the training users).
+
+How. Each window's gravity direction (board frame, as cut) is projected on `direction`, the mean
+standing -> sitting change of the training wearers, as an angle s (degrees). The session keeps the s of
+every untrusted window the model calls SITTING or STANDING, in a fixed histogram (memory and time per
+window bounded whatever the session's length). Once those windows span at least `gate_deg` between the
+session's low and high quantiles (both postures have been seen), the window is read by where it lies
+between them: SITTING when `weights . (s - low, high - s) + bias > 0`, else STANDING; the model's two
+scores are swapped where it said the other. Until then, and for every window the checked reference
+aligns, the model decides alone. The parameters are fitted on training wearers' streams
+(scripts/streamed_cv.py --posture) and travel in the bundle (docs/BUNDLE.md, "posture").
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+SITTING, STANDING = "SITTING", "STANDING"
+BIN_DEG = 0.25  # histogram resolution of s; the quantiles are exact to this
+_BINS = int(round(180 / BIN_DEG))  # s in [-90, 90] degrees
+
+
+class PostureError(ValueError):
+    """A posture description that cannot be used (named, with what to do)."""
+
+
+@dataclass(frozen=True)
+class PostureConfig:
+    direction: tuple[float, float, float]  # unit, board frame: the training wearers' standing -> sitting change
+    quantile: float                        # percent: the session's low / high reference points (and 100 - it)
+    gate_deg: float                        # the rule reads a window only once high - low reaches this
+    weights: tuple[float, float]           # on (s - low, high - s), degrees
+    bias: float
+    guarded: bool = True                   # read only once the model itself sees both postures (model_sees_both)
+
+    def __post_init__(self) -> None:
+        direction = np.asarray(self.direction, dtype=np.float64)
+        numbers = [*np.ravel(direction), self.quantile, self.gate_deg, *self.weights, self.bias]
+        if direction.shape != (3,) or len(self.weights) != 2 or not all(math.isfinite(float(v)) for v in numbers) \
+                or np.linalg.norm(direction) < 1e-6 or not 0 < self.quantile < 50 or self.gate_deg < 0:
+            raise PostureError(f"posture direction {self.direction!r} must be three finite numbers not all 0, "
+                               f"quantile {self.quantile} in (0, 50), gate_deg {self.gate_deg} >= 0, "
+                               f"weights {self.weights!r} two finite numbers")
+        object.__setattr__(self, "direction", tuple(float(v) for v in direction / np.linalg.norm(direction)))
+        object.__setattr__(self, "weights", tuple(float(v) for v in self.weights))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"direction": list(self.direction), "weights": list(self.weights)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "posture") -> PostureConfig:
+        try:
+            return cls(tuple(float(v) for v in data["direction"]), float(data["quantile"]),  # type: ignore[arg-type]
+                       float(data["gate_deg"]), tuple(float(v) for v in data["weights"]),  # type: ignore[arg-type]
+                       float(data["bias"]), bool(data.get("guarded", True)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PostureError(f"{where}: not a posture description ({exc}); expected "
+                               '{"direction": [x, y, z], "quantile": q, "gate_deg": g, "weights": [a, b], '
+                               '"bias": c}') from None
+
+
+def tilt_deg(gravity: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """(k, 3) unit gravity directions -> (k,) their angle s towards `direction` (3,), degrees in [-90, 90]."""
+    s: np.ndarray = np.degrees(np.arcsin(np.clip(gravity @ direction, -1.0, 1.0)))
+    return s
+
+
+class SessionPostures:
+    """One session's static postures (explicit state: a histogram of s) and the rule that reads them."""
+
+    def __init__(self, config: PostureConfig, classes: tuple[str, ...]) -> None:
+        self.config = config
+        self.sit, self.stand = classes.index(SITTING), classes.index(STANDING)
+        self._direction = np.array(config.direction)  # (3,)
+        self._counts = np.zeros(_BINS, np.int64)  # (B,) s of this session's untrusted sit/stand windows
+        self._sit_votes = np.zeros(_BINS, np.int64)  # (B,) ... of those the model called SITTING
+        self._n = 0
+        self.swapped = 0  # windows whose label the rule changed (counters)
+
+    def reset(self) -> None:
+        """A new session: the board may sit differently on the body."""
+        self._counts[:] = 0
+        self._sit_votes[:] = 0
+        self._n = 0
+
+    def quantiles(self) -> tuple[float, float]:
+        """(low, high): the session's `quantile` and 100 - `quantile` percent points of s (bin centres)."""
+        cumulative = np.cumsum(self._counts)  # (B,)
+        q = self.config.quantile / 100
+        low, high = np.searchsorted(cumulative, [q * self._n, (1 - q) * self._n], side="left")  # first bin reaching
+        return (float(low) + 0.5) * BIN_DEG - 90.0, (float(high) + 0.5) * BIN_DEG - 90.0
+
+    def observe(self, s: float, model_sitting: bool) -> tuple[float, float]:
+        """One untrusted sit/stand window's s joins the session -> the session's (low, high) with it."""
+        b = min(_BINS - 1, max(0, int((s + 90.0) / BIN_DEG)))
+        self._counts[b] += 1
+        self._sit_votes[b] += model_sitting
+        self._n += 1
+        return self.quantiles()
+
+    def model_sees_both(self, low: float, high: float) -> bool:
+        """The model itself calls the session's low end mostly STANDING and its high end mostly SITTING (within
+        gate_deg / 2 of each): the session has shown both postures. Without this a session seated throughout
+        on different chairs would have its most upright sitting read as standing (measured: scripts/streamed_cv.py
+        --posture, one-posture sessions)."""
+        margin = int(self.config.gate_deg / 2 / BIN_DEG)
+        lo, hi = int((low + 90.0) / BIN_DEG), int((high + 90.0) / BIN_DEG)
+        low_n, low_sit = self._counts[:lo + margin + 1].sum(), self._sit_votes[:lo + margin + 1].sum()
+        high_n, high_sit = self._counts[max(0, hi - margin):].sum(), self._sit_votes[max(0, hi - margin):].sum()
+        return bool(2 * low_sit < low_n and 2 * high_sit > high_n) or not self.config.guarded
+
+    def candidates(self, logits: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+        """(k, C), (k,) -> indices of the windows the rule reads: untrusted, and the model says SITTING or STANDING."""
+        top = logits.argmax(axis=1)  # (k,)
+        return np.flatnonzero(~trusted & ((top == self.sit) | (top == self.stand)))
+
+    def decide(self, logits: np.ndarray, gravity: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+        """logits (k, C), gravity (k, 3) unit directions as cut, trusted (k,) bool: rotated by a reference the
+        session's walking checked -> logits (k, C), SITTING and STANDING swapped where the rule reads the other.
+        Windows in stream order: each one's s joins the session before it is read."""
+        out = np.array(logits, copy=True)  # (k, C)
+        s = tilt_deg(gravity, self._direction)  # (k,)
+        w_low, w_high = self.config.weights
+        for i in self.candidates(out, trusted).tolist():
+            low, high = self.observe(float(s[i]), bool(out[i].argmax() == self.sit))
+            if high - low < self.config.gate_deg or (self.config.guarded and not self.model_sees_both(low, high)):
+                continue  # one posture so far: nothing to read it against
+            sitting = w_low * (s[i] - low) + w_high * (high - s[i]) + self.config.bias > 0
+            if sitting != (out[i].argmax() == self.sit):
+                out[i, [self.sit, self.stand]] = out[i, [self.stand, self.sit]]
+                self.swapped += 1
+        return out

@@ -1,0 +1,127 @@
+"""Fitting the runtime's session-relative sitting / standing rule (edge/posture.py) on training wearers'
+streams, and applying it to recorded streams exactly as the Pipeline's `postures` stage does.
+
+The streams are `training.streamed.Streamed` recordings: each window's probabilities, its gravity direction
+as cut and whether a checked mount reference aligned it, in stream order. Fitting reads the truth of those
+streams only; `scripts/streamed_cv.py --posture` fits on the other folds' held-out wearers and scores each
+fold's own (nested), and fits the shipped rule on every held-out wearer of a partition.
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+from scipy.optimize import minimize
+
+from edge.postprocess import LabelSmoother, SmoothingConfig
+from edge.posture import SITTING, STANDING, PostureConfig, SessionPostures, tilt_deg
+
+from training.streamed import Streamed, window_classes
+
+QUANTILES = (5.0, 10.0, 20.0)        # percent: the rule's low / high reference points
+GATES_DEG = (4.0, 6.0, 8.0, 10.0, 15.0)  # spread the session must show before the rule reads a window
+L2 = 1e-6  # on the two (scaled) weights: keeps the fit finite when a fold's windows separate perfectly
+
+
+def window_probs(streamed: Streamed, classes) -> np.ndarray:
+    """(k, C) the recorded probabilities of a recording's windows."""
+    return np.array([[r["probs"][c] for c in classes] for r in streamed.results]).reshape(-1, len(classes))
+
+
+def truth_of(streamed: Streamed, frontend) -> np.ndarray:
+    """(k,) class index 0-5 of each window (-1: not inside one labelled activity)."""
+    ends = np.array([r["sample_end"] for r in streamed.results], dtype=np.int64)
+    return window_classes(streamed.recording.activity, ends, frontend.window)
+
+
+def sit_direction(streams: list[Streamed], classes, frontend) -> np.ndarray:
+    """(3,) unit: the mean over recordings of the standing -> sitting change of the mean gravity direction."""
+    sit, stand = classes.index(SITTING), classes.index(STANDING)
+    changes = []
+    for s in streams:
+        truth = truth_of(s, frontend)
+        if (truth == sit).any() and (truth == stand).any():
+            change = s.gravity[truth == sit].mean(axis=0) - s.gravity[truth == stand].mean(axis=0)  # (3,)
+            changes.append(change / np.linalg.norm(change))
+    mean = np.mean(changes, axis=0)  # (3,)
+    return mean / np.linalg.norm(mean)
+
+
+def session_features(streamed: Streamed, classes, direction: np.ndarray, quantile: float, gate: float,
+                     guarded: bool = True):
+    """The windows the rule reads in one recording, as the runtime sees them, in order ->
+    (indices (m,), features (m, 2) = (s - low, high - s), open (m,) bool: the rule reads that window)."""
+    rule = SessionPostures(PostureConfig(tuple(direction), quantile, gate, (0.0, 0.0), 0.0, guarded), tuple(classes))
+    probs = window_probs(streamed, classes)
+    s = tilt_deg(streamed.gravity, direction)  # (k,)
+    idx = rule.candidates(probs, streamed.trusted)
+    rows = []
+    for i in idx.tolist():
+        low, high = rule.observe(float(s[i]), bool(probs[i].argmax() == rule.sit))
+        rows.append((s[i] - low, high - s[i], high - low >= gate and rule.model_sees_both(low, high)))
+    table = np.array(rows, dtype=np.float64).reshape(-1, 3)  # (m, 3)
+    return idx, table[:, :2], table[:, 2] > 0
+
+
+def fit_weights(x: np.ndarray, sitting: np.ndarray) -> tuple[tuple[float, float], float]:
+    """Binary logistic regression (m, 2) -> (weights, bias) with a small L2 on the weights."""
+    scale = max(1.0, float(np.abs(x).max()))  # degrees: keep L-BFGS well conditioned
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ theta[:2] / scale + theta[2]  # (m,)
+        p = 1.0 / (1.0 + np.exp(-z))
+        value = float(np.mean(np.logaddexp(0.0, z) - sitting * z) + L2 * theta[:2] @ theta[:2])
+        g = p - sitting  # (m,)
+        grad = np.r_[x.T @ g / scale / len(x) + 2 * L2 * theta[:2], g.mean()]
+        return value, grad
+
+    theta = minimize(loss, np.zeros(3), jac=True, method="L-BFGS-B").x
+    return (float(theta[0] / scale), float(theta[1] / scale)), float(theta[2])
+
+
+def apply_rule(streamed: Streamed, config: PostureConfig, classes, smoothing: SmoothingConfig) -> Streamed:
+    """The recording as the Pipeline with this rule would have labelled it (the rule runs before the smoother,
+    which restarts with each recording)."""
+    rule = SessionPostures(config, tuple(classes))
+    logits = np.log(np.maximum(window_probs(streamed, classes), 1e-12))  # (k, C): argmax and swaps as on logits
+    probs = np.exp(rule.decide(logits, streamed.gravity, streamed.trusted))  # (k, C)
+    decisions = LabelSmoother(classes, smoothing).push(probs)
+    results = [r | {"label": d.label, "raw_label": d.raw_label, "confidence": d.confidence,
+                    "probs": dict(zip(classes, p.tolist()))}
+               for r, d, p in zip(streamed.results, decisions, probs)]
+    return replace(streamed, results=results)
+
+
+def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingConfig,
+             guarded: bool = True) -> tuple[PostureConfig, dict]:
+    """The rule fitted on these (training) streams: the direction from their truth, the weights by logistic
+    regression for each (quantile, gate), the pair whose rule labels these streams best. -> (config, grid).
+    guarded=False: without the model_sees_both condition (measured, not shipped: it misreads seated sessions)."""
+    sit = classes.index(SITTING)
+    direction = sit_direction(streams, classes, frontend)
+    truths = [truth_of(s, frontend) for s in streams]
+    grid = {}
+    for quantile, gate in itertools.product(QUANTILES, GATES_DEG):
+        per_stream = [session_features(s, classes, direction, quantile, gate, guarded) for s in streams]
+        if True:
+            xs, ys = [], []
+            for (idx, x, reads), truth in zip(per_stream, truths):
+                use = reads & np.isin(truth[idx], [sit, classes.index(STANDING)])
+                xs.append(x[use])
+                ys.append(truth[idx][use] == sit)
+            x, y = np.concatenate(xs), np.concatenate(ys).astype(np.float64)
+            if len(x) < 10 or y.min() == y.max():
+                continue
+            weights, bias = fit_weights(x, y)
+            config = PostureConfig(tuple(direction), quantile, gate, weights, bias, guarded)
+            correct = total = 0
+            for s, truth in zip(streams, truths):
+                labels = [r["label"] for r in apply_rule(s, config, classes, smoothing).results]
+                scored = truth >= 0
+                correct += sum(label == classes[t] for label, t in zip(itertools.compress(labels, scored),
+                                                                       truth[scored]))
+                total += int(scored.sum())
+            grid[(quantile, gate)] = (correct / total, config)
+    best = max(grid, key=lambda key: grid[key][0])
+    return grid[best][1], {f"q{q:g}/gate{g:g}": round(acc, 5) for (q, g), (acc, _) in grid.items()}
