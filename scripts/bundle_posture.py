@@ -54,11 +54,18 @@ def main() -> int:
         text = json.dumps(data, indent=2) + "\n"
         write_atomically(path, text)
         after = load_bundle(args.bundle)
-    except (BundleError, PostureError, OSError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        print(f"bundle_posture: error: cannot read or write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"bundle_posture: error: {args.posture} is not JSON ({exc}); give the file --posture-out wrote",
+              file=sys.stderr)
+        return 2
+    except (BundleError, PostureError) as exc:
         print(f"bundle_posture: error: {exc}", file=sys.stderr)
         return 2
     assert after.model_id == before.model_id  # only bundle.json changed
-    print(f"{path}: posture rule set: " + (json.dumps(after.posture.to_dict()) if after.posture else "removed"))
+    print(f"{path}: posture rule " + (f"set: {json.dumps(after.posture.to_dict())}" if after.posture else "removed"))
     return 0
 
 

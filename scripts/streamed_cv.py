@@ -154,7 +154,8 @@ def main() -> None:
     data = RotatedAfterFirst(hapt, options.rotate_later) if options.rotate_later else hapt
     tag = f"{options.backend}_{options.precision}" + ("" if options.remount_deg == REMOUNT_DEG
                                                       else f"_remount{options.remount_deg:g}") + (
-        "_verify" if options.verify_saved else "") + (f"_rotated{options.rotate_later:g}" if options.rotate_later else "")
+        "_verify" if options.verify_saved else "") + (f"_rotated{options.rotate_later:g}" if options.rotate_later else "") + (
+        "_posture_unguarded" if options.posture and options.posture_unguarded else "")
     remount = options.remount_deg or None
 
     def calibration_factory(config):
