@@ -12,8 +12,9 @@ How. Each window's gravity direction (board frame, as cut) is projected on `dire
 standing -> sitting change of the training wearers, as an angle s (degrees). The session keeps the s of
 every untrusted window the model calls SITTING or STANDING, in a fixed histogram (memory and time per
 window bounded whatever the session's length). Once those windows span at least `gate_deg` between the
-session's low and high quantiles (both postures have been seen), the window is read by where it lies
-between them: SITTING when `weights . (s - low, high - s) + bias > 0`, else STANDING; the model's two
+session's low and high quantiles, and the model itself calls at least `min_share` of the low end STANDING
+and of the high end SITTING (both postures have been seen), the window is read by where it lies between
+them: SITTING when `weights . (s - low, high - s) + bias > 0`, else STANDING; the model's two
 scores are swapped where it said the other. Until then, and for every window the checked reference
 aligns, the model decides alone. The parameters are fitted on training wearers' streams
 (scripts/streamed_cv.py --posture) and travel in the bundle (docs/BUNDLE.md, "posture").
@@ -42,16 +43,17 @@ class PostureConfig:
     gate_deg: float                        # the rule reads a window only once high - low reaches this
     weights: tuple[float, float]           # on (s - low, high - s), degrees
     bias: float
-    guarded: bool = True                   # read only once the model itself sees both postures (model_sees_both)
+    min_share: float = 0.5                 # the guard (model_agrees): 0 turns it off
 
     def __post_init__(self) -> None:
         direction = np.asarray(self.direction, dtype=np.float64)
         numbers = [*np.ravel(direction), self.quantile, self.gate_deg, *self.weights, self.bias]
         if direction.shape != (3,) or len(self.weights) != 2 or not all(math.isfinite(float(v)) for v in numbers) \
-                or np.linalg.norm(direction) < 1e-6 or not 0 < self.quantile < 50 or self.gate_deg < 0:
+                or np.linalg.norm(direction) < 1e-6 or not 0 < self.quantile < 50 or self.gate_deg < 0 \
+                or not 0 <= self.min_share <= 1:
             raise PostureError(f"posture direction {self.direction!r} must be three finite numbers not all 0, "
                                f"quantile {self.quantile} in (0, 50), gate_deg {self.gate_deg} >= 0, "
-                               f"weights {self.weights!r} two finite numbers")
+                               f"weights {self.weights!r} two finite numbers, min_share {self.min_share} in [0, 1]")
         object.__setattr__(self, "direction", tuple(float(v) for v in direction / np.linalg.norm(direction)))
         object.__setattr__(self, "weights", tuple(float(v) for v in self.weights))
 
@@ -63,7 +65,7 @@ class PostureConfig:
         try:
             return cls(tuple(float(v) for v in data["direction"]), float(data["quantile"]),  # type: ignore[arg-type]
                        float(data["gate_deg"]), tuple(float(v) for v in data["weights"]),  # type: ignore[arg-type]
-                       float(data["bias"]), bool(data.get("guarded", True)))
+                       float(data["bias"]), float(data.get("min_share", 0.5)))
         except (KeyError, TypeError, ValueError) as exc:
             raise PostureError(f"{where}: not a posture description ({exc}); expected "
                                '{"direction": [x, y, z], "quantile": q, "gate_deg": g, "weights": [a, b], '
@@ -109,16 +111,19 @@ class SessionPostures:
         self._n += 1
         return self.quantiles()
 
-    def model_sees_both(self, low: float, high: float) -> bool:
-        """The model itself calls the session's low end mostly STANDING and its high end mostly SITTING (within
-        gate_deg / 2 of each): the session has shown both postures. Without this a session seated throughout
-        on different chairs would have its most upright sitting read as standing (measured: scripts/streamed_cv.py
-        --posture, one-posture sessions)."""
+    def model_agrees(self, low: float, high: float) -> bool:
+        """The guard: the model itself calls at least `min_share` of the session's low end (within gate_deg / 2
+        of it) STANDING and of its high end SITTING, i.e. it sees both postures in the session. Without it a
+        session seated throughout on different chairs has its most upright sitting read as standing (measured:
+        scripts/streamed_cv.py --posture, one-posture sessions)."""
+        if self.config.min_share <= 0:
+            return True
         margin = int(self.config.gate_deg / 2 / BIN_DEG)
         lo, hi = int((low + 90.0) / BIN_DEG), int((high + 90.0) / BIN_DEG)
         low_n, low_sit = self._counts[:lo + margin + 1].sum(), self._sit_votes[:lo + margin + 1].sum()
         high_n, high_sit = self._counts[max(0, hi - margin):].sum(), self._sit_votes[max(0, hi - margin):].sum()
-        return bool(2 * low_sit < low_n and 2 * high_sit > high_n) or not self.config.guarded
+        share = self.config.min_share
+        return bool(low_n - low_sit >= share * low_n and high_sit >= share * high_n)
 
     def candidates(self, logits: np.ndarray, trusted: np.ndarray) -> np.ndarray:
         """(k, C), (k,) -> indices of the windows the rule reads: untrusted, and the model says SITTING or STANDING."""
@@ -134,7 +139,7 @@ class SessionPostures:
         w_low, w_high = self.config.weights
         for i in self.candidates(out, trusted).tolist():
             low, high = self.observe(float(s[i]), bool(out[i].argmax() == self.sit))
-            if high - low < self.config.gate_deg or (self.config.guarded and not self.model_sees_both(low, high)):
+            if high - low < self.config.gate_deg or not self.model_agrees(low, high):
                 continue  # one posture so far: nothing to read it against
             sitting = w_low * (s[i] - low) + w_high * (high - s[i]) + self.config.bias > 0
             if sitting != (out[i].argmax() == self.sit):

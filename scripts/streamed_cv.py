@@ -28,7 +28,7 @@ from edge.postprocess import SmoothingConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
-from training.posture import apply_rule, fit_rule, truth_of  # noqa: E402
+from training.posture import MIN_SHARES, apply_rule, fit_rule, truth_of  # noqa: E402
 from training.streamed import (  # noqa: E402
     MOUNT_STATES,
     HaptRecordings,
@@ -76,32 +76,42 @@ def one_posture_sessions(recordings: list[Recording], activity: int) -> list[Rec
             for r in recordings]
 
 
+def one_posture_streams(streams, data, smoothing: SmoothingConfig) -> dict:
+    """(fold, user) -> {posture: [Streamed]}: each held-out user's one-posture sessions, by their fold's model."""
+    return {(f, user): {name: stream_user(m, one_posture_sessions(data.of_user(user), activity), smoothing)
+                        for name, activity in ONE_POSTURE.items()}
+            for f, user, _, m in streams}
+
+
 def nested_posture(streams, data, smoothing: SmoothingConfig, guarded: bool) -> tuple[list[dict], dict, dict]:
-    """For each fold, the posture rule fitted on the other folds' held-out users (training.posture.fit_rule),
-    applied to this fold's users' recorded streams as the runtime's stage would; and to sessions of those users
-    that show one posture only (their SITTING, or STANDING, samples alone), which the rule must leave as the
-    model reads them. -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
+    """For each fold, the posture rule fitted on the other folds' held-out users (training.posture.fit_rule, the
+    guard chosen so that it costs their one-posture sessions next to nothing; `guarded=False`: no guard), applied
+    to this fold's users' recorded streams as the runtime's stage would, and to their one-posture sessions (their
+    SITTING, or STANDING, samples alone), which the rule must leave as the model reads them.
+    -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
     folds = sorted({k for k, *_ in streams})
+    sessions = one_posture_streams(streams, data, smoothing)
     users, details = [], {}
     one = {name: [0, 0, 0] for name in ONE_POSTURE}
     for k in folds:
         training = [s for f, _, streamed, _ in streams if f != k for s in streamed]
+        training_one = [s for (f, _), by in sessions.items() if f != k for st in by.values() for s in st]
         model = next(m for f, _, _, m in streams if f == k)
-        config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing, guarded)
+        config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
+                                training_one if guarded else (), MIN_SHARES if guarded else (0.0,))
         details[k] = {"config": config.to_dict(), "grid": grid}
         for f, user, streamed, m in streams:
             if f != k:
                 continue
             ruled = [apply_rule(s, config, m.classes, smoothing) for s in streamed]
             users.append(score_user(f, user, ruled, m))
-            for name, activity in ONE_POSTURE.items():
-                for s in stream_user(m, one_posture_sessions(data.of_user(user), activity), smoothing):
-                    scored = [r for r, t in zip(s.results, truth_of(s, m.frontend_config)) if t >= 0]
+            for name, st in sessions[(f, user)].items():
+                for s in st:
+                    truth = truth_of(s, m.frontend_config)
                     after = apply_rule(s, config, m.classes, smoothing).results
-                    after = [r for r, t in zip(after, truth_of(s, m.frontend_config)) if t >= 0]
-                    one[name][0] += len(scored)
-                    one[name][1] += sum(r["label"] == name for r in scored)
-                    one[name][2] += sum(r["label"] == name for r in after)
+                    one[name][0] += int((truth >= 0).sum())
+                    one[name][1] += sum(r["label"] == name for r, t in zip(s.results, truth) if t >= 0)
+                    one[name][2] += sum(r["label"] == name for r, t in zip(after, truth) if t >= 0)
     return users, details, one
 
 
@@ -183,8 +193,10 @@ def main() -> None:
                                         "one_posture": one}
             if options.posture_out and run == options.runs[0]:
                 model = streams[0][3]
+                everyone_one = [s for by in one_posture_streams(streams, data, smoothing).values()
+                                for st in by.values() for s in st]
                 config, grid = fit_rule([s for *_, st, _ in streams for s in st], model.classes, model.frontend_config,
-                                        smoothing)
+                                        smoothing, everyone_one)
                 options.posture_out.write_text(json.dumps({"posture": config.to_dict(), "fitted_on": str(run),
                                                            "grid": grid}, indent=1) + "\n")
         partitions[run.name] = result
@@ -223,7 +235,7 @@ def main() -> None:
         for name, result in partitions.items():
             p = result["nested_posture"]["pooled"]
             by_state = "  ".join(f"{state} {100 * c / max(1, n):.2f}%" for state, (n, c) in p["by_mount_state"].items())
-            picked = {k: f"q{d['config']['quantile']:g}/gate{d['config']['gate_deg']:g}"
+            picked = {k: f"q{d['config']['quantile']:g}/gate{d['config']['gate_deg']:g}/share{d['config']['min_share']:g}"
                       for k, d in result["nested_posture"]["per_fold"].items()}
             print(f"{name:<28} label {100 * p['label_accuracy']:6.2f}%  worst user {p['worst_user']} "
                   f"({100 * p['worst_label_accuracy']:.1f}%)  below 90%: {p['users_below_90']}  lag "
