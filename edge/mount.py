@@ -28,7 +28,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,17 @@ def _moving(rms: np.ndarray, gravity: np.ndarray, config: MountConfig) -> np.nda
     return mask
 
 
+def _moving_flags(rms: np.ndarray, gravity: np.ndarray, config: MountConfig) -> list[bool]:
+    """`_moving` in Python floats, for the online path's few windows at a time (numpy's per-call cost is
+    most of `_moving`'s time there): the same test, the cosine's last bit aside (tests/test_lean.py)."""
+    flags = []
+    for value, ((fx, fy, fz), (lx, ly, lz), _) in zip(rms.tolist(), gravity.tolist()):
+        norms = math.sqrt((fx * fx + fy * fy + fz * fz) * (lx * lx + ly * ly + lz * lz))
+        cosine = (fx * lx + fy * ly + fz * lz) / max(norms, 1e-12)
+        flags.append(value > config.moving_rms_g and cosine > config.max_turn_cos)
+    return flags
+
+
 def gravity_directions(windows: np.ndarray) -> np.ndarray:
     """(N, 128, 9) un-normalized windows -> (N, 3) unit mean gravity direction (total_acc - body_acc)."""
     return _unit(window_statistics(windows)[1][:, 2])
@@ -155,14 +166,19 @@ def rotation_matrix(rotvec: ArrayLike) -> np.ndarray:
                      [c * x * z - s * y, c * y * z + s * x, 1.0 - c * (x * x + y * y)]])
 
 
-def triplet_matrix(rotation: ArrayLike) -> np.ndarray:
-    """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
-    one matrix product rotates a whole window, and normalization folds into it (edge/pipeline.py)."""
-    matrix = np.zeros((9, 9))
-    rotation_t = np.asarray(rotation, dtype=np.float64).T
-    for triplet in TRIPLETS:
-        matrix[triplet, triplet] = rotation_t
-    return matrix
+def triplet_matrix(rotation: ArrayLike, scale: ArrayLike | None = None, dtype: type = np.float64) -> np.ndarray:
+    """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v), each
+    output channel then times `scale` (9,) when given: one matrix product rotates a whole window, and
+    normalization folds into it (edge/pipeline.py). Built from Python floats and cast to `dtype` once
+    (the products are float64's, as numpy's would be): 81 numbers, once per moving live window."""
+    r = np.asarray(rotation, dtype=np.float64).tolist()  # (3, 3)
+    s = [1.0] * 9 if scale is None else np.asarray(scale, dtype=np.float64).tolist()  # (9,)
+    rows = [[0.0] * 9 for _ in range(9)]
+    for t in (0, 3, 6):  # body_acc, body_gyro, total_acc (TRIPLETS)
+        for a in range(3):
+            for b in range(3):
+                rows[t + a][t + b] = r[b][a] * s[t + b]  # M[triplet, triplet] = R^T, column-scaled
+    return np.array(rows, dtype=dtype)
 
 
 def rotation_onto(reference: ArrayLike, canonical: ArrayLike) -> np.ndarray:
@@ -228,9 +244,9 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
     return out
 
 
-def reference_rotation(direction_sum: ArrayLike, config: MountConfig) -> np.ndarray:
-    """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum`."""
-    x, y, z = (float(v) for v in np.asarray(direction_sum, dtype=np.float64).reshape(3))
+def reference_rotation(direction_sum: Sequence[float] | np.ndarray, config: MountConfig) -> np.ndarray:
+    """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum` (3,)."""
+    x, y, z = (float(v) for v in direction_sum)
     length = math.sqrt(x * x + y * y + z * z)
     return rotation_onto((x / length, y / length, z / length), config.canonical)
 
@@ -275,24 +291,33 @@ class MountCalibration:
 
     def update(self, window: np.ndarray) -> bool:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
-        return bool(self.update_many(window[None])[3][0])
+        return self.update_many(window[None])[2][0]
 
-    def update_many(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the moving test and the
-        directions of all k computed in one call) -> after each window: aligning (k,) bool, moving windows
-        of the reference (k,), its direction sum (k, 3), and whether the window counted (k,) bool.
-        `remounted` holds the angle when a window of this batch found a re-mount."""
+    def update_many(self, windows: np.ndarray) -> tuple[list[bool], list[tuple[float, float, float] | None],
+                                                         list[bool]]:
+        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the statistics and the
+        directions of all k computed in one call) -> after each window: whether windows are aligned, the
+        reference's direction sum then (None while not aligning), and whether the window counted.
+        Plain lists: the live path has one window at a time. `remounted` holds the angle when a window of
+        this batch found a re-mount."""
         rms, gravity = window_statistics(windows)  # (k,), (k, 3, 3)
-        mask = _moving(rms, gravity, self.config)  # (k,)
-        directions = iter(_unit(gravity[mask, 2]) if mask.any() else ())  # (m, 3)
-        k = len(windows)
-        aligning, counts, sums = np.zeros(k, bool), np.zeros(k, np.int64), np.zeros((k, 3))
+        counted = _moving_flags(rms, gravity, self.config)  # k
+        moving_at = [i for i, flag in enumerate(counted) if flag]
+        directions = iter(_unit(gravity[moving_at, 2]) if moving_at else ())  # (m, 3)
+        aligning: list[bool] = []
+        sums: list[tuple[float, float, float] | None] = []
         self.remounted = None
-        for i, counted in enumerate(mask.tolist()):  # in order: the re-mount check is a state machine
-            if counted:
+        for flag in counted:  # in order: the re-mount check is a state machine
+            if flag:
                 self._add(next(directions))
-            aligning[i], counts[i], sums[i] = self.aligning, self.windows, self.direction_sum
-        return aligning, counts, sums, mask
+            if self.aligning:
+                x, y, z = self.direction_sum.tolist()
+                aligning.append(True)
+                sums.append((x, y, z))
+            else:
+                aligning.append(False)
+                sums.append(None)
+        return aligning, sums, counted
 
     def _add(self, direction: np.ndarray) -> None:
         """One moving window's unit gravity direction (3,)."""
