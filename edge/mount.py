@@ -116,15 +116,31 @@ def _moving(rms: np.ndarray, gravity: np.ndarray, config: MountConfig) -> np.nda
     return mask
 
 
-def _moving_flags(rms: np.ndarray, gravity: np.ndarray, config: MountConfig) -> list[bool]:
-    """`_moving` in Python floats, for the online path's few windows at a time (numpy's per-call cost is
-    most of `_moving`'s time there): the same test, the cosine's last bit aside (tests/test_lean.py)."""
-    flags = []
-    for value, ((fx, fy, fz), (lx, ly, lz), _) in zip(rms.tolist(), gravity.tolist()):
+Vector3 = tuple[float, float, float]
+
+
+def moving_directions(windows: np.ndarray, config: MountConfig) -> list[Vector3 | None]:
+    """`moving` and `gravity_directions` of the online path's few windows at a time (N, 128, 9) -> per window
+    its unit mean gravity direction if it is moving, else None. The same matrix product and einsum as
+    `window_statistics`, the rest in Python floats (numpy's per-call cost is most of the time on one
+    window): the same test, and the directions to the last bit or so (tests/test_lean.py)."""
+    length = windows.shape[1]
+    sums = np.matmul(_selector(length), windows).tolist()  # (N, 3, 9): first 16, last 16, all samples
+    body = windows[:, :, 0:3]
+    squares = np.einsum("ntc,ntc->n", body, body, dtype=np.float64).tolist()  # (N,)
+    out: list[Vector3 | None] = []
+    for (first, last, whole), square in zip(sums, squares):
+        fx, fy, fz = first[6] - first[0], first[7] - first[1], first[8] - first[2]  # gravity = total - body
+        lx, ly, lz = last[6] - last[0], last[7] - last[1], last[8] - last[2]
         norms = math.sqrt((fx * fx + fy * fy + fz * fz) * (lx * lx + ly * ly + lz * lz))
         cosine = (fx * lx + fy * ly + fz * lz) / max(norms, 1e-12)
-        flags.append(value > config.moving_rms_g and cosine > config.max_turn_cos)
-    return flags
+        if not (math.sqrt(square / length) > config.moving_rms_g and cosine > config.max_turn_cos):
+            out.append(None)
+            continue
+        x, y, z = whole[6] - whole[0], whole[7] - whole[1], whole[8] - whole[2]
+        norm = max(math.sqrt(x * x + y * y + z * z), 1e-9)
+        out.append((x / norm, y / norm, z / norm))
+    return out
 
 
 def gravity_directions(windows: np.ndarray) -> np.ndarray:
@@ -293,23 +309,20 @@ class MountCalibration:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
         return self.update_many(window[None])[2][0]
 
-    def update_many(self, windows: np.ndarray) -> tuple[list[bool], list[tuple[float, float, float] | None],
-                                                         list[bool]]:
+    def update_many(self, windows: np.ndarray) -> tuple[list[bool], list[Vector3 | None], list[bool]]:
         """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the statistics and the
         directions of all k computed in one call) -> after each window: whether windows are aligned, the
         reference's direction sum then (None while not aligning), and whether the window counted.
         Plain lists: the live path has one window at a time. `remounted` holds the angle when a window of
         this batch found a re-mount."""
-        rms, gravity = window_statistics(windows)  # (k,), (k, 3, 3)
-        counted = _moving_flags(rms, gravity, self.config)  # k
-        moving_at = [i for i, flag in enumerate(counted) if flag]
-        directions = iter(_unit(gravity[moving_at, 2]) if moving_at else ())  # (m, 3)
         aligning: list[bool] = []
-        sums: list[tuple[float, float, float] | None] = []
+        sums: list[Vector3 | None] = []
+        counted: list[bool] = []
         self.remounted = None
-        for flag in counted:  # in order: the re-mount check is a state machine
-            if flag:
-                self._add(next(directions))
+        for direction in moving_directions(windows, self.config):  # in order: the re-mount check is a state machine
+            counted.append(direction is not None)
+            if direction is not None:
+                self._add(direction)
             if self.aligning:
                 x, y, z = self.direction_sum.tolist()
                 aligning.append(True)
@@ -319,8 +332,8 @@ class MountCalibration:
                 sums.append(None)
         return aligning, sums, counted
 
-    def _add(self, direction: np.ndarray) -> None:
-        """One moving window's unit gravity direction (3,)."""
+    def _add(self, direction: Vector3) -> None:
+        """One moving window's unit gravity direction."""
         if not self._checking:
             self.direction_sum += direction
             self.windows += 1
