@@ -260,11 +260,12 @@ class GapHandler:
             invalid_list = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
                                  and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in raw.tolist()]
             return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid_list)
-        if not self._after_hello and self._follows_last_valid() and self._within_limits(raw):
+        last_seq = self._continued_seq()
+        if not self._after_hello and last_seq is not None and self._within_limits(raw):
             # The clean block (the stream's usual case): each the next seq, device time never going back.
             first_step = (int(t_us[0]) - self._last_t) % T_US_MODULO
             steps, elapsed = np.diff(seq) % SEQ_MODULO, np.diff(t_us) % T_US_MODULO  # (n - 1,) each, wrap-aware
-            if (int(seq[0]) - self._last_seq) % SEQ_MODULO == 1 and first_step < T_US_MODULO // 2 \
+            if (int(seq[0]) - last_seq) % SEQ_MODULO == 1 and first_step < T_US_MODULO // 2 \
                     and bool((steps == 1).all()) and int(elapsed.max(initial=0)) < T_US_MODULO // 2:
                 last = int(elapsed[-1]) if n >= 2 else first_step
                 return [self._take_clean(raw, int(seq[-1]), int(t_us[-1]), last, first_step + int(elapsed.sum()))]
@@ -284,8 +285,9 @@ class GapHandler:
         a, g = self.config.acc_limit_g, self.config.gyro_limit_rad_s
         invalid = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
                         and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in rows]
-        if not self._after_hello and self._follows_last_valid() and not any(invalid):
-            last_seq, last_t, elapsed, step = self._last_seq, self._last_t, 0, 0
+        last_seq = self._continued_seq()
+        if not self._after_hello and last_seq is not None and not any(invalid):
+            last_t, elapsed, step = self._last_t, 0, 0
             for s, t in zip(seq, t_us):
                 step = (t - last_t) % T_US_MODULO
                 if (s - last_seq) % SEQ_MODULO != 1 or step >= T_US_MODULO // 2:
@@ -295,15 +297,16 @@ class GapHandler:
                 return [self._take_clean(np.array(rows, dtype=np.float64), last_seq, last_t, step, elapsed)]
         return self._push_slow(seq, t_us, np.array(rows, dtype=np.float64), invalid)
 
-    def _follows_last_valid(self) -> bool:
-        return self._last_seq is not None and self._last_valid_pos == self._last_pos
+    def _continued_seq(self) -> int | None:
+        """The seq a clean continuation follows: the last sample's, if it was valid; else None."""
+        return self._last_seq if self._last_valid_pos == self._last_pos else None
 
     def _within_limits(self, raw: np.ndarray) -> bool:
         """Every value of raw (n, 6) finite and within the sensor's full scale, from the six columns' peaks
         (two numpy calls; a NaN makes its column's peak NaN, which compares False)."""
         ax, ay, az, gx, gy, gz = np.abs(raw).max(axis=0).tolist()
         a, g = self.config.acc_limit_g, self.config.gyro_limit_rad_s
-        return ax <= a and ay <= a and az <= a and gx <= g and gy <= g and gz <= g
+        return bool(ax <= a and ay <= a and az <= a and gx <= g and gy <= g and gz <= g)
 
     def _take_clean(self, raw: np.ndarray, last_seq: int, last_t: int, last_step_us: int,
                     elapsed_us: int) -> Segment:

@@ -357,11 +357,14 @@ def stage_lines(stages: dict) -> list[str]:
                       f"  {'stage':<12s} {'before':>8s} {'after':>8s} {'ratio':>6s}"]
             for stage, value in b[mode].items():
                 lines.append(f"  {stage:<12s} {value:8.1f} {a[mode][stage]:8.1f} {value / max(a[mode][stage], 1e-9):6.1f}")
-        blk = a["block"]
-        around = blk["frontend"] + blk["align"] + blk["normalize"] + blk["postprocess"] + a["predict"] - a["invoke_only"]
+        def around(tree: dict) -> float:
+            blk = tree["block"]
+            return blk["frontend"] + blk["align"] + blk["normalize"] + blk["postprocess"] + tree["predict"] \
+                - tree["invoke_only"]
         lines.append(f"  after, around the invoke per window: front-end + align + normalize + post-process + "
-                     f"predict's wrapper ({a['predict'] - a['invoke_only']:.1f}) = {around:.1f} us; invoke alone "
-                     f"{a['invoke_only']:.1f} us (before: {b['block']['frontend'] + b['block']['align'] + b['block']['normalize'] + b['block']['postprocess'] + b['predict'] - b['invoke_only']:.1f} us)")
+                     f"predict's wrapper ({a['predict'] - a['invoke_only']:.1f}) = {around(a):.1f} us, with the gap "
+                     f"check {around(a) + a['block']['gaps']:.1f} us; invoke alone {a['invoke_only']:.1f} us (before: "
+                     f"{around(b):.1f} us, with the gap check {around(b) + b['block']['gaps']:.1f} us)")
     return lines
 
 
