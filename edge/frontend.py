@@ -241,7 +241,8 @@ class StreamingFilter:
             )
         if len(raw) == 0:
             return np.zeros((0, 9), dtype=np.float32)
-        if not np.isfinite(raw).all():
+        # One reduction instead of two: a finite sum means finite values (an overflowing sum is checked in full).
+        if not math.isfinite(raw.sum()) and not np.isfinite(raw).all():
             bad = int(np.flatnonzero(~np.isfinite(raw).all(axis=1))[0])
             raise FrontEndError(
                 f"raw sample {bad} of this chunk is not finite ({raw[bad].tolist()}); "
@@ -256,7 +257,7 @@ class StreamingFilter:
         gravity = smooth[:3].copy()                                            # (3, n) acc
         _sosfilt(self._gravity_sos, gravity, self._gravity_state)              # gravity low-pass, in place
         out = np.empty((len(raw), 9), dtype=np.float32)                        # (n, 9)
-        out[:, 0:3] = (smooth[:3] - gravity).T                                 # body acc
+        np.subtract(smooth[:3], gravity, out=out[:, 0:3].T)                    # body acc (float64, then float32)
         out[:, 3:6] = smooth[3:].T                                             # gyro
         out[:, 6:9] = smooth[:3].T                                             # total acc
         return out
@@ -279,30 +280,37 @@ class SlidingWindow:
         self.reset()
 
     def reset(self) -> None:
-        self._buffer = np.zeros((0, self.n_channels), dtype=np.float32)  # last samples, at most size-1
+        # The last samples in a preallocated buffer, appended in place and moved down only when it is full:
+        # no concatenation and no copy of the window's history per push (a live port pushes every hop).
+        self._buffer = np.empty((4 * self.size, self.n_channels), dtype=np.float32)  # rows [0, _fill) in use
+        self._fill = 0
         self._seen = 0  # samples pushed since reset
 
     def push(self, channels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         channels = np.asarray(channels, dtype=np.float32)
         n = len(channels)
-        buffer_start = self._seen - len(self._buffer)  # stream index of self._buffer[0]
-        extended = np.concatenate([self._buffer, channels], axis=0) if len(self._buffer) else channels  # (b+n, 9)
+        if self._fill + n > len(self._buffer):
+            keep = min(self._fill, self.size - 1)  # what a window ending later can still need
+            if keep + n > len(self._buffer):  # a chunk longer than the buffer: room for all of it
+                self._buffer = np.concatenate([self._buffer[self._fill - keep:self._fill],
+                                               np.empty((n, self.n_channels), np.float32)])
+            else:
+                self._buffer[:keep] = self._buffer[self._fill - keep:self._fill]
+            self._fill = keep
+        self._buffer[self._fill:self._fill + n] = channels
+        self._fill += n
         self._seen += n
         # Window ends that became complete with this chunk: size + m*hop in (seen-n, seen]; plain ints, as
         # this runs for every chunk a live port delivers.
         first_m = max(0, -((-(self._seen - n + 1 - self.size)) // self.hop))
-        first_end = self.size + first_m * self.hop
-        if first_end <= self._seen:
-            ends = np.arange(first_end, self._seen + 1, self.hop, dtype=np.int64)  # (k,)
-            starts = (ends - self.size - buffer_start).tolist()
-            windows = np.empty((len(starts), self.size, self.n_channels), dtype=np.float32)  # (k, size, 9)
-            for i, start in enumerate(starts):
-                windows[i] = extended[start:start + self.size]
-        else:
-            ends, windows = _NO_ENDS, np.zeros((0, self.size, self.n_channels), dtype=np.float32)
-        keep = min(len(extended), self.size - 1)
-        self._buffer = extended[len(extended) - keep:].copy()
-        return windows, ends
+        ends = list(range(self.size + first_m * self.hop, self._seen + 1, self.hop))
+        if not ends:
+            return np.zeros((0, self.size, self.n_channels), dtype=np.float32), _NO_ENDS
+        buffer_start = self._seen - self._fill  # stream index of self._buffer[0]
+        windows = np.empty((len(ends), self.size, self.n_channels), dtype=np.float32)  # (k, size, 9)
+        for i, end in enumerate(ends):
+            windows[i] = self._buffer[end - self.size - buffer_start:end - buffer_start]
+        return windows, np.array(ends, dtype=np.int64)  # (k,)
 
 
 class FrontEnd:

@@ -134,6 +134,15 @@ class RateEstimator:
         self._elapsed_us += int(steps.sum())
         self._last_pos, self._last_t = int(positions[-1]), int(t_us[-1])
 
+    def advance(self, first_pos: int, last_pos: int, last_t: int, elapsed_us: int) -> None:
+        """`update` for consecutive samples first_pos..last_pos whose device time moved by `elapsed_us` from
+        the last sample before them to the last of them (at `last_t`), as the gap handler measured it."""
+        if self._anchor_pos is None:  # (not after a valid sample, so not from the gap handler's clean path)
+            self._anchor_pos, self._last_pos, self._last_t = last_pos, last_pos, last_t
+            return
+        self._elapsed_us += elapsed_us
+        self._last_pos, self._last_t = last_pos, last_t
+
     def update_scalars(self, positions: list[int], times: list[int]) -> None:
         """`update` for a few samples as Python ints (no numpy overhead)."""
         for pos, t in zip(positions, times):
@@ -251,28 +260,68 @@ class GapHandler:
             invalid_list = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
                                  and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in raw.tolist()]
             return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid_list)
-        invalid = invalid_rows(raw, self.config)  # (n,)
-        if not self._after_hello and self._is_clean_continuation(seq, t_us, invalid):
-            start = self._last_pos + 1
-            positions = np.arange(start, start + n, dtype=np.int64)  # (n,)
-            self._last_seq, self._last_pos, self._last_t = int(seq[-1]), start + n - 1, int(t_us[-1])
-            self._last_valid_pos, self._last_valid_raw = self._last_pos, raw[-1]
-            self.counters.samples += n
-            self.invalid_run = 0
-            if n >= 2 and 0 < (t_us[-1] - t_us[-2]) % T_US_MODULO < 1e6:
-                self._period_us = int((t_us[-1] - t_us[-2]) % T_US_MODULO)
-            self.rate.update(positions, t_us)
-            return [Segment(start, raw, reset=False)]
-        return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid.tolist())
+        last_seq = self._continued_seq()
+        if not self._after_hello and last_seq is not None and self._within_limits(raw):
+            # The clean block (the stream's usual case): each the next seq, device time never going back.
+            first_step = (int(t_us[0]) - self._last_t) % T_US_MODULO
+            steps, elapsed = np.diff(seq) % SEQ_MODULO, np.diff(t_us) % T_US_MODULO  # (n - 1,) each, wrap-aware
+            if (int(seq[0]) - last_seq) % SEQ_MODULO == 1 and first_step < T_US_MODULO // 2 \
+                    and bool((steps == 1).all()) and int(elapsed.max(initial=0)) < T_US_MODULO // 2:
+                last = int(elapsed[-1]) if n >= 2 else first_step
+                return [self._take_clean(raw, int(seq[-1]), int(t_us[-1]), last, first_step + int(elapsed.sum()))]
+        return self._push_slow(seq.tolist(), t_us.tolist(), raw, invalid_rows(raw, self.config).tolist())
 
-    def _is_clean_continuation(self, seq: np.ndarray, t_us: np.ndarray, invalid: np.ndarray) -> bool:
-        """Every sample valid, each the next seq, device time never going back, following the last
-        valid sample directly."""
-        if self._last_seq is None or self._last_valid_pos != self._last_pos or invalid.any():
-            return False
-        steps = np.diff(np.concatenate([[self._last_seq], seq])) % SEQ_MODULO  # (n,)
-        elapsed = np.diff(np.concatenate([[self._last_t], t_us])) % T_US_MODULO  # (n,) wrap-aware
-        return bool((steps == 1).all() and (elapsed < T_US_MODULO // 2).all())
+    def push_samples(self, samples: Sequence[Sample]) -> list[Segment]:
+        """`push` of decoded Sample objects (a serial port's few per read): a clean continuation of up to
+        SMALL_BATCH samples is checked in plain Python and costs one numpy call (the segment's raw rows)."""
+        n = len(samples)
+        if n > SMALL_BATCH:
+            return self.push(*samples_to_arrays(samples))
+        if n == 0:
+            return []
+        seq = [s.seq for s in samples]
+        t_us = [s.t_us for s in samples]
+        rows = [s.values() for s in samples]
+        a, g = self.config.acc_limit_g, self.config.gyro_limit_rad_s
+        invalid = [not (abs(r[0]) <= a and abs(r[1]) <= a and abs(r[2]) <= a
+                        and abs(r[3]) <= g and abs(r[4]) <= g and abs(r[5]) <= g) for r in rows]
+        last_seq = self._continued_seq()
+        if not self._after_hello and last_seq is not None and not any(invalid):
+            last_t, elapsed, step = self._last_t, 0, 0
+            for s, t in zip(seq, t_us):
+                step = (t - last_t) % T_US_MODULO
+                if (s - last_seq) % SEQ_MODULO != 1 or step >= T_US_MODULO // 2:
+                    break
+                last_seq, last_t, elapsed = s, t, elapsed + step
+            else:
+                return [self._take_clean(np.array(rows, dtype=np.float64), last_seq, last_t, step, elapsed)]
+        return self._push_slow(seq, t_us, np.array(rows, dtype=np.float64), invalid)
+
+    def _continued_seq(self) -> int | None:
+        """The seq a clean continuation follows: the last sample's, if it was valid; else None."""
+        return self._last_seq if self._last_valid_pos == self._last_pos else None
+
+    def _within_limits(self, raw: np.ndarray) -> bool:
+        """Every value of raw (n, 6) finite and within the sensor's full scale, from the six columns' peaks
+        (two numpy calls; a NaN makes its column's peak NaN, which compares False)."""
+        ax, ay, az, gx, gy, gz = np.abs(raw).max(axis=0).tolist()
+        a, g = self.config.acc_limit_g, self.config.gyro_limit_rad_s
+        return bool(ax <= a and ay <= a and az <= a and gx <= g and gy <= g and gz <= g)
+
+    def _take_clean(self, raw: np.ndarray, last_seq: int, last_t: int, last_step_us: int,
+                    elapsed_us: int) -> Segment:
+        """raw (n, 6) continues the stream cleanly up to (last_seq, last_t), its last sample `last_step_us`
+        after the one before and all of it `elapsed_us` after the previous last sample -> its segment."""
+        n = len(raw)
+        start = self._last_pos + 1
+        self._last_seq, self._last_pos, self._last_t = last_seq, start + n - 1, last_t
+        self._last_valid_pos, self._last_valid_raw = self._last_pos, raw[-1]
+        self.counters.samples += n
+        self.invalid_run = 0
+        if 0 < last_step_us < 1e6:
+            self._period_us = last_step_us
+        self.rate.advance(start, self._last_pos, last_t, elapsed_us)
+        return Segment(start, raw, reset=False)
 
     def _classify(self, s: int, t: int) -> tuple[str, int]:
         """The sample (seq s, device time t) after the last one -> (kind, stream position):

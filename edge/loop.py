@@ -3,7 +3,8 @@
     for each item the source gives:                 read (edge/sources.py)
         results = pipeline.process(item)            decode .. post-process (edge/pipeline.py)
         every sink <- results, then status events   emit (edge/sinks.py)
-        a live source <- when the next window is due   pace (edge/sources.py: reads in batches until then)
+        a live source <- when the next window is due   pace (edge/sources.py: reads in batches until then;
+                                                    the samples held so far are filtered first)
         every report_every_s: counters -> stderr and the sinks that publish them
     until the source ends, stop() says so, or SIGINT: close the source, give the sinks the last counters,
     close (flush) them, print the final counters.
@@ -110,6 +111,7 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
             results = pipeline.process(item)  # decode, gaps, filter, window, align, normalize, infer, smooth
             emit(sinks, results, pipeline.status.take())
             if pace is not None:
+                pipeline.filter_held()  # while the source waits: the window-completing sample is left alone
                 pace(pipeline.next_window_due())
             reports.when_due()
             if stop is not None and stop():

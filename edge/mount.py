@@ -28,7 +28,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,31 @@ def _moving(rms: np.ndarray, gravity: np.ndarray, config: MountConfig) -> np.nda
     return mask
 
 
+Vector3 = tuple[float, float, float]
+
+
+def moving_directions(windows: np.ndarray, config: MountConfig) -> list[tuple[Vector3, bool]]:
+    """`gravity_directions` and `moving` of the online path's few windows at a time (N, 128, 9) -> per window
+    its unit mean gravity direction and whether it is moving. The same matrix product and einsum as
+    `window_statistics`, the rest in Python floats (numpy's per-call cost is most of the time on one
+    window): the same test, and the directions to the last bit or so (tests/test_lean.py)."""
+    length = windows.shape[1]
+    sums = np.matmul(_selector(length), windows).tolist()  # (N, 3, 9): first 16, last 16, all samples
+    body = windows[:, :, 0:3]
+    squares = np.einsum("ntc,ntc->n", body, body, dtype=np.float64).tolist()  # (N,)
+    out: list[tuple[Vector3, bool]] = []
+    for (first, last, whole), square in zip(sums, squares):
+        fx, fy, fz = first[6] - first[0], first[7] - first[1], first[8] - first[2]  # gravity = total - body
+        lx, ly, lz = last[6] - last[0], last[7] - last[1], last[8] - last[2]
+        norms = math.sqrt((fx * fx + fy * fy + fz * fz) * (lx * lx + ly * ly + lz * lz))
+        cosine = (fx * lx + fy * ly + fz * lz) / max(norms, 1e-12)
+        is_moving = math.sqrt(square / length) > config.moving_rms_g and cosine > config.max_turn_cos
+        x, y, z = whole[6] - whole[0], whole[7] - whole[1], whole[8] - whole[2]
+        norm = max(math.sqrt(x * x + y * y + z * z), 1e-9)
+        out.append(((x / norm, y / norm, z / norm), is_moving))
+    return out
+
+
 def gravity_directions(windows: np.ndarray) -> np.ndarray:
     """(N, 128, 9) un-normalized windows -> (N, 3) unit mean gravity direction (total_acc - body_acc)."""
     return _unit(window_statistics(windows)[1][:, 2])
@@ -155,14 +180,19 @@ def rotation_matrix(rotvec: ArrayLike) -> np.ndarray:
                      [c * x * z - s * y, c * y * z + s * x, 1.0 - c * (x * x + y * y)]])
 
 
-def triplet_matrix(rotation: ArrayLike) -> np.ndarray:
-    """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v):
-    one matrix product rotates a whole window, and normalization folds into it (edge/pipeline.py)."""
-    matrix = np.zeros((9, 9))
-    rotation_t = np.asarray(rotation, dtype=np.float64).T
-    for triplet in TRIPLETS:
-        matrix[triplet, triplet] = rotation_t
-    return matrix
+def triplet_matrix(rotation: ArrayLike, scale: ArrayLike | None = None, dtype: type = np.float64) -> np.ndarray:
+    """(3, 3) R -> (9, 9) block-diagonal M with channels (n, 9) @ M == each triplet rotated (v' = R v), each
+    output channel then times `scale` (9,) when given: one matrix product rotates a whole window, and
+    normalization folds into it (edge/pipeline.py). Built from Python floats and cast to `dtype` once
+    (the products are float64's, as numpy's would be): 81 numbers, once per moving live window."""
+    r = np.asarray(rotation, dtype=np.float64).tolist()  # (3, 3)
+    s = [1.0] * 9 if scale is None else np.asarray(scale, dtype=np.float64).tolist()  # (9,)
+    rows = [[0.0] * 9 for _ in range(9)]
+    for t in (0, 3, 6):  # body_acc, body_gyro, total_acc (TRIPLETS)
+        for a in range(3):
+            for b in range(3):
+                rows[t + a][t + b] = r[b][a] * s[t + b]  # M[triplet, triplet] = R^T, column-scaled
+    return np.array(rows, dtype=dtype)
 
 
 def rotation_onto(reference: ArrayLike, canonical: ArrayLike) -> np.ndarray:
@@ -228,9 +258,9 @@ def align_by_subject(windows: np.ndarray, subjects: np.ndarray, config: MountCon
     return out
 
 
-def reference_rotation(direction_sum: ArrayLike, config: MountConfig) -> np.ndarray:
-    """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum`."""
-    x, y, z = (float(v) for v in np.asarray(direction_sum, dtype=np.float64).reshape(3))
+def reference_rotation(direction_sum: Sequence[float] | np.ndarray, config: MountConfig) -> np.ndarray:
+    """(3, 3) the rotation of a wearer whose moving windows' unit directions sum to `direction_sum` (3,)."""
+    x, y, z = (float(v) for v in direction_sum)
     length = math.sqrt(x * x + y * y + z * z)
     return rotation_onto((x / length, y / length, z / length), config.canonical)
 
@@ -261,7 +291,8 @@ class MountCalibration:
         self.trust_saved = trust_saved  # False: a session's windows stay unrotated until its walking confirms it
         self._cached: tuple[int, np.ndarray] | None = None  # (windows, rotation) for the current sum
         # Of the last update_many's windows: gravity directions (k, 3) and whether the reference was unchecked (k,).
-        self.last_gravity, self.last_unchecked = np.zeros((0, 3)), np.zeros(0, bool)
+        self.last_gravity: list[Vector3] = []
+        self.last_unchecked: list[bool] = []
         self.start_session()
 
     @property
@@ -277,30 +308,39 @@ class MountCalibration:
 
     def update(self, window: np.ndarray) -> bool:
         """Add one un-normalized window (128, 9) if it is moving; -> whether it counted."""
-        return bool(self.update_many(window[None])[3][0])
+        return self.update_many(window[None])[2][0]
 
-    def update_many(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the moving test and the
-        directions of all k computed in one call) -> after each window: aligning (k,) bool, moving windows
-        of the reference (k,), its direction sum (k, 3), and whether the window counted (k,) bool.
-        `remounted` holds the angle when a window of this batch found a re-mount."""
-        rms, gravity = window_statistics(windows)  # (k,), (k, 3, 3)
-        mask = _moving(rms, gravity, self.config)  # (k,)
-        units = _unit(gravity[:, 2])  # (k, 3) every window's gravity direction
-        directions = iter(units[mask])  # (m, 3)
-        k = len(windows)
-        aligning, counts, sums = np.zeros(k, bool), np.zeros(k, np.int64), np.zeros((k, 3))
-        unchecked = np.zeros(k, bool)
+    def update_many(self, windows: np.ndarray) -> tuple[list[bool], list[Vector3 | None], list[bool]]:
+        """Add the moving ones of (k, 128, 9) un-normalized windows, in order (the statistics and the
+        directions of all k computed in one call) -> after each window: whether windows are aligned, the
+        reference's direction sum then (None while not aligning), and whether the window counted.
+        Plain lists: the live path has one window at a time. `remounted` holds the angle when a window of
+        this batch found a re-mount. `last_gravity` and `last_unchecked` keep every window's gravity direction
+        and whether the reference was an unchecked carried one (the posture stage reads them)."""
+        aligning: list[bool] = []
+        sums: list[Vector3 | None] = []
+        counted: list[bool] = []
+        gravity: list[Vector3] = []
+        unchecked: list[bool] = []
         self.remounted = None
-        for i, counted in enumerate(mask.tolist()):  # in order: the re-mount check is a state machine
-            if counted:
-                self._add(next(directions))
-            aligning[i], counts[i], sums[i], unchecked[i] = self.aligning, self.windows, self.direction_sum, self._checking
-        self.last_gravity, self.last_unchecked = units, unchecked  # (k, 3), (k,): for the posture stage
-        return aligning, counts, sums, mask
+        for direction, is_moving in moving_directions(windows, self.config):  # in order: a state machine
+            counted.append(is_moving)
+            gravity.append(direction)
+            if is_moving:
+                self._add(direction)
+            unchecked.append(self._checking)
+            if self.aligning:
+                x, y, z = self.direction_sum.tolist()
+                aligning.append(True)
+                sums.append((x, y, z))
+            else:
+                aligning.append(False)
+                sums.append(None)
+        self.last_gravity, self.last_unchecked = gravity, unchecked
+        return aligning, sums, counted
 
-    def _add(self, direction: np.ndarray) -> None:
-        """One moving window's unit gravity direction (3,)."""
+    def _add(self, direction: Vector3) -> None:
+        """One moving window's unit gravity direction."""
         if not self._checking:
             self.direction_sum += direction
             self.windows += 1

@@ -34,14 +34,14 @@ from firmware_bridge.protocol import Hello
 from edge.frontend import FrontEnd
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
 from edge.model import EdgeError, Model
-from edge.mount import MountCalibration, gravity_directions, reference_rotation, triplet_matrix
-from edge.postprocess import Decision, LabelSmoother, SmoothingConfig, softmax
+from edge.mount import MountCalibration, Vector3, gravity_directions, reference_rotation, triplet_matrix
+from edge.postprocess import Decision, LabelSmoother, SmoothingConfig, round6, softmax_rows
 from edge.posture import SessionPostures
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
 
 if TYPE_CHECKING:
-    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Log
+    from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Log, Sample
 
     from edge.enroll import Profile
     from edge.model import FeatureSession
@@ -156,14 +156,15 @@ class Pipeline:
         self.frontend_resets = 0
         self.link = {"connects": 0, "disconnects": 0, "reconnects": 0}
         self.hello: Hello | None = None
-        self.aligned_flags = np.zeros(0, bool)  # (k,) which of the last windows were rotated (`align`)
-        self.trusted_flags = np.zeros(0, bool)  # (k,) ... by a reference this stream's walking checked
-        self.window_gravity = np.zeros((0, 3))  # (k, 3) their gravity directions as cut (with a calibration)
+        self.aligned_flags: list[bool] = []  # k: which of the last windows were rotated (`align`)
+        self.trusted_flags: list[bool] = []  # k: ... by a reference this stream's walking checked
+        self.window_gravity: list[Vector3] = []  # k: their gravity directions as cut (with a calibration)
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
         self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
-        self._matrix: tuple[bytes | None, np.ndarray] | None = None  # (reference key, (9, 9) rotate-and-scale matrix)
+        self._matrix: tuple[tuple[float, float, float] | None, np.ndarray] | None = None  # (direction sum, (9, 9))
         self._held: list[np.ndarray] = []  # raw chunks (n, 6) of this segment not yet filtered
-        self._held_n = 0
+        self._filtered: list[np.ndarray] = []  # filtered chunks (n, 9) of this segment not yet windowed
+        self._held_n = 0  # samples in both, not yet given to the sliding window
         self._since_reset = 0  # samples given to the front-end since its last reset
         self._last_sample_at: float | None = None  # arrival (perf_counter) of the newest item with samples
         self._arrival_mark: tuple[float, int] | None = None  # (arrival, stream position) a second or so ago
@@ -189,9 +190,10 @@ class Pipeline:
             return []
         results: list[dict[str, Any]] = []
         with self.timers.stage("pipeline") as whole:
-            seq, t_us, raw, hello_at = self.decode(item)
+            batch, hello_at = self.decode(item)
+            n_samples = len(batch.seq) if isinstance(batch, SampleBlock) else len(batch)
             restarts = self.gaps.counters.device_restarts
-            for segment in self.handle_gaps(seq, t_us, raw, hello_at):
+            for segment in self.handle_gaps(batch, hello_at):
                 if segment.reset:
                     self.restart_windows(segment.start)
                 windows, ends = self.filter_and_window(segment.raw)  # (k, 128, 9), (k,); k = 0 until a window is due
@@ -203,9 +205,9 @@ class Pipeline:
                     logits = self.read_postures(logits, windows)  # (k, C)
                 results.extend(self.postprocess(logits, ends, item.arrival))
             whole.items = len(results)
-        if len(seq):
+        if n_samples:
             self._note_arrival(item.arrival)
-        self.watch(len(seq), item.arrival, restarts)
+        self.watch(n_samples, item.arrival, restarts)
         return results
 
     def _note_arrival(self, arrival: float) -> None:
@@ -258,11 +260,11 @@ class Pipeline:
         rate = self.gaps.rate
         self.rate.measured(rate.check(), rate.rate_hz, rate.off)
 
-    def decode(self, item: ByteChunk | SampleBlock) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """ByteChunk -> decoder -> samples and the indices of the samples that follow a HELLO;
-        a SampleBlock is already decoded."""
+    def decode(self, item: ByteChunk | SampleBlock) -> tuple[SampleBlock | list[Sample], list[int]]:
+        """ByteChunk -> decoder -> its samples (a list: a port gives a few at a time) and the indices of the
+        samples that follow a HELLO; a SampleBlock is already decoded."""
         if isinstance(item, SampleBlock):
-            return item.seq, item.t_us, item.raw, []
+            return item, []
         if not isinstance(item, ByteChunk):
             raise EdgeError(f"a source gave {type(item).__name__}; expected ByteChunk, SampleBlock or LinkEvent")
         if self.decoder is None:  # bytes without a decoder given: the binary protocol
@@ -270,7 +272,7 @@ class Pipeline:
 
             self.decoder = FrameDecoder()
         with self.timers.stage("decode") as stage:
-            samples = []
+            samples: list[Sample] = []
             hello_at: list[int] = []
             for frame in self.decoder.feed(item.data):
                 if hasattr(frame, "seq"):
@@ -280,23 +282,25 @@ class Pipeline:
                         hello_at.append(len(samples))
                     self.on_device_message(frame)
             self.mode_check.feed(item.data, self.decoder, len(samples))
-            seq, t_us, raw = samples_to_arrays(samples)
             if self.recorder is not None:
                 self.recorder.record_bytes(item.data)
-                self.recorder.record_samples(seq, t_us, raw)
+                self.recorder.record_samples(*samples_to_arrays(samples))
             stage.items = len(samples)
-        return seq, t_us, raw, hello_at
+        return samples, hello_at
 
-    def handle_gaps(self, seq: np.ndarray, t_us: np.ndarray, raw: np.ndarray,
-                    hello_at: Sequence[int] = ()) -> list[Segment]:
+    def handle_gaps(self, batch: SampleBlock | list[Sample], hello_at: Sequence[int] = ()) -> list[Segment]:
         """The gap handler learns of each HELLO right before the sample that followed it (a boot HELLO
         tells a reboot from a late duplicate)."""
         segments: list[Segment] = []
-        with self.timers.stage("gaps", len(seq)):
+        n = len(batch.seq) if isinstance(batch, SampleBlock) else len(batch)
+        with self.timers.stage("gaps", n):
             begin = 0
-            for at in (*hello_at, len(seq)):
-                segments += self.gaps.push(seq[begin:at], t_us[begin:at], raw[begin:at])
-                if at < len(seq):
+            for at in (*hello_at, n):
+                if isinstance(batch, SampleBlock):
+                    segments += self.gaps.push(batch.seq[begin:at], batch.t_us[begin:at], batch.raw[begin:at])
+                else:
+                    segments += self.gaps.push_samples(batch if at - begin == n else batch[begin:at])
+                if at < n:
                     self.gaps.note_hello()
                 begin = at
         return segments
@@ -309,40 +313,55 @@ class Pipeline:
         self.smoother.reset()
         self.offset = start
         # Samples held back for the old segment completed no window: nothing is lost by dropping them.
-        self._held, self._held_n, self._since_reset = [], 0, 0
+        self._held, self._filtered, self._held_n, self._since_reset = [], [], 0, 0
 
     def filter_and_window(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter and window, but only when a window is due.
 
         The front-end gives bit-identical output for any chunking of its input, so samples are
         held back until the next window end and then filtered in one call: one front-end call
-        per hop instead of one per sample (a live port delivers a sample at a time). A call
-        costs about the same for 1 or 64 samples, so this saves ~98% of the front-end's CPU
-        and leaves the latency of the window-completing sample as it was (measured)."""
+        per hop instead of one per sample (a call costs about the same for 1 or 64 samples).
+        A live loop calls `filter_held` while its source waits, so that only the samples read
+        with the window-completing one are left to filter when it comes."""
         self._held.append(raw)
         self._held_n += len(raw)
         if self.samples_until_window() > 0:
             return _NO_WINDOWS, _NO_ENDS
-        chunk = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)  # (n, 6)
-        self._held, self._held_n = [], 0
-        self._since_reset += len(chunk)
-        with self.timers.stage("frontend", len(chunk)):
-            windows, ends = self.frontend.push(chunk)  # (k, 128, 9) float32, (k,) since the last reset
+        n, self._held_n = self._held_n, 0
+        self._since_reset += n
+        with self.timers.stage("frontend", n):
+            self._filter_held()
+            parts, self._filtered = self._filtered, []
+            channels = parts[0] if len(parts) == 1 else np.concatenate(parts)  # (n, 9)
+            windows, ends = self.frontend.window.push(channels)  # (k, 128, 9) float32, (k,) since the last reset
         return windows, ends
+
+    def filter_held(self) -> None:
+        """Filter the samples held for the next window now: the live loop calls this before its source waits
+        for more, so the window-completing sample is filtered alone (and the rest is done while idle)."""
+        if self._held:
+            with self.timers.stage("frontend"):
+                self._filter_held()
+
+    def _filter_held(self) -> None:
+        if self._held:
+            chunk = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)  # (n, 6)
+            self._held = []
+            self._filtered.append(self.frontend.filter.push(chunk))  # (n, 9) float32
 
     def align(self, windows: np.ndarray) -> np.ndarray | None:
         """Mount alignment: each window first feeds the wearer's reference, then is rotated by it.
         -> (k, 9, 9) per window the matrix that rotates its triplets and applies the normalization scale
         (`normalize` applies it: one matrix product per window), or None while nothing is rotated.
         `self.aligned_flags` (k,) says which windows were rotated (calibrated), for the profile stage."""
-        self.aligned_flags = self.trusted_flags = np.zeros(len(windows), bool)
+        self.aligned_flags = self.trusted_flags = [False] * len(windows)
         if self.calibration is None:
             return None
         with self.timers.stage("align", len(windows)):
             was_calibrated = self.calibration.calibrated
-            aligning, _, sums, _ = self.calibration.update_many(windows)  # (k,), _, (k, 3) after each window
-            self.trusted_flags = aligning & ~self.calibration.last_unchecked  # (k,)
-            self.window_gravity = self.calibration.last_gravity  # (k, 3)
+            aligning, sums, _ = self.calibration.update_many(windows)  # k flags, k direction sums (or None)
+            self.trusted_flags = [a and not u for a, u in zip(aligning, self.calibration.last_unchecked)]
+            self.window_gravity = self.calibration.last_gravity
             if self.calibration.calibrated and not was_calibrated:
                 self.notify(f"mount calibrated from {self.calibration.config.min_windows} moving windows; "
                             "windows are aligned from now on")
@@ -350,23 +369,22 @@ class Pipeline:
                 self.notify(f"mount moved by {self.calibration.remounted:.0f} degrees from the saved calibration "
                             f"(the board was re-mounted): re-learnt from this stream's "
                             f"{self.calibration.config.min_windows} moving windows")
-            self.aligned_flags = aligning  # (k,)
-            matrices = None  # nothing is rotated before the calibration
-            if aligning.any():
-                matrices = np.empty((len(windows), 9, 9), dtype=np.float32)  # (k, 9, 9)
-                for i, (rotated, direction_sum) in enumerate(zip(aligning.tolist(), sums)):
-                    matrices[i] = self._rotate_and_scale(rotated, direction_sum)
-        return matrices
+            self.aligned_flags = aligning
+            if not any(aligning):
+                return None  # nothing is rotated before the calibration
+            if len(windows) == 1:  # the live path: the (cached) matrix itself, no stacking
+                return self._rotate_and_scale(sums[0])[None]  # (1, 9, 9)
+            return np.stack([self._rotate_and_scale(direction_sum) for direction_sum in sums])  # (k, 9, 9)
 
-    def _rotate_and_scale(self, rotated: bool, direction_sum: np.ndarray) -> np.ndarray:
+    def _rotate_and_scale(self, direction_sum: tuple[float, float, float] | None) -> np.ndarray:
         """(9, 9) float32: channels @ M == (each triplet rotated by the wearer's reference) * scale, for the
-        reference whose unit directions sum to `direction_sum` (identity while not `rotated`); recomputed only
-        when the reference changed (a re-mount can re-learn it with the same window count, so keyed by the sum)."""
+        reference whose unit directions sum to `direction_sum` (identity while None: not rotated); recomputed
+        only when the reference changed (a re-mount can re-learn it with the same window count, so keyed by
+        the sum)."""
         assert self.calibration is not None  # align() calls this only with a calibration
-        key = direction_sum.tobytes() if rotated else None
-        if self._matrix is None or self._matrix[0] != key:
-            rotation = reference_rotation(direction_sum, self.calibration.config) if rotated else np.eye(3)
-            self._matrix = (key, (triplet_matrix(rotation) * self._scale[None, :]).astype(np.float32))  # (9, 9)
+        if self._matrix is None or self._matrix[0] != direction_sum:
+            rotation = np.eye(3) if direction_sum is None else reference_rotation(direction_sum, self.calibration.config)
+            self._matrix = (direction_sum, triplet_matrix(rotation, self._scale, np.float32))  # (9, 9)
         return self._matrix[1]
 
     def normalize(self, windows: np.ndarray, matrices: np.ndarray | None = None) -> np.ndarray:
@@ -394,25 +412,28 @@ class Pipeline:
             logits, features = session.predict_with_features(x)  # (k, C), (k, F)
         with self.timers.stage("profile", len(x)):
             aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
-            return self.profile.apply(logits, features, aligned, self.aligned_flags)  # (k, C)
+            return self.profile.apply(logits, features, aligned, np.array(self.aligned_flags, bool))  # (k, C)
 
     def read_postures(self, logits: np.ndarray, windows: np.ndarray) -> np.ndarray:
         """logits (k, C) -> (k, C) with SITTING / STANDING read against this stream's own postures wherever
         the mount reference is not yet checked (edge/posture.py)."""
         assert self.postures is not None  # process() calls this only with the rule on
         with self.timers.stage("postures", len(logits)):
-            gravity = self.window_gravity if self.calibration is not None else gravity_directions(windows)  # (k, 3)
-            return self.postures.decide(logits, gravity, self.trusted_flags)
+            # align() leaves each window's gravity direction when it ran on them (a calibration), else compute it.
+            known = len(self.window_gravity) == len(logits) and self.calibration is not None
+            gravity = np.array(self.window_gravity) if known else gravity_directions(windows)  # (k, 3)
+            trusted = np.array(self.trusted_flags, bool) if len(self.trusted_flags) == len(logits) \
+                else np.zeros(len(logits), bool)  # (k,)
+            return self.postures.decide(logits, gravity, trusted)
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
         """logits (k, C), ends (k,) -> one window result per end (smoothed label, probabilities, latency)."""
         with self.timers.stage("postprocess", len(ends)):
-            probs = softmax(logits)  # (k, C)
+            probs = softmax_rows(logits.tolist())  # k lists of C floats (plain floats: one window at a time live)
             decisions = self.smoother.push(probs)
-            rounded = np.round(probs, 6).tolist()  # (k, C) plain floats for JSON
             results = [
-                window_result(self.offset + end, decision, p, self.classes, arrival)
-                for end, decision, p in zip(ends.tolist(), decisions, rounded)
+                window_result(self.offset + end, decision, round6(p), self.classes, arrival)
+                for end, decision, p in zip(ends.tolist(), decisions, probs)
             ]
             if self.rate.device_rate_hz is not None:  # the model expects its own rate: these labels are suspect
                 for result in results:

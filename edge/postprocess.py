@@ -25,6 +25,7 @@ shown as the posture it leads to (the new label comes with the movement, not aft
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,17 +98,16 @@ class LabelSmoother:
         self._history.clear()
         self.posture = None
 
-    def push(self, probs: np.ndarray) -> list[Decision]:
-        """probs (k, C) of consecutive windows -> one Decision per window."""
-        import numpy as np
-
-        probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim != 2 or probs.shape[1] != len(self.all_classes):
-            raise SmoothingConfigError(f"probabilities must have shape (k, {len(self.all_classes)}), got {probs.shape}")
+    def push(self, probs: np.ndarray | list[list[float]]) -> list[Decision]:
+        """probs (k, C) of consecutive windows (an array, or k lists of C floats) -> one Decision per window."""
         # A handful of classes over a few windows: plain Python lists beat numpy's per-call cost.
+        rows = probs.tolist() if hasattr(probs, "tolist") else probs
+        if any(not isinstance(row, list) or len(row) != len(self.all_classes) for row in rows):
+            shape = getattr(probs, "shape", None) or [len(row) if isinstance(row, list) else row for row in rows]
+            raise SmoothingConfigError(f"probabilities must have shape (k, {len(self.all_classes)}), got {shape}")
         if not self._transition:
-            return [self._decide(p) for p in probs.tolist()]
-        return [self._decide_with_transitions(p) for p in probs.tolist()]
+            return [self._decide(p) for p in rows]
+        return [self._decide_with_transitions(p) for p in rows]
 
     def _decide_with_transitions(self, p: list[float]) -> Decision:
         transition = [p[i] for i in self._transition]  # (6,)
@@ -152,6 +152,26 @@ class LabelSmoother:
 def _argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the first one on ties (like np.argmax)."""
     return max(range(len(values)), key=values.__getitem__)
+
+
+def softmax_rows(logits: list[list[float]]) -> list[list[float]]:
+    """`softmax` of k rows of C logits in Python floats, for the live path's one window at a time (numpy's
+    per-call cost is most of its time there): the same operations in the same order, exp from the same C
+    library, so the same bits where numpy has no vector exp of its own for float64 (x86 without AVX-512,
+    Arm); tests/test_lean.py checks it against `softmax`."""
+    rows = []
+    for row in logits:
+        top = max(row)
+        e = [math.exp(value - top) for value in row]
+        total = sum(e)
+        rows.append([value / total for value in e])
+    return rows
+
+
+def round6(values: list[float]) -> list[float]:
+    """np.round(values, 6) in Python floats (numpy's steps: times 1e6, round half to even, divided by 1e6):
+    the probabilities as a window result gives them."""
+    return [round(value * 1e6) / 1e6 for value in values]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ from edge.pipeline import Pipeline
 from edge.replay import StreamedRecording
 from edge.scoring import window_truth
 from edge.sinks import MemorySink
-from edge.sources import ByteFileSource
+from edge.sources import ByteChunk, ByteFileSource
 
 from helpers import REPO
 
@@ -103,8 +103,13 @@ def test_rotation_and_folded_matrix_match_scipy_and_rotate_windows(example_raw):
     rotation = rotation_matrix([0.1, -0.2, 0.05])
     mean, scale = rng.normal(size=9).astype(np.float32), rng.uniform(1, 5, size=9).astype(np.float32)
     reference = (rotate_windows(channels, rotation) - mean) * scale
-    folded = channels @ (triplet_matrix(rotation) * scale).astype(np.float32) - mean * scale
+    folded = channels @ triplet_matrix(rotation, scale, np.float32) - mean * scale
     np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)
+    placed = np.zeros((9, 9))  # the block-diagonal matrix placed with numpy, then scaled and cast
+    for triplet in (slice(0, 3), slice(3, 6), slice(6, 9)):
+        placed[triplet, triplet] = rotation.T
+    assert np.array_equal(triplet_matrix(rotation), placed)
+    assert np.array_equal(triplet_matrix(rotation, scale, np.float32), (placed * scale).astype(np.float32))
 
 
 class ReferenceFilter(StreamingFilter):
@@ -135,8 +140,11 @@ class ReferencePipeline(Pipeline):
 
     def align(self, windows):
         out = np.empty_like(windows)
+        self.window_gravity, self.trusted_flags = [], []  # what the posture stage reads, as align leaves it
         for i, window in enumerate(windows):
             self.calibration.update(window)
+            self.window_gravity += self.calibration.last_gravity
+            self.trusted_flags.append(self.calibration.aligning and not self.calibration.last_unchecked[0])
             if self.calibration.calibrated:
                 reference = self.calibration.direction_sum / np.linalg.norm(self.calibration.direction_sum)
                 canonical = np.asarray(self.calibration.config.canonical)
@@ -326,3 +334,97 @@ def test_streamed_recording_gives_up_on_a_row_without_end(tmp_path):
     with pytest.raises(ValueError) as streamed:
         list(StreamedRecording(endless))
     assert str(streamed.value) == str(expected.value)
+
+
+def test_online_moving_directions_are_the_numpy_statistics(example_raw):
+    """The live path's moving test and gravity directions (Python floats after one matrix product and one
+    einsum) against `moving` and `gravity_directions` on the real recording's windows, walking and still."""
+    from edge.frontend import FrontEnd
+    from edge.mount import MountConfig, gravity_directions, moving, moving_directions
+
+    windows, _ = FrontEnd().push(example_raw)  # (k, 128, 9)
+    config = MountConfig(canonical=(0.0, 0.0, 1.0))
+    mask, expected = moving(windows, config), gravity_directions(windows)  # (k,), (k, 3)
+    assert 0 < mask.sum() < len(windows)
+    for got in (moving_directions(windows, config), [moving_directions(w[None], config)[0] for w in windows]):
+        assert [is_moving for _, is_moving in got] == mask.tolist()
+        np.testing.assert_allclose([d for d, _ in got], expected, rtol=0, atol=1e-15)
+
+
+def test_python_softmax_and_rounding_are_numpys():
+    """softmax_rows / round6 (the live path's, in Python floats) against numpy's softmax and np.round(, 6)."""
+    from edge.postprocess import round6, softmax, softmax_rows
+
+    rng = np.random.default_rng(2)
+    logits = (rng.normal(size=(20000, 6)) * rng.uniform(0.1, 20, size=(20000, 1))).astype(np.float32)  # (k, 6)
+    got, expected = np.array(softmax_rows(logits.tolist())), softmax(logits)
+    # The same bits where numpy's float64 exp is the C library's (here); a vector exp (AVX-512) may differ by an ulp.
+    np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
+    ties = np.array([0.5e-6, 1.5e-6, 2.5e-6, 0.1234565, 0.9999995, 1.0, 0.0])  # halves: rounded to even, as np.rint
+    for values in (expected, ties[None]):
+        assert np.array_equal([round6(row) for row in values.tolist()], np.round(values, 6))
+
+
+def test_gap_handler_fast_paths_are_its_general_path(fault_capture):
+    """The clean-stream fast paths (a few Sample objects in Python, a block's limits from its column peaks)
+    against the general per-sample path, on the real samples of a fault-injected capture (frames lost on
+    the way) with more faults put in (duplicates, late samples, impossible and NaN values, long gaps, a
+    device restart), in chunks of 1..80 samples: the same segments, counters and rate."""
+    import dataclasses
+
+    from firmware_bridge.protocol import FrameDecoder
+
+    from edge.gaps import GapHandler, invalid_rows, samples_to_arrays
+
+    rng = np.random.default_rng(3)
+    samples = []
+    for i, sample in enumerate(f for f in FrameDecoder().feed(fault_capture.read_bytes()) if hasattr(f, "seq")):
+        fault = rng.random()
+        if fault < 0.002 and samples:
+            samples.append(samples[-1])  # a duplicate
+        elif fault < 0.004 and samples:
+            samples.insert(len(samples) - 1, sample)  # late: before the one it follows
+            continue
+        elif fault < 0.006:
+            sample = dataclasses.replace(sample, ax=float("nan") if fault < 0.005 else 99.0)  # invalid
+        elif fault < 0.007:
+            del samples[-min(len(samples), 20):]  # a long gap
+        elif i == 9000:
+            sample = dataclasses.replace(sample, seq=3, t_us=1000)  # the device restarted
+        samples.append(sample)
+    cuts = np.cumsum(rng.choice([1, 2, 5, 8, 9, 25, 64, 80], size=len(samples)))
+    chunks = [samples[a:b] for a, b in zip([0, *cuts.tolist()], cuts.tolist()) if a < len(samples)]
+    fast, block, general = GapHandler(), GapHandler(), GapHandler()
+    for chunk in chunks:
+        seq, t_us, raw = samples_to_arrays(chunk)
+        expected = general._push_slow(seq.tolist(), t_us.tolist(), raw, invalid_rows(raw, general.config).tolist())
+        for got in (fast.push_samples(chunk), block.push(seq, t_us, raw)):
+            assert [(s.start, s.reset) for s in got] == [(s.start, s.reset) for s in expected]
+            assert all(np.array_equal(a.raw, b.raw) for a, b in zip(got, expected))
+    for handler in (fast, block):
+        assert handler.counters == general.counters and handler.rate.rate_hz == general.rate.rate_hz
+    counted = general.counters
+    assert counted.lost_samples and counted.duplicates and counted.out_of_order and counted.invalid_samples
+    assert counted.long_gaps and counted.device_restarts == 1
+
+
+def test_filtering_while_the_port_waits_changes_nothing(fault_capture):
+    """The live loop's order (`filter_held` after every item, as before each wait) against whole-file
+    processing, on a fault-injected capture fed a frame or so at a time: the same results, probabilities
+    and all (the real bundle, mount alignment included)."""
+    model = load_model(DEFAULT_BUNDLE, precision="int8")
+    data = fault_capture.read_bytes()
+
+    def results(step: int, filter_held: bool) -> list[tuple]:
+        pipeline = Pipeline(model, notify=lambda m: None)
+        out = []
+        for i in range(0, len(data), step):
+            out += pipeline.process(ByteChunk(data[i:i + step], 0.0))
+            if filter_held:
+                pipeline.filter_held()
+        return [(r["sample_end"], r["label"], r["raw_label"], r["confidence"], r["probs"]) for r in out]
+
+    whole = results(len(data), filter_held=False)
+    assert len(whole) > 200
+    assert results(35, filter_held=True) == whole  # a frame is 35 bytes
+    assert results(1000, filter_held=True) == whole

@@ -33,9 +33,14 @@ def raw(hapt_user1_dir) -> np.ndarray:
     return read_hapt_raw(hapt_user1_dir, n=6000)  # 2 minutes of user 1, experiment 1
 
 
-def run(model, blocks, smoothing=SmoothingConfig()):
+def run(model, blocks, smoothing=SmoothingConfig(), filter_held=False):
+    """filter_held: as the live loop, filter the held samples after every item (before the source waits)."""
     pipeline = Pipeline(model, smoothing, notify=lambda m: None)
-    results = [r for block in blocks for r in pipeline.process(block)]
+    results = []
+    for block in blocks:
+        results += pipeline.process(block)
+        if filter_held:
+            pipeline.filter_held()
     return pipeline, results
 
 
@@ -70,13 +75,14 @@ def test_labels_match_the_true_activity(model, hapt_user1_dir, raw):
     assert len(scored) > 30 and accuracy > 0.6  # the stand-in was fitted on this user
 
 
-@pytest.mark.parametrize("block", [1, 13, 64, 1000])
-def test_chunking_does_not_change_results(model, raw, block):
+@pytest.mark.parametrize("block, filter_held", [(1, False), (13, False), (64, False), (1000, False), (1, True),
+                                                (13, True)])
+def test_chunking_does_not_change_results(model, raw, block, filter_held):
     _, whole = run(model, [sample_block(raw)])
     source = RecordingSource([], block=block)
     full = sample_block(raw)
     source.seq, source.t_us, source.raw = full.seq, full.t_us, full.raw
-    _, pieces = run(model, list(source))
+    _, pieces = run(model, list(source), filter_held=filter_held)
     def strip(rows):
         return [(r["sample_end"], r["label"], r["raw_label"], r["confidence"], r["probs"]) for r in rows]
     assert strip(pieces) == strip(whole)

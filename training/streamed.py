@@ -178,8 +178,8 @@ def stream_recording(model: Model, recording: Recording, smoothing: SmoothingCon
         results += new
         states += [mount_state(calibration)] * len(new)  # a hop's block completes at most one window
         if new and calibration is not None:
-            gravity.append(pipeline.window_gravity)  # (1, 3)
-            trusted.append(pipeline.trusted_flags)  # (1,)
+            gravity.append(np.array(pipeline.window_gravity).reshape(-1, 3))  # (1, 3)
+            trusted.append(np.array(pipeline.trusted_flags, bool))  # (1,)
     return Streamed(recording, results, notes, states,
                     np.concatenate(gravity) if gravity else np.zeros((len(results), 3)),
                     np.concatenate(trusted) if trusted else np.zeros(len(results), bool))
