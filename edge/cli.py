@@ -519,14 +519,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
     """Atomically (temp file + rename): a reader never sees half a summary."""
-    import os
-    import tempfile
+    from edge.paths import write_text_atomically
 
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, target)
+    write_text_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def cmd_record(args: argparse.Namespace) -> int:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -43,6 +42,7 @@ import numpy as np
 
 from edge.model import EdgeError, Model
 from edge.mount import MountCalibration, gravity_directions, moving, reference_direction, rotate_windows, rotation_onto
+from edge.paths import write_text_atomically
 from edge.pipeline import Pipeline
 from edge.scoring import window_truth
 
@@ -180,12 +180,7 @@ def save_profile(profile: Profile, path: str | Path) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(_readable_json(profile.to_dict()))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_text_atomically(path, _readable_json(profile.to_dict()))
     except OSError as exc:
         raise ProfileError(f"cannot write the profile {path}: {exc.strerror or exc}; "
                            "choose a writable --profile path") from None

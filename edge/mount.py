@@ -26,8 +26,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +33,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from edge.paths import write_text_atomically
 
 TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))  # body_acc, body_gyro, total_acc (frontend.CHANNELS)
 
@@ -424,15 +424,5 @@ class MountCalibration:
     def save(self, path: str | Path) -> None:
         """Atomically replace `path` (temp file in the same folder, fsync, rename): a crash leaves the old
         file or the new one, never half of one. Raises OSError."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(json.dumps(self.to_dict(), indent=2) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -11,27 +11,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.bundle import BundleError, load_bundle  # noqa: E402
+from edge.paths import write_text_atomically  # noqa: E402
 from edge.posture import PostureConfig, PostureError  # noqa: E402
-
-
-def write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def main() -> int:
@@ -52,7 +38,7 @@ def main() -> int:
             fitted = json.loads(args.posture.read_text(encoding="utf-8"))
             data["posture"] = PostureConfig.from_dict(fitted.get("posture", {}), str(args.posture)).to_dict()
         text = json.dumps(data, indent=2) + "\n"
-        write_atomically(path, text)
+        write_text_atomically(path, text)
         after = load_bundle(args.bundle)
     except OSError as exc:
         print(f"bundle_posture: error: cannot read or write {exc.filename}: {exc.strerror}", file=sys.stderr)
