@@ -192,7 +192,7 @@ def main() -> None:
             result["nested_posture"] = {"pooled": pooled(ruled), "users": ruled, "per_fold": details,
                                         "one_posture": one}
             for k, fold in details.items():  # each fold's rule, for its bundle (scripts/bundle_posture.py)
-                (run / f"posture_fold_{k}.json").write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
+                (run / f"posture_{tag}_fold_{k}.json").write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
             if options.posture_out and run == options.runs[0]:
                 model = streams[0][3]
                 everyone_one = [s for by in one_posture_streams(streams, data, smoothing).values()
