@@ -418,6 +418,8 @@ class Pipeline:
         """logits (k, C) -> (k, C) with SITTING / STANDING read against this stream's own postures wherever
         the mount reference is not yet checked (edge/posture.py)."""
         assert self.postures is not None  # process() calls this only with the rule on
+        if len(self.trusted_flags) == len(logits) and all(self.trusted_flags):
+            return logits  # every window aligned by a checked reference: the model's (the live path once walked)
         with self.timers.stage("postures", len(logits)):
             # align() leaves each window's gravity direction when it ran on them (a calibration), else compute it.
             known = len(self.window_gravity) == len(logits) and self.calibration is not None

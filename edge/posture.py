@@ -134,15 +134,19 @@ class SessionPostures:
         """logits (k, C), gravity (k, 3) unit directions as cut, trusted (k,) bool: rotated by a reference the
         session's walking checked -> logits (k, C), SITTING and STANDING swapped where the rule reads the other.
         Windows in stream order: each one's s joins the session before it is read."""
+        idx = self.candidates(logits, trusted)  # (m,)
+        if len(idx) == 0:
+            return logits  # nothing for the rule: no copy, no tilt
         out = np.array(logits, copy=True)  # (k, C)
-        s = tilt_deg(gravity, self._direction)  # (k,)
+        s = tilt_deg(gravity[idx], self._direction).tolist()  # m tilts
+        model_sitting = (out[idx].argmax(axis=1) == self.sit).tolist()  # m
         w_low, w_high = self.config.weights
-        for i in self.candidates(out, trusted).tolist():
-            low, high = self.observe(float(s[i]), bool(out[i].argmax() == self.sit))
+        for i, tilt, said_sitting in zip(idx.tolist(), s, model_sitting):
+            low, high = self.observe(tilt, said_sitting)
             if high - low < self.config.gate_deg or not self.model_agrees(low, high):
                 continue  # one posture so far: nothing to read it against
-            sitting = w_low * (s[i] - low) + w_high * (high - s[i]) + self.config.bias > 0
-            if sitting != (out[i].argmax() == self.sit):
+            sitting = w_low * (tilt - low) + w_high * (high - tilt) + self.config.bias > 0
+            if sitting != said_sitting:
                 out[i, [self.sit, self.stand]] = out[i, [self.stand, self.sit]]
                 self.swapped += 1
         return out
