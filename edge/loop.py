@@ -48,6 +48,8 @@ def format_counters(counters: dict[str, Any]) -> str:
         mount = counters["mount"]
         parts.append("mount " + ("calibrated" if mount["calibrated"] else "calibrating")
                      + f" ({mount['moving_windows']} moving windows)")
+    if "postures" in counters:
+        parts.append(f"posture rule read {counters['postures']['read']} (changed {counters['postures']['swapped']})")
     return ", ".join(parts)
 
 

@@ -488,6 +488,8 @@ class Pipeline:
         }
         if self.calibration is not None:
             out["mount"] = {"calibrated": self.calibration.calibrated, "moving_windows": self.calibration.windows}
+        if self.postures is not None:
+            out["postures"] = {"read": self.postures.read, "swapped": self.postures.swapped}
         if self.decoder is not None:
             out["decoder"] = self.decoder.counters.as_dict()
         return out

@@ -88,7 +88,8 @@ class SessionPostures:
         self._counts = np.zeros(_BINS, np.int64)  # (B,) s of this session's untrusted sit/stand windows
         self._sit_votes = np.zeros(_BINS, np.int64)  # (B,) ... of those the model called SITTING
         self._n = 0
-        self.swapped = 0  # windows whose label the rule changed (counters)
+        self.read = 0  # windows the rule read (its gate and guard open): counters
+        self.swapped = 0  # ... and of those, the ones whose label it changed
 
     def reset(self) -> None:
         """A new session: the board may sit differently on the body."""
@@ -145,6 +146,7 @@ class SessionPostures:
             low, high = self.observe(tilt, said_sitting)
             if high - low < self.config.gate_deg or not self.model_agrees(low, high):
                 continue  # one posture so far: nothing to read it against
+            self.read += 1
             sitting = w_low * (tilt - low) + w_high * (high - tilt) + self.config.bias > 0
             if sitting != said_sitting:
                 out[i, [self.sit, self.stand]] = out[i, [self.stand, self.sit]]

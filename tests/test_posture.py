@@ -133,4 +133,6 @@ def test_the_runtime_applies_the_bundles_rule_unless_turned_off(bundle_dir, hapt
     assert Pipeline(model, posture_rule=False).postures is None
     for extra in ([], ["--no-posture-rule"]):
         assert main(["replay", str(hapt_recording), "--bundle", str(bundle_dir), "--quiet", *extra]) == 0
-        assert "against the true labels" in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert "against the true labels" in err
+        assert ("posture rule read" in err) == (model.posture is not None and not extra)  # the counters line
