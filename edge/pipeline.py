@@ -418,15 +418,12 @@ class Pipeline:
         """logits (k, C) -> (k, C) with SITTING / STANDING read against this stream's own postures wherever
         the mount reference is not yet checked (edge/posture.py)."""
         assert self.postures is not None  # process() calls this only with the rule on
-        if len(self.trusted_flags) == len(logits) and all(self.trusted_flags):
+        if all(self.trusted_flags):  # align() set them for these windows
             return logits  # every window aligned by a checked reference: the model's (the live path once walked)
         with self.timers.stage("postures", len(logits)):
-            # align() leaves each window's gravity direction when it ran on them (a calibration), else compute it.
-            known = len(self.window_gravity) == len(logits) and self.calibration is not None
-            gravity = np.array(self.window_gravity) if known else gravity_directions(windows)  # (k, 3)
-            trusted = np.array(self.trusted_flags, bool) if len(self.trusted_flags) == len(logits) \
-                else np.zeros(len(logits), bool)  # (k,)
-            return self.postures.decide(logits, gravity, trusted)
+            # align() leaves each window's gravity direction when a calibration ran on them; without one, computed.
+            gravity = np.array(self.window_gravity) if self.calibration is not None else gravity_directions(windows)
+            return self.postures.decide(logits, gravity, np.array(self.trusted_flags, bool))  # (k, 3), (k,)
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
         """logits (k, C), ends (k,) -> one window result per end (smoothed label, probabilities, latency)."""

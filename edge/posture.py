@@ -91,12 +91,6 @@ class SessionPostures:
         self.read = 0  # windows the rule read (its gate and guard open): counters
         self.swapped = 0  # ... and of those, the ones whose label it changed
 
-    def reset(self) -> None:
-        """A new session: the board may sit differently on the body."""
-        self._counts[:] = 0
-        self._sit_votes[:] = 0
-        self._n = 0
-
     def quantiles(self) -> tuple[float, float]:
         """(low, high): the session's `quantile` and 100 - `quantile` percent points of s (bin centres)."""
         cumulative = np.cumsum(self._counts)  # (B,)
@@ -126,6 +120,10 @@ class SessionPostures:
         share = self.config.min_share
         return bool(low_n - low_sit >= share * low_n and high_sit >= share * high_n)
 
+    def opens(self, low: float, high: float) -> bool:
+        """The rule reads the window just observed: the session spans the gate and the guard holds."""
+        return high - low >= self.config.gate_deg and self.model_agrees(low, high)
+
     def candidates(self, logits: np.ndarray, trusted: np.ndarray) -> np.ndarray:
         """(k, C), (k,) -> indices of the windows the rule reads: untrusted, and the model says SITTING or STANDING."""
         top = logits.argmax(axis=1)  # (k,)
@@ -144,7 +142,7 @@ class SessionPostures:
         w_low, w_high = self.config.weights
         for i, tilt, said_sitting in zip(idx.tolist(), s, model_sitting):
             low, high = self.observe(tilt, said_sitting)
-            if high - low < self.config.gate_deg or not self.model_agrees(low, high):
+            if not self.opens(low, high):
                 continue  # one posture so far: nothing to read it against
             self.read += 1
             sitting = w_low * (tilt - low) + w_high * (high - tilt) + self.config.bias > 0

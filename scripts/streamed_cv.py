@@ -83,14 +83,13 @@ def one_posture_streams(streams, data, smoothing: SmoothingConfig) -> dict:
             for f, user, _, m in streams}
 
 
-def nested_posture(streams, data, smoothing: SmoothingConfig, guarded: bool) -> tuple[list[dict], dict, dict]:
+def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded: bool) -> tuple[list[dict], dict, dict]:
     """For each fold, the posture rule fitted on the other folds' held-out users (training.posture.fit_rule, the
     guard chosen so that it costs their one-posture sessions next to nothing; `guarded=False`: no guard), applied
     to this fold's users' recorded streams as the runtime's stage would, and to their one-posture sessions (their
-    SITTING, or STANDING, samples alone), which the rule must leave as the model reads them.
-    -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
+    SITTING, or STANDING, samples alone: `sessions`, from one_posture_streams), which the rule must leave as
+    the model reads them. -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
     folds = sorted({k for k, *_ in streams})
-    sessions = one_posture_streams(streams, data, smoothing)
     users, details = [], {}
     one = {name: [0, 0, 0] for name in ONE_POSTURE}
     for k in folds:
@@ -188,15 +187,15 @@ def main() -> None:
             chosen, details = nested_smoothing(streams, options.max_lag)
             result["nested_smoothing"] = {"pooled": pooled(chosen), **details}
         if options.posture:
-            ruled, details, one = nested_posture(streams, data, smoothing, not options.posture_unguarded)
+            sessions = one_posture_streams(streams, data, smoothing)
+            ruled, details, one = nested_posture(streams, sessions, smoothing, not options.posture_unguarded)
             result["nested_posture"] = {"pooled": pooled(ruled), "users": ruled, "per_fold": details,
                                         "one_posture": one}
             for k, fold in details.items():  # each fold's rule, for its bundle (scripts/bundle_posture.py)
                 (run / f"posture_{tag}_fold_{k}.json").write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
             if options.posture_out and run == options.runs[0]:
                 model = streams[0][3]
-                everyone_one = [s for by in one_posture_streams(streams, data, smoothing).values()
-                                for st in by.values() for s in st]
+                everyone_one = [s for by in sessions.values() for st in by.values() for s in st]
                 config, grid = fit_rule([s for *_, st, _ in streams for s in st], model.classes, model.frontend_config,
                                         smoothing, everyone_one)
                 options.posture_out.write_text(json.dumps({"posture": config.to_dict(), "fitted_on": str(run),

@@ -18,7 +18,7 @@ from scipy.optimize import minimize
 from edge.postprocess import LabelSmoother, SmoothingConfig
 from edge.posture import SITTING, STANDING, PostureConfig, SessionPostures, tilt_deg
 
-from training.streamed import Streamed, window_classes
+from training.streamed import Streamed, result_probs, result_truth
 
 QUANTILES = (5.0, 10.0, 20.0)        # percent: the rule's low / high reference points
 GATES_DEG = (4.0, 6.0, 8.0, 10.0, 15.0)  # spread the session must show before the rule reads a window
@@ -31,15 +31,9 @@ MAX_ONE_POSTURE_COST = 0.005
 L2 = 1e-6  # on the two (scaled) weights: keeps the fit finite when a fold's windows separate perfectly
 
 
-def window_probs(streamed: Streamed, classes) -> np.ndarray:
-    """(k, C) the recorded probabilities of a recording's windows."""
-    return np.array([[r["probs"][c] for c in classes] for r in streamed.results]).reshape(-1, len(classes))
-
-
 def truth_of(streamed: Streamed, frontend) -> np.ndarray:
-    """(k,) class index 0-5 of each window (-1: not inside one labelled activity)."""
-    ends = np.array([r["sample_end"] for r in streamed.results], dtype=np.int64)
-    return window_classes(streamed.recording.activity, ends, frontend.window)
+    """(k,) class index 0-5 of each window of a streamed recording (-1: not inside one labelled activity)."""
+    return result_truth(streamed.results, streamed.recording, frontend)
 
 
 def sit_direction(streams: list[Streamed], classes, frontend) -> np.ndarray:
@@ -60,13 +54,13 @@ def session_features(streamed: Streamed, classes, direction: np.ndarray, quantil
     """The windows the rule reads in one recording, as the runtime sees them, in order ->
     (indices (m,), features (m, 2) = (s - low, high - s), open (m,) bool: the rule reads that window)."""
     rule = SessionPostures(PostureConfig(tuple(direction), quantile, gate, (0.0, 0.0), 0.0, min_share), tuple(classes))
-    probs = window_probs(streamed, classes)
+    probs = result_probs(streamed.results, classes)  # (k, C)
     s = tilt_deg(streamed.gravity, direction)  # (k,)
     idx = rule.candidates(probs, streamed.trusted)
     rows = []
     for i in idx.tolist():
         low, high = rule.observe(float(s[i]), bool(probs[i].argmax() == rule.sit))
-        rows.append((s[i] - low, high - s[i], high - low >= gate and rule.model_agrees(low, high)))
+        rows.append((s[i] - low, high - s[i], rule.opens(low, high)))
     table = np.array(rows, dtype=np.float64).reshape(-1, 3)  # (m, 3)
     return idx, table[:, :2], table[:, 2] > 0
 
@@ -91,7 +85,7 @@ def apply_rule(streamed: Streamed, config: PostureConfig, classes, smoothing: Sm
     """The recording as the Pipeline with this rule would have labelled it (the rule runs before the smoother,
     which restarts with each recording)."""
     rule = SessionPostures(config, tuple(classes))
-    logits = np.log(np.maximum(window_probs(streamed, classes), 1e-12))  # (k, C): argmax and swaps as on logits
+    logits = np.log(np.maximum(result_probs(streamed.results, classes), 1e-12))  # (k, C): argmax and swaps as on logits
     probs = np.exp(rule.decide(logits, streamed.gravity, streamed.trusted))  # (k, C)
     decisions = LabelSmoother(classes, smoothing).push(probs)
     results = [r | {"label": d.label, "raw_label": d.raw_label, "confidence": d.confidence,

@@ -134,6 +134,17 @@ def bouts(activity: np.ndarray, min_samples: int) -> list[tuple[int, int, int]]:
             if 1 <= activity[s] <= N_ACTIVITIES and e - s >= min_samples]
 
 
+def result_probs(results: list[dict], classes) -> np.ndarray:
+    """(k, C) the probabilities the window results recorded."""
+    return np.array([[r["probs"][c] for c in classes] for r in results]).reshape(-1, len(classes))
+
+
+def result_truth(results: list[dict], recording: Recording, frontend: FrontEndConfig) -> np.ndarray:
+    """(k,) class index 0-5 of each result's window (-1: not wholly inside one labelled activity)."""
+    ends = np.array([r["sample_end"] for r in results], dtype=np.int64)  # (k,)
+    return window_classes(recording.activity, ends, frontend.window)
+
+
 def score_recording(results: list[dict], recording: Recording, classes, frontend: FrontEndConfig,
                     states: list[str] | None = None) -> RecordingScore:
     """`states`: each window's MOUNT_STATES name, for the breakdown (None: not broken down)."""
@@ -214,7 +225,7 @@ def resmoothed(results: list[dict], classes, smoothing: SmoothingConfig) -> list
     """The same windows' probabilities through another smoother (what the Pipeline would have shown with it:
     the smoother is its last stage and restarts with each recording)."""
     smoother = LabelSmoother(classes, smoothing)
-    probs = np.array([[r["probs"][c] for c in classes] for r in results]).reshape(-1, len(classes))  # (k, C)
+    probs = result_probs(results, classes)  # (k, C)
     return [r | {"label": d.label, "confidence": d.confidence} for r, d in zip(results, smoother.push(probs))]
 
 
