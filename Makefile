@@ -40,9 +40,9 @@ cv:
 # Streamed first-session accuracy (the headline) of the honest runs; writes runs/cv/NAME/streamed_*.json.
 STREAMED = $(PY) scripts/streamed_cv.py --quiet
 streamed:
-	$(STREAMED) --choose-smoothing runs/cv/$(DEFAULT_CV) runs/cv/$(DEFAULT_CV)_seed1 runs/cv/$(DEFAULT_CV)_seed2
+	$(STREAMED) --choose-smoothing --posture --posture-out runs/cv/$(DEFAULT_CV)/posture.json runs/cv/$(DEFAULT_CV) runs/cv/$(DEFAULT_CV)_seed1 runs/cv/$(DEFAULT_CV)_seed2
 	$(STREAMED) runs/cv/bilm_e30_trans
-	$(STREAMED) runs/cv/tcn_physics_h32_e10_last runs/cv/tcn_physics_h32_e10_last_seed1 runs/cv/tcn_physics_h32_e10_last_seed2
+	$(STREAMED) --posture --posture-out runs/cv/tcn_physics_h32_e10_last/posture.json runs/cv/tcn_physics_h32_e10_last runs/cv/tcn_physics_h32_e10_last_seed1 runs/cv/tcn_physics_h32_e10_last_seed2
 	for k in 0 1 2; do $(PY) -m export.cli runs/cv/$(DEFAULT_CV)/fold_$$k/model.pt --out runs/cv/$(DEFAULT_CV)/fold_$$k/bundle --force; done
 	$(STREAMED) --backend tflite --precision fp32 runs/cv/$(DEFAULT_CV)
 	$(STREAMED) --backend tflite --precision int8 runs/cv/$(DEFAULT_CV)
