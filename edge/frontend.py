@@ -263,7 +263,7 @@ class StreamingFilter:
         return out
 
 
-_NO_ENDS = np.zeros(0, dtype=np.int64)
+NO_ENDS = np.zeros(0, dtype=np.int64)  # (0,) the window ends of a push that completes none (shared, never written)
 
 
 class SlidingWindow:
@@ -305,7 +305,7 @@ class SlidingWindow:
         first_m = max(0, -((-(self._seen - n + 1 - self.size)) // self.hop))
         ends = list(range(self.size + first_m * self.hop, self._seen + 1, self.hop))
         if not ends:
-            return np.zeros((0, self.size, self.n_channels), dtype=np.float32), _NO_ENDS
+            return np.zeros((0, self.size, self.n_channels), dtype=np.float32), NO_ENDS
         buffer_start = self._seen - self._fill  # stream index of self._buffer[0]
         windows = np.empty((len(ends), self.size, self.n_channels), dtype=np.float32)  # (k, size, 9)
         for i, end in enumerate(ends):

@@ -270,6 +270,11 @@ def reference_rotation(direction_sum: Sequence[float] | np.ndarray, config: Moun
 # moving windows of one recording stays within about 3-5 degrees of that recording's own reference.
 REMOUNT_DEG = 7.0
 
+# Where a wearer's calibration stands when a window is labelled: no reference yet (windows go unrotated), a
+# reference carried in from an earlier session that this session's walking has not checked yet (rotated by it:
+# right unless the board was re-mounted), or one this session's walking learnt or confirmed (trusted).
+MOUNT_STATES = ("uncalibrated", "carried, unchecked", "checked")
+
 
 class MountCalibration:
     """Online reference of one wearer: the running mean gravity direction of the moving windows seen so far.
@@ -290,9 +295,9 @@ class MountCalibration:
         self.remount_deg = remount_deg  # None: never re-learn (one reference for ever)
         self.trust_saved = trust_saved  # False: a session's windows stay unrotated until its walking confirms it
         self._cached: tuple[int, np.ndarray] | None = None  # (windows, rotation) for the current sum
-        # Of the last update_many's windows: gravity directions (k, 3) and whether the reference was unchecked (k,).
+        # Of the last update_many's windows: gravity directions (k, 3) and the MOUNT_STATES name of each (k,).
         self.last_gravity: list[Vector3] = []
-        self.last_unchecked: list[bool] = []
+        self.last_states: list[str] = []
         self.start_session()
 
     @property
@@ -315,20 +320,20 @@ class MountCalibration:
         directions of all k computed in one call) -> after each window: whether windows are aligned, the
         reference's direction sum then (None while not aligning), and whether the window counted.
         Plain lists: the live path has one window at a time. `remounted` holds the angle when a window of
-        this batch found a re-mount. `last_gravity` and `last_unchecked` keep every window's gravity direction
-        and whether the reference was an unchecked carried one (the posture stage reads them)."""
+        this batch found a re-mount. `last_gravity` and `last_states` keep every window's gravity direction
+        and where the calibration stood after it (`state`; the posture stage and the scorer read them)."""
         aligning: list[bool] = []
         sums: list[Vector3 | None] = []
         counted: list[bool] = []
         gravity: list[Vector3] = []
-        unchecked: list[bool] = []
+        states: list[str] = []
         self.remounted = None
         for direction, is_moving in moving_directions(windows, self.config):  # in order: a state machine
             counted.append(is_moving)
             gravity.append(direction)
             if is_moving:
                 self._add(direction)
-            unchecked.append(self._checking)
+            states.append(self.state)
             if self.aligning:
                 x, y, z = self.direction_sum.tolist()
                 aligning.append(True)
@@ -336,7 +341,7 @@ class MountCalibration:
             else:
                 aligning.append(False)
                 sums.append(None)
-        self.last_gravity, self.last_unchecked = gravity, unchecked
+        self.last_gravity, self.last_states = gravity, states
         return aligning, sums, counted
 
     def _add(self, direction: Vector3) -> None:
@@ -360,10 +365,13 @@ class MountCalibration:
                 self.windows += self._session_windows
 
     @property
-    def unchecked(self) -> bool:
-        """The reference was carried in from an earlier session and this session's walking has not yet
-        checked it (re-mount detection on); windows are rotated by it meanwhile, unless trust_saved=False."""
-        return self._checking
+    def state(self) -> str:
+        """The MOUNT_STATES name of where the calibration stands now: "carried, unchecked" while a reference
+        carried in from an earlier session waits for this session's walking to check it (re-mount detection
+        on); windows are rotated by it meanwhile, unless trust_saved=False."""
+        if not self.calibrated:
+            return MOUNT_STATES[0]
+        return MOUNT_STATES[1] if self._checking else MOUNT_STATES[2]
 
     @property
     def aligning(self) -> bool:

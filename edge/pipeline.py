@@ -31,10 +31,17 @@ import numpy as np
 
 from firmware_bridge.protocol import Hello
 
-from edge.frontend import FrontEnd
+from edge.frontend import NO_ENDS, FrontEnd
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
 from edge.model import EdgeError, Model
-from edge.mount import MountCalibration, Vector3, gravity_directions, reference_rotation, triplet_matrix
+from edge.mount import (
+    MOUNT_STATES,
+    MountCalibration,
+    Vector3,
+    gravity_directions,
+    reference_rotation,
+    triplet_matrix,
+)
 from edge.postprocess import Decision, LabelSmoother, SmoothingConfig, round6, softmax_rows
 from edge.posture import SessionPostures
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
@@ -48,7 +55,6 @@ if TYPE_CHECKING:
     from edge.sinks import RecordingSink
 
 _NO_WINDOWS = np.zeros((0, 128, 9), dtype=np.float32)
-_NO_ENDS = np.zeros(0, dtype=np.int64)
 
 
 class StageTimers:
@@ -158,6 +164,7 @@ class Pipeline:
         self.hello: Hello | None = None
         self.aligned_flags: list[bool] = []  # k: which of the last windows were rotated (`align`)
         self.trusted_flags: list[bool] = []  # k: ... by a reference this stream's walking checked
+        self.mount_states: list[str] = []  # k: where the calibration stood after each (MOUNT_STATES)
         self.window_gravity: list[Vector3] = []  # k: their gravity directions as cut (with a calibration)
         self._scale = (1.0 / model.std).astype(np.float32)  # (9,)
         self._offset = (model.mean * self._scale).astype(np.float32)  # (9,) mean folded through the scale
@@ -326,7 +333,7 @@ class Pipeline:
         self._held.append(raw)
         self._held_n += len(raw)
         if self.samples_until_window() > 0:
-            return _NO_WINDOWS, _NO_ENDS
+            return _NO_WINDOWS, NO_ENDS
         n, self._held_n = self._held_n, 0
         self._since_reset += n
         with self.timers.stage("frontend", n):
@@ -355,12 +362,14 @@ class Pipeline:
         (`normalize` applies it: one matrix product per window), or None while nothing is rotated.
         `self.aligned_flags` (k,) says which windows were rotated (calibrated), for the profile stage."""
         self.aligned_flags = self.trusted_flags = [False] * len(windows)
+        self.mount_states = [MOUNT_STATES[0]] * len(windows)
         if self.calibration is None:
             return None
         with self.timers.stage("align", len(windows)):
             was_calibrated = self.calibration.calibrated
             aligning, sums, _ = self.calibration.update_many(windows)  # k flags, k direction sums (or None)
-            self.trusted_flags = [a and not u for a, u in zip(aligning, self.calibration.last_unchecked)]
+            self.mount_states = self.calibration.last_states
+            self.trusted_flags = [a and state == "checked" for a, state in zip(aligning, self.mount_states)]
             self.window_gravity = self.calibration.last_gravity
             if self.calibration.calibrated and not was_calibrated:
                 self.notify(f"mount calibrated from {self.calibration.config.min_windows} moving windows; "

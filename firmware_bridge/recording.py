@@ -316,11 +316,10 @@ class HaptSource:
         return [a + g for a, g in zip(acc, gyro)]
 
 
-def hapt_sample_labels(segments: list[HaptSegment], experiment: int, user: int, n_samples: int,
-                       where: str = "labels.txt", keep: tuple[str, ...] = HAPT_ACTIVITIES[:6]) -> list[str | None]:
-    """Per-sample labels of one experiment: the names of activities in `keep` (default the six UCI-HAR
-    classes, so the postural transitions count as unlabelled); None elsewhere."""
-    labels: list[str | None] = [None] * n_samples
+def hapt_sample_activities(segments: list[HaptSegment], experiment: int, user: int, n_samples: int,
+                           where: str = "labels.txt") -> list[int]:
+    """Per-sample HAPT activity ids (1-12) of one experiment, 0 where labels.txt labels nothing."""
+    activities = [0] * n_samples
     for seg in segments:
         if seg.experiment != experiment or seg.user != user:
             continue
@@ -328,9 +327,17 @@ def hapt_sample_labels(segments: list[HaptSegment], experiment: int, user: int, 
             raise RecordingError(f"{where}, line {seg.line}: samples {seg.first}..{seg.last} are outside experiment "
                                  f"{experiment} (user {user}), which has {n_samples} samples (1-based); "
                                  "the acc/gyro files and labels.txt do not belong together")
-        if seg.name in keep:
-            labels[seg.first - 1:seg.last] = [seg.name] * (seg.last - seg.first + 1)
-    return labels
+        activities[seg.first - 1:seg.last] = [seg.activity] * (seg.last - seg.first + 1)
+    return activities
+
+
+def hapt_sample_labels(segments: list[HaptSegment], experiment: int, user: int, n_samples: int,
+                       where: str = "labels.txt", keep: tuple[str, ...] = HAPT_ACTIVITIES[:6]) -> list[str | None]:
+    """Per-sample labels of one experiment: the names of activities in `keep` (default the six UCI-HAR
+    classes, so the postural transitions count as unlabelled); None elsewhere."""
+    names = [None, *HAPT_ACTIVITIES]
+    return [name if name in keep else None
+            for name in (names[a] for a in hapt_sample_activities(segments, experiment, user, n_samples, where))]
 
 
 def _read_hapt(acc_path: Path) -> Recording:

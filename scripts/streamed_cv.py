@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge.mount import REMOUNT_DEG, MountCalibration, rotation_matrix  # noqa: E402
+from edge.mount import MOUNT_STATES, REMOUNT_DEG, MountCalibration, rotation_matrix  # noqa: E402
 from edge.postprocess import SmoothingConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
 from training.posture import MIN_SHARES, apply_rule, fit_rule, truth_of  # noqa: E402
 from training.streamed import (  # noqa: E402
-    MOUNT_STATES,
     HaptRecordings,
     Recording,
     pooled,

@@ -140,11 +140,12 @@ class ReferencePipeline(Pipeline):
 
     def align(self, windows):
         out = np.empty_like(windows)
-        self.window_gravity, self.trusted_flags = [], []  # what the posture stage reads, as align leaves it
+        self.window_gravity, self.trusted_flags, self.mount_states = [], [], []  # as align leaves them
         for i, window in enumerate(windows):
             self.calibration.update(window)
             self.window_gravity += self.calibration.last_gravity
-            self.trusted_flags.append(self.calibration.aligning and not self.calibration.last_unchecked[0])
+            self.mount_states += self.calibration.last_states
+            self.trusted_flags.append(self.calibration.aligning and self.mount_states[-1] == "checked")
             if self.calibration.calibrated:
                 reference = self.calibration.direction_sum / np.linalg.norm(self.calibration.direction_sum)
                 canonical = np.asarray(self.calibration.config.canonical)

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from firmware_bridge.recording import HaptSource
+from firmware_bridge.recording import HaptSource, hapt_sample_activities
 
 from edge.frontend import FrontEndConfig
 from edge.model import Model
-from edge.mount import MountCalibration, MountConfig
+from edge.mount import MOUNT_STATES, MountCalibration, MountConfig
 from edge.pipeline import Pipeline
 from edge.postprocess import LabelSmoother, SmoothingConfig
 from edge.sources import SampleBlock
@@ -34,11 +34,6 @@ from edge.sources import SampleBlock
 from training.checkpoint import load_checkpoint
 
 MIN_BOUT_S = 10.0  # bouts shorter than this are not timed for label lag
-# Where the mount calibration stood when a window was labelled (the scorer's breakdown of the errors):
-# no reference yet (unrotated), a reference carried from an earlier recording and not yet checked by this
-# recording's walking (rotated by it: right unless the board was re-mounted), or one this recording's
-# walking learnt or confirmed.
-MOUNT_STATES = ("uncalibrated", "carried, unchecked", "checked")
 N_ACTIVITIES = 6   # HAPT activities 1-6 are the classes; 7-12 are postural transitions
 
 
@@ -85,10 +80,8 @@ class HaptRecordings:
             if owner != user:
                 continue
             raw = np.asarray(self.source.read_experiment(experiment, user), dtype=np.float64)  # (n, 6)
-            activity = np.zeros(len(raw), dtype=np.int64)  # (n,)
-            for seg in self.segments:
-                if seg.experiment == experiment and seg.user == user:
-                    activity[seg.first - 1:seg.last] = seg.activity
+            activity = np.array(hapt_sample_activities(self.segments, experiment, user, len(raw),
+                                                       self.source.where("labels.txt")), dtype=np.int64)  # (n,)
             recordings.append(Recording(experiment, user, raw, activity))
         return recordings
 
@@ -104,13 +97,6 @@ class RecordingScore:
     never_named: int = 0    # bouts whose label never appeared
     notes: list = field(default_factory=list)   # what the runtime said (calibration, re-mount)
     by_state: dict = field(default_factory=dict)  # MOUNT_STATES name -> [windows, label correct]
-
-
-def mount_state(calibration: MountCalibration | None) -> str:
-    """The MOUNT_STATES name of where `calibration` stands now (a model without alignment: uncalibrated)."""
-    if calibration is None or not calibration.calibrated:
-        return MOUNT_STATES[0]
-    return MOUNT_STATES[1] if calibration.unchecked else MOUNT_STATES[2]
 
 
 def window_classes(activity: np.ndarray, ends: np.ndarray, window: int) -> np.ndarray:
@@ -187,7 +173,8 @@ def stream_recording(model: Model, recording: Recording, smoothing: SmoothingCon
     for i in range(0, n, hop):  # the device's grid: a block per hop, windows every 64 samples from the start
         new = pipeline.process(SampleBlock(seq[i:i + hop], t_us[i:i + hop], recording.raw[i:i + hop], 0.0))
         results += new
-        states += [mount_state(calibration)] * len(new)  # a hop's block completes at most one window
+        if new:  # a hop's block completes at most one window: the pipeline's flags are that window's
+            states += pipeline.mount_states
         if new and calibration is not None:
             gravity.append(np.array(pipeline.window_gravity).reshape(-1, 3))  # (1, 3)
             trusted.append(np.array(pipeline.trusted_flags, bool))  # (1,)
