@@ -8,6 +8,9 @@ next). Prints each user's figure, each partition's pooled figure, and the mean a
 over the partitions; writes RUN/streamed_<backend>_<precision>.json.
 --choose-smoothing also picks the smoother for each fold on the OTHER folds' held-out users (the training
 users of that fold, each scored by a model that never saw them) and reports the result of that choice.
+--posture also scores the session-relative sitting / standing rule, fitted per fold on the other folds' users
+(RUN/posture_<backend>_<precision>_fold_K.json); --posture-rules TAG applies those files instead of fitting (an
+int8 bundle read by the rule its fp32 streams gave, as a shipped bundle carries one rule for both precisions).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge.mount import MOUNT_STATES, REMOUNT_DEG, MountCalibration, rotation_matrix  # noqa: E402
 from edge.postprocess import SmoothingConfig  # noqa: E402
+from edge.posture import PostureConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
@@ -82,12 +86,15 @@ def one_posture_streams(streams, data, smoothing: SmoothingConfig) -> dict:
             for f, user, _, m in streams}
 
 
-def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded: bool) -> tuple[list[dict], dict, dict]:
+def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded: bool,
+                   fixed: dict[int, PostureConfig] | None = None) -> tuple[list[dict], dict, dict]:
     """For each fold, the posture rule fitted on the other folds' held-out users (training.posture.fit_rule, the
     guard chosen so that it costs their one-posture sessions next to nothing; `guarded=False`: no guard), applied
     to this fold's users' recorded streams as the runtime's stage would, and to their one-posture sessions (their
     SITTING, or STANDING, samples alone: `sessions`, from one_posture_streams), which the rule must leave as
-    the model reads them. -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
+    the model reads them. `fixed`: fold -> the rule to apply instead of fitting one (an int8 model scored with the
+    rule its fp32 streams gave, as a bundle carries one rule for both).
+    -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
     folds = sorted({k for k, *_ in streams})
     users, details = [], {}
     one = {name: [0, 0, 0] for name in ONE_POSTURE}
@@ -95,8 +102,12 @@ def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded:
         training = [s for f, _, streamed, _ in streams if f != k for s in streamed]
         training_one = [s for (f, _), by in sessions.items() if f != k for st in by.values() for s in st]
         model = next(m for f, _, _, m in streams if f == k)
-        config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
-                                training_one if guarded else (), MIN_SHARES if guarded else (0.0,))
+        grid: dict = {}
+        if fixed is not None:
+            config = fixed[k]
+        else:
+            config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
+                                    training_one if guarded else (), MIN_SHARES if guarded else (0.0,))
         details[k] = {"config": config.to_dict(), "grid": grid}
         for f, user, streamed, m in streams:
             if f != k:
@@ -153,6 +164,9 @@ def main() -> None:
                         help="with --posture: the rule without its guard (the model must see both postures first)")
     parser.add_argument("--posture-out", type=Path, metavar="JSON",
                         help="with --posture: write the rule fitted on all users of the first run (for a bundle)")
+    parser.add_argument("--posture-rules", metavar="TAG",
+                        help="with --posture: apply each fold's rule written by an earlier --posture run (RUN/posture_TAG_"
+                             "fold_K.json, e.g. TAG torch_fp32) instead of fitting one on these streams")
     parser.add_argument("--data", default=default_hapt_path())
     parser.add_argument("--quiet", action="store_true", help="no per-user lines while streaming")
     options = parser.parse_args()
@@ -163,7 +177,8 @@ def main() -> None:
     tag = f"{options.backend}_{options.precision}" + ("" if options.remount_deg == REMOUNT_DEG
                                                       else f"_remount{options.remount_deg:g}") + (
         "_verify" if options.verify_saved else "") + (f"_rotated{options.rotate_later:g}" if options.rotate_later else "") + (
-        "_posture_unguarded" if options.posture and options.posture_unguarded else "")
+        "_posture_unguarded" if options.posture and options.posture_unguarded else "") + (
+        f"_rules_{options.posture_rules}" if options.posture and options.posture_rules else "")
     remount = options.remount_deg or None
 
     def calibration_factory(config):
@@ -187,11 +202,21 @@ def main() -> None:
             result["nested_smoothing"] = {"pooled": pooled(chosen), **details}
         if options.posture:
             sessions = one_posture_streams(streams, data, smoothing)
-            ruled, details, one = nested_posture(streams, sessions, smoothing, not options.posture_unguarded)
+            fixed = None
+            if options.posture_rules:
+                fixed = {}
+                for k in sorted({f for f, *_ in streams}):
+                    path = run / f"posture_{options.posture_rules}_fold_{k}.json"
+                    try:
+                        fixed[k] = PostureConfig.from_dict(json.loads(path.read_text())["posture"], str(path))
+                    except (OSError, KeyError, ValueError) as exc:
+                        raise SystemExit(f"streamed_cv: error: {path}: {exc}; run --posture on that backend first") from None
+            ruled, details, one = nested_posture(streams, sessions, smoothing, not options.posture_unguarded, fixed)
             result["nested_posture"] = {"pooled": pooled(ruled), "users": ruled, "per_fold": details,
                                         "one_posture": one}
             for k, fold in details.items():  # each fold's rule, for its bundle (scripts/bundle_posture.py)
-                (run / f"posture_{tag}_fold_{k}.json").write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
+                if fixed is None:
+                    (run / f"posture_{tag}_fold_{k}.json").write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
             if options.posture_out and run == options.runs[0]:
                 model = streams[0][3]
                 everyone_one = [s for by in sessions.values() for st in by.values() for s in st]
