@@ -20,7 +20,7 @@ model:
 
 # The Modern TCN bundle, Pi-sized (hidden 32), mount-aligned, the same recipe as its CV run (docs/results.md).
 TCN_MODEL ?= tcn_physics_h32
-TCN_EPOCHS ?= 10
+TCN_EPOCHS ?= 30
 model-tcn:
 	$(PY) -m training.cli fit --model $(TCN_MODEL) --set train_all=true --set epochs=$(TCN_EPOCHS) --set progress=false --out runs/ship_tcn
 	$(PY) -m export.cli runs/ship_tcn/model.pt --out edge/models/modern_tcn --force
@@ -42,10 +42,12 @@ STREAMED = $(PY) scripts/streamed_cv.py --quiet
 streamed:
 	$(STREAMED) --choose-smoothing --posture --posture-out runs/cv/$(DEFAULT_CV)/posture.json runs/cv/$(DEFAULT_CV) runs/cv/$(DEFAULT_CV)_seed1 runs/cv/$(DEFAULT_CV)_seed2
 	$(STREAMED) runs/cv/bilm_e30_trans
-	$(STREAMED) --posture --posture-out runs/cv/tcn_physics_h32_e10_last/posture.json runs/cv/tcn_physics_h32_e10_last runs/cv/tcn_physics_h32_e10_last_seed1 runs/cv/tcn_physics_h32_e10_last_seed2
-	for k in 0 1 2; do $(PY) -m export.cli runs/cv/$(DEFAULT_CV)/fold_$$k/model.pt --out runs/cv/$(DEFAULT_CV)/fold_$$k/bundle --force; done
-	$(STREAMED) --backend tflite --precision fp32 runs/cv/$(DEFAULT_CV)
-	$(STREAMED) --backend tflite --precision int8 runs/cv/$(DEFAULT_CV)
+	$(STREAMED) --posture --posture-out runs/cv/tcn_physics_h32_e30_last/posture.json runs/cv/tcn_physics_h32_e30_last runs/cv/tcn_physics_h32_e30_last_seed1 runs/cv/tcn_physics_h32_e30_last_seed2
+	# int8 against fp32 on the same streams, each fold read by the rule its fp32 (torch) streams gave above
+	for run in $(DEFAULT_CV) tcn_physics_h32_e30_last; do \
+	  for k in 0 1 2; do $(PY) -m export.cli runs/cv/$$run/fold_$$k/model.pt --out runs/cv/$$run/fold_$$k/bundle --force || exit 1; done; \
+	  for p in fp32 int8; do $(STREAMED) --backend tflite --precision $$p --posture --posture-rules torch_fp32 runs/cv/$$run || exit 1; done; \
+	done
 
 # docs/results.md from the CV runs, the shipped bundle, benchmarks and a held-out replay.
 results: streamed
