@@ -99,13 +99,13 @@ def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded:
     users, details = [], {}
     one = {name: [0, 0, 0] for name in ONE_POSTURE}
     for k in folds:
-        training = [s for f, _, streamed, _ in streams if f != k for s in streamed]
-        training_one = [s for (f, _), by in sessions.items() if f != k for st in by.values() for s in st]
-        model = next(m for f, _, _, m in streams if f == k)
         grid: dict = {}
         if fixed is not None:
             config = fixed[k]
         else:
+            training = [s for f, _, streamed, _ in streams if f != k for s in streamed]
+            training_one = [s for (f, _), by in sessions.items() if f != k for st in by.values() for s in st]
+            model = next(m for f, _, _, m in streams if f == k)
             config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
                                     training_one if guarded else (), MIN_SHARES if guarded else (0.0,))
         details[k] = {"config": config.to_dict(), "grid": grid}

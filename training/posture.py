@@ -36,12 +36,12 @@ def truth_of(streamed: Streamed, frontend) -> np.ndarray:
     return result_truth(streamed.results, streamed.recording, frontend)
 
 
-def sit_direction(streams: list[Streamed], classes, frontend) -> np.ndarray:
-    """(3,) unit: the mean over recordings of the standing -> sitting change of the mean gravity direction."""
+def sit_direction(streams: list[Streamed], truths: list[np.ndarray], classes) -> np.ndarray:
+    """(3,) unit: the mean over recordings of the standing -> sitting change of the mean gravity direction
+    (`truths`: each stream's truth_of)."""
     sit, stand = classes.index(SITTING), classes.index(STANDING)
     changes = []
-    for s in streams:
-        truth = truth_of(s, frontend)
+    for s, truth in zip(streams, truths):
         if (truth == sit).any() and (truth == stand).any():
             change = s.gravity[truth == sit].mean(axis=0) - s.gravity[truth == stand].mean(axis=0)  # (3,)
             changes.append(change / np.linalg.norm(change))
@@ -112,8 +112,8 @@ def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingCon
     wearers' SITTING, or STANDING, samples alone) at most MAX_ONE_POSTURE_COST, the one that labels the streams
     best. -> (config, grid: accuracy per candidate, or "rejected")."""
     sit = classes.index(SITTING)
-    direction = sit_direction(streams, classes, frontend)
     truths = [truth_of(s, frontend) for s in streams]
+    direction = sit_direction(streams, truths, classes)
     one_truths = [truth_of(s, frontend) for s in one_posture]
     one_base, one_total = label_accuracy(list(one_posture), one_truths, classes)
     grid: dict[str, object] = {}
