@@ -431,8 +431,8 @@ class Pipeline:
             return logits  # every window aligned by a checked reference: the model's (the live path once walked)
         with self.timers.stage("postures", len(logits)):
             # align() leaves each window's gravity direction when a calibration ran on them; without one, computed.
-            gravity = np.array(self.window_gravity) if self.calibration is not None else gravity_directions(windows)
-            return self.postures.decide(logits, gravity, np.array(self.trusted_flags, bool))  # (k, 3), (k,)
+            gravity = self.window_gravity if self.calibration is not None else gravity_directions(windows).tolist()
+            return self.postures.decide(logits, gravity, self.trusted_flags)  # k directions, k flags
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
         """logits (k, C), ends (k,) -> one window result per end (smoothed label, probabilities, latency)."""

@@ -22,6 +22,7 @@ aligns, the model decides alone. The parameters are fitted on training wearers' 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,10 +73,20 @@ class PostureConfig:
                                '"bias": c}') from None
 
 
-def tilt_deg(gravity: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """(k, 3) unit gravity directions -> (k,) their angle s towards `direction` (3,), degrees in [-90, 90]."""
-    s: np.ndarray = np.degrees(np.arcsin(np.clip(gravity @ direction, -1.0, 1.0)))
-    return s
+def tilt_deg(gravity: Sequence[Sequence[float]] | np.ndarray, direction: Sequence[float] | np.ndarray) -> list[float]:
+    """k unit gravity directions (k, 3) -> their angle s towards `direction` (3,), degrees in [-90, 90].
+
+    In Python floats, a window at a time: the runtime reads one window per hop, where numpy's per-call cost
+    would be most of the time; the fitting (training/posture.py) calls the same function, so it sees the
+    runtime's tilts to the bit (tests/test_lean.py checks them against numpy's arcsin of the dot product)."""
+    dx, dy, dz = (float(v) for v in direction)
+    rows = gravity.tolist() if isinstance(gravity, np.ndarray) else gravity
+    return [math.degrees(math.asin(max(-1.0, min(1.0, gx * dx + gy * dy + gz * dz)))) for gx, gy, gz in rows]
+
+
+def _argmax(row: Sequence[float]) -> int:
+    """Index of the largest value, the first on ties (as np.argmax)."""
+    return max(range(len(row)), key=row.__getitem__)
 
 
 class SessionPostures:
@@ -84,25 +95,26 @@ class SessionPostures:
     def __init__(self, config: PostureConfig, classes: tuple[str, ...]) -> None:
         self.config = config
         self.sit, self.stand = classes.index(SITTING), classes.index(STANDING)
-        self._direction = np.array(config.direction)  # (3,)
-        self._counts = np.zeros(_BINS, np.int64)  # (B,) s of this session's untrusted sit/stand windows
-        self._sit_votes = np.zeros(_BINS, np.int64)  # (B,) ... of those the model called SITTING
+        # The histogram kept cumulative, so that a quantile is one search and the guard's sums are lookups:
+        # row 0, the untrusted sit/stand windows with s in bins <= b; row 1, those of them the model called SITTING.
+        self._cumulative = np.zeros((2, _BINS), np.int64)  # (2, B)
         self._n = 0
         self.read = 0  # windows the rule read (its gate and guard open): counters
         self.swapped = 0  # ... and of those, the ones whose label it changed
 
     def quantiles(self) -> tuple[float, float]:
         """(low, high): the session's `quantile` and 100 - `quantile` percent points of s (bin centres)."""
-        cumulative = np.cumsum(self._counts)  # (B,)
         q = self.config.quantile / 100
-        low, high = np.searchsorted(cumulative, [q * self._n, (1 - q) * self._n], side="left")  # first bin reaching
-        return (float(low) + 0.5) * BIN_DEG - 90.0, (float(high) + 0.5) * BIN_DEG - 90.0
+        low, high = np.searchsorted(self._cumulative[0], (q * self._n, (1 - q) * self._n), side="left").tolist()
+        return (low + 0.5) * BIN_DEG - 90.0, (high + 0.5) * BIN_DEG - 90.0  # the first bins reaching them
 
     def observe(self, s: float, model_sitting: bool) -> tuple[float, float]:
         """One untrusted sit/stand window's s joins the session -> the session's (low, high) with it."""
         b = min(_BINS - 1, max(0, int((s + 90.0) / BIN_DEG)))
-        self._counts[b] += 1
-        self._sit_votes[b] += model_sitting
+        if model_sitting:
+            self._cumulative[:, b:] += 1
+        else:
+            self._cumulative[0, b:] += 1
         self._n += 1
         return self.quantiles()
 
@@ -113,40 +125,59 @@ class SessionPostures:
         scripts/streamed_cv.py --posture, one-posture sessions)."""
         if self.config.min_share <= 0:
             return True
+        low_n, low_sit, high_n, high_sit = self.end_counts(low, high)
+        share = self.config.min_share
+        return low_n - low_sit >= share * low_n and high_sit >= share * high_n
+
+    def end_counts(self, low: float, high: float) -> tuple[int, int, int, int]:
+        """The guard's counts: windows within gate_deg / 2 of the low end and of those the model called
+        SITTING, then the same of the high end (from the cumulative histogram: lookups, not sums)."""
         margin = int(self.config.gate_deg / 2 / BIN_DEG)
         lo, hi = int((low + 90.0) / BIN_DEG), int((high + 90.0) / BIN_DEG)
-        low_n, low_sit = self._counts[:lo + margin + 1].sum(), self._sit_votes[:lo + margin + 1].sum()
-        high_n, high_sit = self._counts[max(0, hi - margin):].sum(), self._sit_votes[max(0, hi - margin):].sum()
-        share = self.config.min_share
-        return bool(low_n - low_sit >= share * low_n and high_sit >= share * high_n)
+        windows, sitting = self._cumulative  # (B,) each
+        top = min(_BINS - 1, lo + margin)  # the low end: bins 0 .. lo + margin
+        below = hi - margin - 1  # the high end: bins hi - margin .. B - 1
+        high_n = self._n - (int(windows[below]) if below >= 0 else 0)
+        high_sit = int(sitting[-1]) - (int(sitting[below]) if below >= 0 else 0)
+        return int(windows[top]), int(sitting[top]), high_n, high_sit
 
     def opens(self, low: float, high: float) -> bool:
         """The rule reads the window just observed: the session spans the gate and the guard holds."""
         return high - low >= self.config.gate_deg and self.model_agrees(low, high)
 
-    def candidates(self, logits: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+    def candidates(self, logits: Sequence[Sequence[float]] | np.ndarray,
+                   trusted: Sequence[bool] | np.ndarray) -> list[int]:
         """(k, C), (k,) -> indices of the windows the rule reads: untrusted, and the model says SITTING or STANDING."""
-        top = logits.argmax(axis=1)  # (k,)
-        return np.flatnonzero(~trusted & ((top == self.sit) | (top == self.stand)))
+        rows = logits.tolist() if isinstance(logits, np.ndarray) else logits
+        flags = trusted.tolist() if isinstance(trusted, np.ndarray) else trusted
+        return [i for i, (row, checked) in enumerate(zip(rows, flags))
+                if not checked and _argmax(row) in (self.sit, self.stand)]
 
-    def decide(self, logits: np.ndarray, gravity: np.ndarray, trusted: np.ndarray) -> np.ndarray:
+    def decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
+               trusted: Sequence[bool] | np.ndarray) -> np.ndarray:
         """logits (k, C), gravity (k, 3) unit directions as cut, trusted (k,) bool: rotated by a reference the
-        session's walking checked -> logits (k, C), SITTING and STANDING swapped where the rule reads the other.
-        Windows in stream order: each one's s joins the session before it is read."""
-        idx = self.candidates(logits, trusted)  # (m,)
-        if len(idx) == 0:
+        session's walking checked -> logits (k, C), SITTING and STANDING swapped where the rule reads the other
+        (the same array when nothing is swapped). Windows in stream order: each one's s joins the session
+        before it is read. Plain Python per window (the live path has one): tests/test_posture.py checks it
+        against the rule written with numpy."""
+        rows = logits.tolist()  # k lists of C floats
+        idx = self.candidates(rows, trusted)
+        if not idx:
             return logits  # nothing for the rule: no copy, no tilt
-        out = np.array(logits, copy=True)  # (k, C)
-        s = tilt_deg(gravity[idx], self._direction).tolist()  # m tilts
-        model_sitting = (out[idx].argmax(axis=1) == self.sit).tolist()  # m
+        directions = gravity.tolist() if isinstance(gravity, np.ndarray) else gravity
+        out = logits
+        s = tilt_deg([directions[i] for i in idx], self.config.direction)
         w_low, w_high = self.config.weights
-        for i, tilt, said_sitting in zip(idx.tolist(), s, model_sitting):
+        for i, tilt in zip(idx, s):
+            said_sitting = _argmax(rows[i]) == self.sit
             low, high = self.observe(tilt, said_sitting)
             if not self.opens(low, high):
                 continue  # one posture so far: nothing to read it against
             self.read += 1
             sitting = w_low * (tilt - low) + w_high * (high - tilt) + self.config.bias > 0
             if sitting != said_sitting:
+                if out is logits:
+                    out = np.array(logits, copy=True)  # (k, C)
                 out[i, [self.sit, self.stand]] = out[i, [self.stand, self.sit]]
                 self.swapped += 1
         return out

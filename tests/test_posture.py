@@ -61,7 +61,7 @@ def accuracy(logits: np.ndarray, classes: np.ndarray, which: list[int]) -> float
 
 def test_the_histogram_quantiles_are_numpys_to_the_bin(session, config):
     gravity, classes = session
-    s = tilt_deg(gravity[np.isin(classes, [SIT, STAND])], np.array(config.direction))
+    s = np.array(tilt_deg(gravity[np.isin(classes, [SIT, STAND])], config.direction))
     rule = SessionPostures(config, CLASSES)
     for i, value in enumerate(s.tolist()):
         low, high = rule.observe(value, False)
@@ -69,6 +69,77 @@ def test_the_histogram_quantiles_are_numpys_to_the_bin(session, config):
         expected = np.percentile(s[:i + 1], [q, 100 - q], method="inverted_cdf")
         assert abs(low - expected[0]) <= BIN_DEG and abs(high - expected[1]) <= BIN_DEG
     assert len(s) > 40 and np.ptp(s) > 15  # sitting and standing lie well apart on the real recording
+
+
+def numpy_rule(config: PostureConfig, logits: np.ndarray, gravity: np.ndarray, trusted: np.ndarray):
+    """The rule as first written, with numpy: a plain histogram, cumsum and searchsorted for the quantiles,
+    slice sums for the guard, numpy's arcsin of the dot product for the tilt -> (logits, read, swapped)."""
+    counts, sit_votes, n = np.zeros(int(round(180 / BIN_DEG)), np.int64), np.zeros(int(round(180 / BIN_DEG)), np.int64), 0
+    out, read, swapped = logits.copy(), 0, 0
+    top = logits.argmax(1)
+    idx = np.flatnonzero(~trusted & np.isin(top, [SIT, STAND]))
+    tilts = np.degrees(np.arcsin(np.clip(gravity[idx] @ np.array(config.direction), -1.0, 1.0)))
+    margin = int(config.gate_deg / 2 / BIN_DEG)
+    for i, tilt in zip(idx, tilts):
+        said_sitting = top[i] == SIT
+        b = min(len(counts) - 1, max(0, int((tilt + 90.0) / BIN_DEG)))
+        counts[b] += 1
+        sit_votes[b] += said_sitting
+        n += 1
+        q = config.quantile / 100
+        bins = np.searchsorted(np.cumsum(counts), [q * n, (1 - q) * n], side="left")
+        low, high = (bins + 0.5) * BIN_DEG - 90.0
+        lo, hi = int((low + 90.0) / BIN_DEG), int((high + 90.0) / BIN_DEG)
+        low_n, low_sit = counts[:lo + margin + 1].sum(), sit_votes[:lo + margin + 1].sum()
+        high_n, high_sit = counts[max(0, hi - margin):].sum(), sit_votes[max(0, hi - margin):].sum()
+        agrees = low_n - low_sit >= config.min_share * low_n and high_sit >= config.min_share * high_n
+        if high - low < config.gate_deg or not agrees:
+            continue
+        read += 1
+        sitting = config.weights[0] * (tilt - low) + config.weights[1] * (high - tilt) + config.bias > 0
+        if sitting != said_sitting:
+            out[i, [SIT, STAND]] = out[i, [STAND, SIT]]
+            swapped += 1
+    return out, read, swapped
+
+
+def test_the_runtimes_rule_is_the_numpy_rule(session, config):
+    """The per-window Python path (cumulative histogram, tilts in Python floats) against the rule written
+    with numpy, on a real recording's gravity: the same labels, the same windows read and swapped."""
+    gravity, classes = session
+    tilts = tilt_deg(gravity, config.direction)
+    reference = np.degrees(np.arcsin(np.clip(gravity @ np.array(config.direction), -1.0, 1.0)))
+    assert np.allclose(tilts, reference, rtol=0, atol=1e-9)
+    rng = np.random.default_rng(4)
+    for wrong, min_share in ((0.1, config.min_share), (0.2, config.min_share), (0.3, config.min_share), (0.5, 0.0)):
+        rule_config = PostureConfig(config.direction, config.quantile, config.gate_deg, config.weights, config.bias,
+                                    min_share)
+        logits = model_logits(classes, wrong=wrong, seed=5) + rng.normal(0, 0.1, (len(classes), len(CLASSES)))
+        trusted = rng.random(len(classes)) < 0.2
+        rule = SessionPostures(rule_config, CLASSES)
+        out = rule.decide(logits, gravity, trusted)
+        expected, read, swapped = numpy_rule(rule_config, logits, gravity, trusted)
+        assert np.array_equal(out, expected) and (rule.read, rule.swapped) == (read, swapped)
+        assert read > 10 and swapped > 0, (wrong, min_share, read)  # the rule did read and change this stream
+
+
+def test_the_guards_counts_are_the_histograms_sums(session, config):
+    gravity, classes = session
+    s = np.array(tilt_deg(gravity, config.direction))
+    sitting = np.random.default_rng(6).random(len(s)) < 0.5
+    rule = SessionPostures(config, CLASSES)
+    for value, said in zip(s, sitting):
+        rule.observe(float(value), bool(said))
+    bins = np.minimum(len(rule._cumulative[0]) - 1, ((s + 90.0) / BIN_DEG).astype(int))
+    counts = np.bincount(bins, minlength=rule._cumulative.shape[1])
+    votes = np.bincount(bins, weights=sitting, minlength=rule._cumulative.shape[1]).astype(int)
+    margin = int(config.gate_deg / 2 / BIN_DEG)
+    for low in np.arange(s.min() - 3, s.max() + 3, BIN_DEG):
+        for high in (h for h in (low + 1, low + config.gate_deg, low + 3 * config.gate_deg) if h < 90):
+            lo, hi = int((low + 90.0) / BIN_DEG), int((high + 90.0) / BIN_DEG)
+            expected = (counts[:lo + margin + 1].sum(), votes[:lo + margin + 1].sum(),
+                        counts[max(0, hi - margin):].sum(), votes[max(0, hi - margin):].sum())
+            assert rule.end_counts(float(low), float(high)) == tuple(int(v) for v in expected)
 
 
 def test_a_session_with_both_postures_has_its_wrong_windows_read_right(session, config):

@@ -55,14 +55,14 @@ def session_features(streamed: Streamed, classes, direction: np.ndarray, quantil
     (indices (m,), features (m, 2) = (s - low, high - s), open (m,) bool: the rule reads that window)."""
     rule = SessionPostures(PostureConfig(tuple(direction), quantile, gate, (0.0, 0.0), 0.0, min_share), tuple(classes))
     probs = result_probs(streamed.results, classes)  # (k, C)
-    s = tilt_deg(streamed.gravity, direction)  # (k,)
-    idx = rule.candidates(probs, streamed.trusted)
+    idx = rule.candidates(probs, streamed.trusted)  # m indices
+    s = tilt_deg(streamed.gravity[idx], direction)  # m tilts, as the runtime computes them
     rows = []
-    for i in idx.tolist():
-        low, high = rule.observe(float(s[i]), bool(probs[i].argmax() == rule.sit))
-        rows.append((s[i] - low, high - s[i], rule.opens(low, high)))
+    for i, tilt in zip(idx, s):
+        low, high = rule.observe(tilt, bool(probs[i].argmax() == rule.sit))
+        rows.append((tilt - low, high - tilt, rule.opens(low, high)))
     table = np.array(rows, dtype=np.float64).reshape(-1, 3)  # (m, 3)
-    return idx, table[:, :2], table[:, 2] > 0
+    return np.array(idx, dtype=np.int64), table[:, :2], table[:, 2] > 0
 
 
 def fit_weights(x: np.ndarray, sitting: np.ndarray) -> tuple[tuple[float, float], float]:

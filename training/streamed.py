@@ -127,16 +127,19 @@ def result_probs(results: list[dict], classes) -> np.ndarray:
 
 def result_truth(results: list[dict], recording: Recording, frontend: FrontEndConfig) -> np.ndarray:
     """(k,) class index 0-5 of each result's window (-1: not wholly inside one labelled activity)."""
-    ends = np.array([r["sample_end"] for r in results], dtype=np.int64)  # (k,)
-    return window_classes(recording.activity, ends, frontend.window)
+    return window_classes(recording.activity, result_ends(results), frontend.window)
+
+
+def result_ends(results: list[dict]) -> np.ndarray:
+    """(k,) each result's window end (`sample_end`: one past its last sample)."""
+    return np.array([r["sample_end"] for r in results], dtype=np.int64)
 
 
 def score_recording(results: list[dict], recording: Recording, classes, frontend: FrontEndConfig,
                     states: list[str] | None = None) -> RecordingScore:
     """`states`: each window's MOUNT_STATES name, for the breakdown (None: not broken down)."""
     score = RecordingScore(recording.experiment)
-    ends = np.array([r["sample_end"] for r in results], dtype=np.int64)  # (k,)
-    truth = window_classes(recording.activity, ends, frontend.window)  # (k,)
+    truth = result_truth(results, recording, frontend)  # (k,)
     for i, (result, t) in enumerate(zip(results, truth)):
         if t < 0:
             continue
@@ -149,6 +152,7 @@ def score_recording(results: list[dict], recording: Recording, classes, frontend
             tally[0] += 1
             tally[1] += result["label"] == classes[t]
     rate = frontend.sample_rate_hz
+    ends = result_ends(results).tolist()  # k window ends, for the label lag
     for start, end, c in bouts(recording.activity, int(MIN_BOUT_S * rate)):
         named = [e for e, r in zip(ends, results) if start < e <= end and r["label"] == classes[c]]
         if named:
