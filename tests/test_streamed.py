@@ -70,6 +70,28 @@ def test_the_first_recording_starts_uncalibrated_and_the_calibration_carries_on(
         assert not any("not calibrated yet" in n for n in second.notes)  # carried in
 
 
+def test_each_windows_gravity_is_recorded_with_or_without_a_mount_stage(run, recordings):
+    """The posture rule is fitted on the recorded gravity: it must be each window's, aligned model or not."""
+    from dataclasses import replace
+
+    from edge.frontend import FrontEnd
+    from edge.mount import MountCalibration, gravity_directions
+
+    from training.streamed import stream_recording
+
+    out, _ = run
+    _, _, streamed, model = stream_run(out, recordings, log=lambda m: None)[0]
+    recording = streamed[0].recording
+    windows, _ = FrontEnd(model.frontend_config, model.filters).push(recording.raw)  # (k, 128, 9)
+    expected = gravity_directions(windows)  # (k, 3)
+    assert model.mount is not None  # an aligned model, and the same model without its mount stage
+    for m, calibration in ((model, MountCalibration(model.mount)),
+                           (replace(model, mount=None), None)):
+        s = stream_recording(m, recording, SmoothingConfig(), calibration, [])
+        assert s.gravity.shape == expected.shape and np.allclose(s.gravity, expected, atol=1e-6)
+        assert not s.trusted[:20].any()  # nothing is trusted before a walk has checked a reference
+
+
 def test_scored_windows_are_those_inside_one_labelled_activity(recordings):
     recording = recordings.of_user(1)[0]
     ends = np.arange(128, len(recording.activity) + 1, 64)  # the device's grid

@@ -24,9 +24,9 @@ import torch
 
 from firmware_bridge.recording import HaptSource, hapt_sample_activities
 
-from edge.frontend import FrontEndConfig
+from edge.frontend import FrontEnd, FrontEndConfig
 from edge.model import Model
-from edge.mount import MOUNT_STATES, MountCalibration, MountConfig
+from edge.mount import MOUNT_STATES, MountCalibration, MountConfig, gravity_directions
 from edge.pipeline import Pipeline
 from edge.postprocess import LabelSmoother, SmoothingConfig
 from edge.sources import SampleBlock
@@ -182,6 +182,11 @@ def stream_recording(model: Model, recording: Recording, smoothing: SmoothingCon
         if new and calibration is not None:
             gravity.append(np.array(pipeline.window_gravity).reshape(-1, 3))  # (1, 3)
             trusted.append(np.array(pipeline.trusted_flags, bool))  # (1,)
+    if calibration is None:  # no mount stage: each window's gravity as the posture stage computes it without one
+        windows, ends = FrontEnd(model.frontend_config, model.filters).push(recording.raw)  # (k, 128, 9), (k,)
+        if ends.tolist() != [r["sample_end"] for r in results]:  # one segment, no gaps: the same windows
+            raise ValueError(f"experiment {recording.experiment}: the pipeline's windows are not the front-end's")
+        gravity = [gravity_directions(windows)]  # (k, 3)
     return Streamed(recording, results, notes, states,
                     np.concatenate(gravity) if gravity else np.zeros((len(results), 3)),
                     np.concatenate(trusted) if trusted else np.zeros(len(results), bool))
