@@ -115,7 +115,7 @@ class LabelSmoother:
         mass = sum(activity)
         decision = self._decide([a / mass for a in activity] if mass > 0 else activity)
         if sum(transition) > self.config.transition_threshold:  # a posture change: show where it leads
-            seen = self.all_classes[self._transition[_argmax(transition)]]
+            seen = self.all_classes[self._transition[argmax(transition)]]
             self.posture = TRANSITION_POSTURE[seen]
             return Decision(self.posture, decision.raw_label, sum(transition), seen)
         label, confidence = decision.label, decision.confidence
@@ -130,18 +130,18 @@ class LabelSmoother:
     def _decide(self, p: list[float]) -> Decision:
         self._history.append(p)
         classes, cfg = self.classes, self.config
-        raw_index = _argmax(p)
+        raw_index = argmax(p)
         if cfg.method == "none":
             index, confidence = raw_index, p[raw_index]
         elif cfg.method == "average":
             mean = [sum(column) / len(self._history) for column in zip(*self._history)]  # (C,)
-            index = _argmax(mean)
+            index = argmax(mean)
             confidence = mean[index]
         else:  # vote
             votes = [0] * len(classes)
             for h in self._history:
-                votes[_argmax(h)] += 1
-            index = _argmax(votes)  # ties: the lower class index, deterministic
+                votes[argmax(h)] += 1
+            index = argmax(votes)  # ties: the lower class index, deterministic
             confidence = sum(h[index] for h in self._history) / len(self._history)
             if votes[index] < cfg.k:
                 return Decision(UNCERTAIN, classes[raw_index], confidence)
@@ -149,7 +149,7 @@ class LabelSmoother:
         return Decision(label, classes[raw_index], confidence)
 
 
-def _argmax(values: Sequence[float]) -> int:
+def argmax(values: Sequence[float]) -> int:
     """Index of the largest value; the first one on ties (like np.argmax)."""
     return max(range(len(values)), key=values.__getitem__)
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.postprocess import argmax
+
 SITTING, STANDING = "SITTING", "STANDING"
 BIN_DEG = 0.25  # histogram resolution of s; the quantiles are exact to this
 _BINS = int(round(180 / BIN_DEG))  # s in [-90, 90] degrees
@@ -78,15 +80,10 @@ def tilt_deg(gravity: Sequence[Sequence[float]] | np.ndarray, direction: Sequenc
 
     In Python floats, a window at a time: the runtime reads one window per hop, where numpy's per-call cost
     would be most of the time; the fitting (training/posture.py) calls the same function, so it sees the
-    runtime's tilts to the bit (tests/test_lean.py checks them against numpy's arcsin of the dot product)."""
+    runtime's tilts to the bit (tests/test_posture.py checks them against numpy's arcsin of the dot product)."""
     dx, dy, dz = (float(v) for v in direction)
     rows = gravity.tolist() if isinstance(gravity, np.ndarray) else gravity
     return [math.degrees(math.asin(max(-1.0, min(1.0, gx * dx + gy * dy + gz * dz)))) for gx, gy, gz in rows]
-
-
-def _argmax(row: Sequence[float]) -> int:
-    """Index of the largest value, the first on ties (as np.argmax)."""
-    return max(range(len(row)), key=row.__getitem__)
 
 
 class SessionPostures:
@@ -151,7 +148,7 @@ class SessionPostures:
         rows = logits.tolist() if isinstance(logits, np.ndarray) else logits
         flags = trusted.tolist() if isinstance(trusted, np.ndarray) else trusted
         return [i for i, (row, checked) in enumerate(zip(rows, flags))
-                if not checked and _argmax(row) in (self.sit, self.stand)]
+                if not checked and argmax(row) in (self.sit, self.stand)]
 
     def decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
                trusted: Sequence[bool] | np.ndarray) -> np.ndarray:
@@ -169,7 +166,7 @@ class SessionPostures:
         s = tilt_deg([directions[i] for i in idx], self.config.direction)
         w_low, w_high = self.config.weights
         for i, tilt in zip(idx, s):
-            said_sitting = _argmax(rows[i]) == self.sit
+            said_sitting = argmax(rows[i]) == self.sit
             low, high = self.observe(tilt, said_sitting)
             if not self.opens(low, high):
                 continue  # one posture so far: nothing to read it against
