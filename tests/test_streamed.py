@@ -3,16 +3,28 @@ HAPT users, each scored once, streamed through edge.pipeline.Pipeline by the one
 them, whose kept epoch was chosen on nothing they did."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from edge.frontend import FrontEnd
+from edge.mount import MountCalibration, gravity_directions
 from edge.postprocess import SmoothingConfig
 from edge.scoring import window_truth
 
 from training.config import load_train_config
 from training.cv import cross_validate
-from training.streamed import HaptRecordings, bouts, pooled, score_user, stream_run, window_classes
+from training.streamed import (
+    HaptRecordings,
+    bouts,
+    pooled,
+    score_user,
+    stream_recording,
+    stream_run,
+    window_classes,
+)
 
 pytestmark = pytest.mark.slow  # trains fold models and streams recordings (tens of seconds): `make test-fast` leaves these out
 
@@ -72,13 +84,6 @@ def test_the_first_recording_starts_uncalibrated_and_the_calibration_carries_on(
 
 def test_each_windows_gravity_is_recorded_with_or_without_a_mount_stage(run, recordings):
     """The posture rule is fitted on the recorded gravity: it must be each window's, aligned model or not."""
-    from dataclasses import replace
-
-    from edge.frontend import FrontEnd
-    from edge.mount import MountCalibration, gravity_directions
-
-    from training.streamed import stream_recording
-
     out, _ = run
     _, _, streamed, model = stream_run(out, recordings, log=lambda m: None)[0]
     recording = streamed[0].recording
