@@ -49,6 +49,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run (a fast --
     from edge.mount import MountCalibration
     from edge.pipeline import Pipeline
     from edge.sinks import Sink
+    from edge.sources import SerialSource
 
 EXIT_USAGE = 2
 
@@ -198,12 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="latency and throughput figures")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
-    bench.add_argument("--recording", help="recording to replay and to stream (default: a HAPT experiment from "
-                                           "the shared data, $HAR_SHARED_DATA)")
+    bench.add_argument("--recording", help="recording to replay and to stream (default: the shipped example, "
+                                           "edge/examples/user01_exp01.csv)")
     bench.add_argument("--windows", type=_positive_int, default=500, help="windows timed per engine (default 500)")
     bench.add_argument("--e2e-seconds", type=float, default=60.0,
                        help="seconds of live streaming at 50 Hz through the virtual device (default 60; 0 skips)")
-    _add_common(bench)
+    _add_model(bench)  # the figures are of one model; no labels are shown or written
 
     from edge.monitor import add_monitor_arguments
 
@@ -248,12 +249,12 @@ def _check_output(option: str, path: str | None, suffixes: tuple[str, ...] = ())
 
     if path is None or path == "-":
         return
-    if suffixes and Path(path).suffix.lower() not in suffixes:
-        raise CliError(f"{option} {path}: unknown file type {Path(path).suffix or '(none)'!r}; "
-                       f"use a name ending in {' or '.join(suffixes)}")
     problem = output_path_problem(path)
     if problem:
         raise CliError(f"{option} {path}: {problem}")
+    if suffixes and Path(path).suffix.lower() not in suffixes:
+        raise CliError(f"{option} {path}: unknown file type {Path(path).suffix or '(none)'!r}; "
+                       f"use a name ending in {' or '.join(suffixes)}")
 
 
 def _check_number(option: str, value: float | None, minimum: float = 0.0, strict: bool = True,
@@ -283,14 +284,14 @@ def validate_options(args: argparse.Namespace) -> None:
         _smoothing(args)  # SmoothingConfigError names the bad setting
         _check_output("--jsonl", args.jsonl)
         if args.mount_calibration:
-            _check_output("--mount-calibration", args.mount_calibration)
+            _check_output("--mount-calibration", args.mount_calibration, (".json",))
     _check_output("--summary-json", getattr(args, "summary_json", None), (".json",))
     if getattr(args, "plot", None):
         _check_output("--plot", args.plot, _plot_suffixes())
     if args.command == "enroll":
         _check_output("--profile", args.profile, (".json",))
         if args.mount_calibration:
-            _check_output("--mount-calibration", args.mount_calibration)
+            _check_output("--mount-calibration", args.mount_calibration, (".json",))
     if args.command == "record":
         _check_output("--out", args.out, (".csv", ".bin"))
         if args.text and Path(args.out).suffix.lower() == ".bin":
@@ -305,12 +306,48 @@ def validate_options(args: argparse.Namespace) -> None:
         _check_output("--out", args.out, (".csv",))
         if args.plot:
             _check_output("--plot", args.plot, _plot_suffixes())
+    if args.command == "bench" and 0 < args.e2e_seconds < BENCH_MIN_E2E_S:
+        raise CliError(f"--e2e-seconds {args.e2e_seconds:g}: the live run needs at least {BENCH_MIN_E2E_S:g} s to label "
+                       f"a window (the first one is due after 2.56 s of samples); give {BENCH_MIN_E2E_S:g} or more, "
+                       "or 0 to skip it")
+    if args.command == "monitor":
+        _check_output("--stats-json", args.stats_json, (".json",))
+        _check_number("--refresh", args.refresh)
+    _check_outputs_are_not_inputs(args)
+
+
+BENCH_MIN_E2E_S = 5.0  # bench's live run: start-up, the port, then 128 samples at 50 Hz before the first label
+
+# The files a command writes (option, attribute) and those it reads: an output that is an input would be
+# overwritten while (or before) it is read.
+_OUTPUTS = (("--jsonl", "jsonl"), ("--plot", "plot"), ("--summary-json", "summary_json"),
+            ("--mount-calibration", "mount_calibration"), ("--out", "out"), ("--stats-json", "stats_json"))
+_INPUTS = ("recording", "segments")
+
+
+def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
+    inputs = [Path(p) for p in (getattr(args, name, None) for name in _INPUTS) if isinstance(p, str) and p != "-"]
+    outputs = [*_OUTPUTS, *((("--profile", "profile"),) if args.command == "enroll" else ())]
+    for option, name in outputs:
+        value = getattr(args, name, None)
+        if not isinstance(value, str) or value == "-":
+            continue
+        for path in inputs:
+            if Path(value).resolve() == path.resolve():
+                raise CliError(f"{option} {value} is the file this command reads ({path}); it would be "
+                               f"overwritten: give {option} another file")
 
 
 # -- helpers --------------------------------------------------------------------------------------
 
 def _smoothing(args: argparse.Namespace) -> SmoothingConfig:
-    return SmoothingConfig(args.smoothing, n=args.smooth_windows, k=args.votes, threshold=args.threshold)
+    from edge.postprocess import SmoothingConfigError
+
+    try:
+        return SmoothingConfig(args.smoothing, n=args.smooth_windows, k=args.votes, threshold=args.threshold)
+    except SmoothingConfigError as exc:  # named by the flags that set it
+        raise CliError(f"--smoothing {args.smoothing} --smooth-windows {args.smooth_windows} --votes {args.votes} "
+                       f"--threshold {args.threshold:g}: {exc}") from None
 
 
 def _sinks(args: argparse.Namespace, rate_hz: float, live: bool) -> list[Sink]:
@@ -449,7 +486,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     _stop_signals_as_interrupt()
     run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))
     _save_calibration(args, pipeline)
+    _check_port_opened(source, args)
     return 0
+
+
+def _check_port_opened(source: SerialSource, args: argparse.Namespace) -> None:
+    """A timed run (--duration) that never got its port open failed, whatever else it printed."""
+    if source.connects == 0:
+        during = f" ({args.duration:g} s)" if getattr(args, "duration", None) else ""
+        raise CliError(f"{args.port} never opened during the run{during}; is the board plugged in? "
+                       "`har-edge ports` lists the serial ports here")
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -478,7 +524,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _save_calibration(args, pipeline)
     elapsed = time.perf_counter() - started
     counters = report.counters
-    n = recording.samples
+    # Interrupted, the file was read ahead of what reached the pipeline (a block at a time): count what reached it.
+    n = counters["gaps"]["samples"] if report.interrupted else recording.samples
     summary: dict[str, Any] = {
         "recording": str(args.recording),
         "model": model.description,
@@ -491,7 +538,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     }
     if recording.labels is not None:
         truth = recording.labels.window_truth(log.ends, model.frontend_config.window)  # per window, no per-sample list
-        summary["truth"] = truth_summary(log.results(), None, model.frontend_config.window, truth=truth)
+        summary["truth"] = truth_summary(log.results(), None, model.frontend_config.window, truth=truth,
+                                         classes=model.classes)
     _say(("interrupted; " if report.interrupted else "") + "counters: " + format_counters(counters))
     line = f"{len(log)} windows from {n} samples ({n / rate:.0f} s) in {elapsed:.2f} s"
     if summary["realtime_factor"] and not args.realtime:
@@ -499,8 +547,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _say(line)
     if n and not len(log):
         _say(f"warning: no window from {n} samples (a window needs {model.frontend_config.window} valid samples in "
-             "a row): see the status lines above")
+             "a row): the counters above say what was dropped (gaps, duplicates, invalid samples)")
     scored = summary.get("truth")
+    if scored and scored.get("not_model_classes"):
+        others = ", ".join(f"{name} ({n} windows)" for name, n in scored["not_model_classes"].items())
+        _say(f"warning: labels that are not classes of this model, not scored: {others}; its classes are "
+             f"{', '.join(model.classes)} (check the spelling, or use the bundle trained on them)")
     if scored and scored["scored_windows"]:
         _say(f"against the true labels ({scored['scored_windows']} windows inside one labelled activity): "
              f"raw {100 * scored['raw_accuracy']:.1f}%, smoothed {100 * scored['smoothed_accuracy']:.1f}% "
@@ -570,6 +622,10 @@ def cmd_record(args: argparse.Namespace) -> int:
             _save_calibration(args, pipeline)
     finally:
         recorder.close()
+    _check_port_opened(source, args)
+    if not recorder.replaced:  # the file was there before and nothing came to replace it
+        _say(f"warning: no samples arrived; {args.out} was left as it was")
+        return 0
     what = f"{recorder.bytes} bytes" if recorder.raw else f"{recorder.samples} samples"
     _say(f"saved {args.out} ({what}, synced to disk every {recorder.sync_every_s:g} s)")
     if recorder.bytes == 0 or (not recorder.raw and recorder.samples == 0):
@@ -583,8 +639,6 @@ def cmd_label(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise CliError(f"--out {out}: a labelled recording is a .csv file")
-    if out.resolve() == Path(args.recording).resolve():
-        raise CliError(f"--out {out} is the recording itself; write the labelled copy to another file")
     recording = read_recording(args.recording)
     labels = read_segments(args.segments, len(recording), recording.rate_hz, args.unit)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -652,6 +706,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     from edge.enroll import (
         GET_READY_S,
+        GUIDED_MIN_STEP_S,
+        MIN_WINDOWS_PER_CLASS,
         check_bundle_for_profiles,
         enrol,
         enrolment_calibration,
@@ -666,16 +722,23 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     check_bundle_for_profiles(model)
+    if args.mount_calibration and model.mount is not None and Path(args.mount_calibration).exists():
+        _calibration(args, model)  # the file enrolment would replace must be a calibration (not, say, a recording)
     if args.recording:
         recording = read_recording(args.recording)
         if recording.labels is None or not any(recording.labels):
             raise CliError(f"{args.recording} has no labels: enrolment needs a label column (CSV "
                            "seq,t_us,ax,ay,az,gx,gy,gz,label) or a HAPT recording with labels.txt beside it; "
                            "or enrol live with --port")
+        others = sorted({label for label in recording.labels if label and label not in model.classes})
+        if others:
+            _say(f"warning: {args.recording} has labels that are not classes of this model: {', '.join(others)}; "
+                 f"their windows are not enrolled (its classes are {', '.join(model.classes)})")
         data = recording_windows(model, recording.samples, recording.labels, source=str(args.recording))
     else:
-        if not 5 <= args.step_seconds <= 600:
-            raise CliError(f"--step-seconds {args.step_seconds:g}: give between 5 and 600 seconds per posture")
+        if not GUIDED_MIN_STEP_S <= args.step_seconds <= 600:
+            raise CliError(f"--step-seconds {args.step_seconds:g}: give between {GUIDED_MIN_STEP_S:g} and 600 seconds "
+                           f"per posture (each posture must give at least {2 * MIN_WINDOWS_PER_CLASS} whole windows)")
         steps = guided_steps(args.step_seconds)
         minutes = sum(step.seconds + GET_READY_S for step in steps) / 60
         _stop_signals_as_interrupt()

@@ -87,7 +87,8 @@ def run_demo(args: argparse.Namespace, smoothing: SmoothingConfig, make_sinks: C
         "model": model.description,
         "windows": len(results),
         "labels": dict(Counter(r["label"] for r in results).most_common()),
-        "truth": truth_summary(results, recording.labels, model.frontend_config.window) if recording.labels else None,
+        "truth": truth_summary(results, recording.labels, model.frontend_config.window, classes=model.classes)
+                  if recording.labels else None,
         "latency": stats_ms(latencies / 1e3) if len(latencies) else None,
         "counters": report.counters,
         "injected": injected,

@@ -80,6 +80,9 @@ def guided_steps(posture_seconds: float = 20.0) -> tuple[Step, ...]:
         Step("WALKING", "walk at your normal pace (on the flat)", 1.5 * posture_seconds),
     )
 GET_READY_S = 5.0       # not recorded: the wearer moves into position
+# The shortest posture step that can be enrolled: a class needs 2 * MIN_WINDOWS_PER_CLASS = 6 whole windows, which
+# on the stream's 64-sample grid (not aligned with the step) take up to 128 + 6 * 64 samples = 10.24 s at 50 Hz.
+GUIDED_MIN_STEP_S = 12.0
 MAX_ATTEMPTS = 3
 
 
@@ -206,10 +209,10 @@ def _read_head(head: dict[str, Any], classes: tuple[str, ...], n_inputs: int) ->
 def load_profile(path: str | Path, model: Model) -> Profile:
     """Read a profile for `model`; any problem is a ProfileError naming the file and what to do."""
     path = Path(path)
-    again = f"enrol again: `har-edge enroll --profile {path} ...`"
+    again = "give --profile the profile's own file, or enrol again: `har-edge enroll --profile NEW.json ...`"
     if not path.is_file():
         raise ProfileError(f"profile {path} does not exist" + (" (it is a directory)" if path.is_dir() else "")
-                           + f"; {again}, or give the path of an existing profile")
+                           + f"; {again}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

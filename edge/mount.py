@@ -36,6 +36,11 @@ from numpy.typing import ArrayLike
 
 from edge.paths import write_text_atomically
 
+# What to do with a file given as a calibration that is none: it may be another file of the wearer's (a profile,
+# a recording), which deleting would lose.
+NOT_A_CALIBRATION = ("give --mount-calibration the calibration's own file, or a new file name to calibrate afresh "
+                     "(delete this one only if it is an old calibration)")
+
 TRIPLETS = (slice(0, 3), slice(3, 6), slice(6, 9))  # body_acc, body_gyro, total_acc (frontend.CHANNELS)
 
 
@@ -400,7 +405,7 @@ class MountCalibration:
             direction_sum = [float(v) for v in data["direction_sum"]]
             windows = data["windows"]
         except (KeyError, TypeError, ValueError) as exc:
-            raise MountError(f"{where}: not a mount calibration ({exc}); delete it to calibrate afresh") from None
+            raise MountError(f"{where}: not a mount calibration ({exc}); {NOT_A_CALIBRATION}") from None
         if len(direction_sum) != 3 or not np.all(np.isfinite(direction_sum)) or isinstance(windows, bool) \
                 or not isinstance(windows, int) or windows < 0:
             raise MountError(f"{where}: direction_sum must be 3 finite numbers and windows a whole number >= 0; "
@@ -424,7 +429,7 @@ class MountCalibration:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise MountError(f"{path} is not a mount calibration JSON file ({exc}); delete it to calibrate afresh") from None
+            raise MountError(f"{path} is not a mount calibration JSON file ({exc}); {NOT_A_CALIBRATION}") from None
         except OSError as exc:
             raise MountError(f"cannot read {path}: {exc.strerror}; fix its permissions or delete it") from None
         return cls.from_dict(config, data if isinstance(data, dict) else {}, str(path))

@@ -123,7 +123,7 @@ class StreamedRecording:
         self._handle = self.path.open("rb")
         self._rest = b""  # the part of the last read after its last newline
         try:
-            header = self._handle.readline().decode("utf-8")
+            header = self._handle.readline().decode("utf-8-sig")  # as read_recording: a byte-order mark is no column
         except UnicodeDecodeError:
             self._handle.close()
             read_recording(self.path)  # raises its "not UTF-8" error

@@ -90,8 +90,12 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
             f"permission denied on {port}: add this user to the 'dialout' group "
             "(sudo usermod -aG dialout $USER, then log in again) or install deploy/99-har-imu.rules"
         )
+    if err == errno.EISDIR or "Is a directory" in text:
+        return f"{port} is a folder, not a serial port; give --port the board's device (`har-edge ports` lists them)"
     if err == errno.ENOENT or "No such file" in text or "could not open port" in text:
         return f"{port} is not there ({text}); is the IMU board plugged in? (ls /dev/ttyACM* /dev/ttyUSB*)"
+    if err == errno.ENOTTY or "Inappropriate ioctl" in text:
+        return f"{port} is not a serial port ({text}); give --port the board's device (`har-edge ports` lists them)"
     return f"{port}: {text}"
 
 
@@ -120,6 +124,7 @@ class SerialSource:
         self._open = True  # until close()
         self._hold_until = 0.0  # perf_counter time before which the source need not read
         self._serial: Serial | None = None
+        self.connects = 0  # times the port opened (0 after a run: it never did)
         self.reconnects = 0
         self.disconnects = 0
         self.bytes_read = 0
@@ -149,6 +154,7 @@ class SerialSource:
                 if ever_connected:
                     self.reconnects += 1
                 ever_connected = True
+                self.connects += 1
                 yield LinkEvent("connected", self.port, outage_s=outage)
                 error = yield from self._read_until_lost(port)
                 self._close_port()

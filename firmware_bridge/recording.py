@@ -64,6 +64,9 @@ def data_root() -> Path:
 def check_label(label: str, where: str) -> str:
     """A label as written in a recording (stripped), or RecordingError when it cannot be a class name."""
     if not LABEL_NAME.match(label):
+        if not label:
+            raise RecordingError(f"{where}: the label is empty; give a class name (letters, digits and _ . - only, "
+                                 "e.g. WALKING, RUNNING, bike-ride)")
         raise RecordingError(f"{where}: label {label!r} is not a class name; use letters, digits and _ . - "
                              "only (e.g. WALKING, RUNNING, bike-ride), or leave it empty for unlabelled samples")
     return label
@@ -86,15 +89,15 @@ def _where(path: str | Path, line: int | None) -> str:
     return f"{path}, line {line}" if line is not None else f"{path}"
 
 
-def _number(text: str, path: str | Path, line: int, column: str) -> float:
+def _number(text: str, path: str | Path, line: int, column: str,
+            hint: str = "write NaN for a missing value") -> float:
     try:
         value = float(text)
     except ValueError:
         raise RecordingError(f"{_where(path, line)}: column {column} is {text.strip()!r}, not a number; "
-                             "fix or delete that row (write NaN for a missing value)") from None
+                             f"fix or delete that row ({hint})") from None
     if math.isinf(value):
-        raise RecordingError(f"{_where(path, line)}: column {column} is infinite; fix or delete that row "
-                             "(write NaN for a missing value)")
+        raise RecordingError(f"{_where(path, line)}: column {column} is infinite; fix or delete that row ({hint})")
     return value
 
 
@@ -147,7 +150,7 @@ def read_recording(path: str | Path) -> Recording:
 
 def _read_csv(path: Path) -> Recording:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark (Excel writes one) is not the header
     except UnicodeDecodeError as exc:
         raise RecordingError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); is it a binary capture? name it .bin") from None
     rows = list(csv.reader(text.splitlines()))
@@ -389,7 +392,9 @@ class RecordingWriter:
     Streams to disk: what arrived is written and fsync'ed at least every `sync_every_s` (1 s), so a crash or
     a power cut loses at most the last second, and memory holds at most that second. Each write is of whole
     CSV rows, so a killed process leaves a file that replays. It writes the path itself, not a temp file
-    renamed at the end, because a live recording is read while it grows and must survive a kill."""
+    renamed at the end, because a live recording is read while it grows and must survive a kill. A file
+    already there is replaced only when the first data comes (`replaced`): a port that never opens, or a
+    command that fails before a sample arrives, leaves it as it was."""
 
     def __init__(self, path: str | Path, sync_every_s: float = 1.0, label: str | None = None):
         self.path = Path(path)
@@ -401,13 +406,24 @@ class RecordingWriter:
         self.syncs = 0
         self._pending: list[bytes] = []
         self._last_sync = time.monotonic()
-        try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        header = ",".join(CSV_COLUMNS) + ("" if label is None else f",{CSV_LABEL_COLUMN}")
+        self._header = b"" if self.raw else (header + "\n").encode("ascii")
+        existed = self.path.exists()
+        try:  # not truncated here: an existing file is kept until there is something to replace it with
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o644)
         except OSError as exc:
             raise RecordingError(f"cannot write {self.path}: {exc.strerror}; choose a writable path for --out") from None
-        if not self.raw:
-            header = ",".join(CSV_COLUMNS) + ("" if label is None else f",{CSV_LABEL_COLUMN}")
-            self._write((header + "\n").encode("ascii"))
+        self.replaced = False  # whether this writer has started the file (an existing one is then gone)
+        if not existed:
+            self._start()  # a new file: its header now, so that it replays (empty) from the start
+
+    def _start(self) -> None:
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError as exc:
+            raise self._failed(exc) from None
+        self.replaced = True
+        self._write(self._header)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -449,6 +465,8 @@ class RecordingWriter:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()  # written or reported: a failed write is not retried at every tick
+            if not self.replaced:
+                self._start()
             self._write(data)
         try:
             os.fsync(self._fd)
@@ -484,7 +502,7 @@ def read_segments(path: str | Path, n_samples: int, rate_hz: float, unit: str = 
         raise RecordingError(f"unit {unit!r}: segments are in {' or '.join(SEGMENT_UNITS)}")
     if not path.is_file():
         raise RecordingError(f"{path}: no such segments file; write a CSV with the header {','.join(SEGMENT_COLUMNS)}")
-    rows = list(csv.reader(path.read_text(encoding="utf-8", errors="replace").splitlines()))
+    rows = list(csv.reader(path.read_text(encoding="utf-8-sig", errors="replace").splitlines()))
     header = [h.strip() for h in rows[0]] if rows else []
     if header != list(SEGMENT_COLUMNS):
         raise RecordingError(f"{path}, line 1: header is {','.join(header)!r}; a segments file starts with "
@@ -496,7 +514,11 @@ def read_segments(path: str | Path, n_samples: int, rate_hz: float, unit: str = 
             continue
         if len(row) != 3:
             raise RecordingError(f"{path}, line {line_no}: {len(row)} columns; write start,end,LABEL")
-        start, end = (_number(v, path, line_no, name) for v, name in zip(row[:2], SEGMENT_COLUMNS))
+        hint = f"a span needs its start and end, in {unit}"
+        start, end = (_number(v, path, line_no, name, hint) for v, name in zip(row[:2], SEGMENT_COLUMNS))
+        if math.isnan(start) or math.isnan(end):
+            raise RecordingError(f"{path}, line {line_no}: {row[0].strip()},{row[1].strip()}: not a number; "
+                                 f"fix or delete that row ({hint})")
         if unit == "seconds":
             first, stop = round(start * rate_hz), round(end * rate_hz)
         elif start != int(start) or end != int(end):

@@ -387,7 +387,7 @@ def test_mount_calibration_is_learnt_saved_and_reused(bundle_dir, hapt_recording
     assert json.loads(wearer.read_text())["windows"] == 2 * saved["windows"]
     wearer.write_text("{not json")
     rc, _, err = replay([hapt_recording, "--bundle", bundle, "--mount-calibration", wearer], capsys)
-    assert rc == 2 and "wearer.json" in err and "delete it" in err and "Traceback" not in err
+    assert rc == 2 and "wearer.json" in err and "calibration's own file" in err and "Traceback" not in err
 
 
 def test_a_bad_mount_in_the_bundle_is_named(bundle_dir, hapt_recording, tmp_path, capsys):
@@ -405,3 +405,156 @@ def test_the_first_screen_shows_only_what_the_product_says(tmp_path):
     assert run.returncode == 0, run.stderr
     lines = run.stderr.splitlines()
     assert lines and all(line.startswith("har-edge: ") for line in lines), lines
+
+
+EXAMPLE = REPO / "edge" / "examples" / "user01_exp01.csv"
+
+
+def test_an_output_that_is_the_recording_read_is_refused_and_the_recording_kept(bundle_dir, tmp_path, capsys):
+    recording = tmp_path / "walk.csv"
+    shutil.copy(EXAMPLE, recording)
+    before = recording.read_bytes()
+    for argv in (["replay", str(recording), "--jsonl", str(recording)],
+                 ["replay", str(recording), "--jsonl", str(tmp_path / "." / "walk.csv")],  # the same file, spelt otherwise
+                 ["label", str(recording), str(recording), "--out", str(recording)]):
+        rc = main([*argv, "--bundle", str(bundle_dir)] if argv[0] == "replay" else argv)
+        err = capsys.readouterr().err
+        assert rc == 2 and "is the file this command reads" in err and err.count("\n") == 1, err
+        assert recording.read_bytes() == before
+
+
+def test_record_keeps_an_existing_file_when_the_port_never_opens(tmp_path, capsys):
+    out = tmp_path / "yesterday.csv"
+    shutil.copy(EXAMPLE, out)
+    before = out.read_bytes()
+    rc = main(["record", "--port", str(tmp_path / "ttyACM9"), "--no-model", "--out", str(out),
+               "--connect-timeout", "0.3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "gave up after 0.3 s" in err and "Traceback" not in err
+    assert out.read_bytes() == before  # the old recording is still there: nothing came to replace it
+
+
+def test_a_new_recording_file_is_written_and_replaced_only_by_data(tmp_path):
+    from firmware_bridge.recording import RecordingWriter
+
+    fresh = tmp_path / "new.csv"
+    writer = RecordingWriter(fresh)  # a new file starts with its header, so it replays (empty) at once
+    writer.close()
+    assert fresh.read_text() == "seq,t_us,ax,ay,az,gx,gy,gz\n" and writer.replaced
+    old = tmp_path / "old.csv"
+    shutil.copy(EXAMPLE, old)
+    writer = RecordingWriter(old, sync_every_s=0.0)
+    assert old.read_bytes() == EXAMPLE.read_bytes() and not writer.replaced
+    writer.write_rows([5], [100000], [[0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])  # the first data: now it is replaced
+    writer.close()
+    assert writer.replaced and read_recording(old).samples[0].seq == 5 and len(read_recording(old)) == 1
+
+
+def test_a_timed_run_whose_port_never_opened_fails(bundle_dir, tmp_path, capsys):
+    rc = main(["run", "--port", str(tmp_path / "ttyACM9"), "--bundle", str(bundle_dir), "--duration", "1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{tmp_path / 'ttyACM9'} never opened during the run (1 s)" in err and "Traceback" not in err
+
+
+def test_enrolment_does_not_overwrite_a_file_that_is_not_a_mount_calibration(bundle_dir, tmp_path, capsys):
+    other = tmp_path / "notes.json"
+    other.write_text('{"mine": true}\n')
+    rc = main(["enroll", "--recording", str(EXAMPLE), "--profile", str(tmp_path / "p.json"),
+               "--mount-calibration", str(other), "--bundle", str(bundle_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not a mount calibration" in err and "calibration's own file" in err, err
+    assert other.read_text() == '{"mine": true}\n' and not (tmp_path / "p.json").exists()
+
+
+@pytest.mark.parametrize("segments, words", [
+    ("start,end,label\n0,nan,WALKING\n", "0,nan: not a number; fix or delete that row (a span needs its start and end"),
+    ("start,end,label\n0,10,\n", "the label is empty; give a class name"),
+])
+def test_bad_segments_are_one_line(tmp_path, capsys, segments, words):
+    (tmp_path / "s.csv").write_text(segments)
+    rc = main(["label", str(EXAMPLE), str(tmp_path / "s.csv"), "--out", str(tmp_path / "out.csv")])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["monitor", "--mqtt", "mqtt://127.0.0.1:1", "--stats-json", "/nonexistent-dir/m.json"],
+     "--stats-json /nonexistent-dir/m.json: the folder /nonexistent-dir does not exist"),
+    (["monitor", "--mqtt", "mqtt://127.0.0.1:1", "--stats-json", "m.txt"], "--stats-json m.txt: unknown file type '.txt'"),
+    (["bench", "--e2e-seconds", "2"], "--e2e-seconds 2: the live run needs at least 5 s"),
+    (["monitor", "--mqtt", "mqtt://127.0.0.1:1", "--refresh", "nan"], "--refresh nan: give seconds > 0"),
+    (["replay", str(EXAMPLE), "--mount-calibration", "wearer.csv"], "--mount-calibration wearer.csv: unknown file type"),
+    (["replay", str(EXAMPLE), "--smoothing", "vote", "--votes", "5"], "--smoothing vote --smooth-windows 3 --votes 5"),
+])
+def test_more_bad_options_are_refused_before_any_work(argv, words, capsys):
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 2 and words in captured.err and captured.err.count("\n") == 1 and captured.out == "", captured.err
+
+
+def test_a_guided_step_too_short_to_enrol_is_refused(bundle_dir, tmp_path, capsys):
+    rc = main(["enroll", "--port", str(tmp_path / "ttyACM9"), "--profile", str(tmp_path / "p.json"),
+               "--step-seconds", "8", "--bundle", str(bundle_dir)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--step-seconds 8: give between 12 and 600 seconds per posture" in err, err
+
+
+def test_an_interrupted_realtime_replay_counts_the_samples_that_reached_the_pipeline(bundle_dir, tmp_path):
+    summary = tmp_path / "s.json"
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "replay", str(EXAMPLE), "--realtime", "--quiet",
+                             "--bundle", str(bundle_dir), "--summary-json", str(summary)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(4.0)  # a few windows at 50 Hz, far from the file's 14,000 samples
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    figures = json.loads(summary.read_text())
+    delivered = figures["counters"]["gaps"]["samples"]
+    assert proc.returncode == 0 and "interrupted" in stderr, stderr
+    assert figures["samples"] == delivered and 0 < delivered < 1000  # not the block the reader had parsed ahead
+    assert f"windows from {delivered} samples" in stderr
+
+
+def test_labels_that_are_not_the_models_classes_are_named_and_not_scored(bundle_dir, tmp_path, capsys):
+    renamed = tmp_path / "lower.csv"
+    renamed.write_text(EXAMPLE.read_text().replace(",STANDING\n", ",standing\n"))
+    summary = tmp_path / "s.json"
+    assert main(["replay", str(EXAMPLE), "--bundle", str(bundle_dir), "--quiet", "--summary-json", str(summary)]) == 0
+    whole = json.loads(summary.read_text())["truth"]
+    capsys.readouterr()
+    assert main(["replay", str(renamed), "--bundle", str(bundle_dir), "--quiet", "--summary-json", str(summary)]) == 0
+    err = capsys.readouterr().err
+    truth = json.loads(summary.read_text())["truth"]
+    standing = truth["not_model_classes"]["standing"]
+    assert "warning: labels that are not classes of this model, not scored: standing" in err
+    assert standing > 5 and truth["scored_windows"] == whole["scored_windows"] - standing  # the rest scored as before
+    assert main(["enroll", "--recording", str(renamed), "--profile", str(tmp_path / "p.json"),
+                 "--bundle", str(bundle_dir)]) == 0
+    assert "has labels that are not classes of this model: standing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port, words", [("{tmp}", "is a folder, not a serial port"),
+                                         ("/dev/null", "is not a serial port"),
+                                         ("{tmp}/ttyACM9", "is not there")])
+def test_a_port_that_is_no_serial_port_is_named_for_what_it_is(tmp_path, port, words):
+    import serial
+
+    from edge.sources import describe_serial_error
+
+    port = port.replace("{tmp}", str(tmp_path))
+    with pytest.raises(Exception) as error:  # pyserial's own errors, opening the real path
+        serial.serial_for_url(port, baudrate=115200, timeout=0.2, exclusive=True)
+    assert words in describe_serial_error(port, error.value)
+
+
+def test_a_recording_and_segments_saved_with_a_byte_order_mark_are_read(bundle_dir, tmp_path, capsys):
+    marked = tmp_path / "excel.csv"
+    marked.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.read_bytes())  # what Excel's "CSV UTF-8" writes
+    plain, bom = tmp_path / "plain.jsonl", tmp_path / "bom.jsonl"
+    assert main(["replay", str(EXAMPLE), "--bundle", str(bundle_dir), "--quiet", "--jsonl", str(plain)]) == 0
+    assert main(["replay", str(marked), "--bundle", str(bundle_dir), "--quiet", "--jsonl", str(bom)]) == 0
+    labels = [[(r["sample_end"], r["label"]) for r in read_jsonl(p) if "type" not in r] for p in (plain, bom)]
+    assert labels[0] == labels[1] and len(labels[0]) > 100
+    assert len(read_recording(marked)) == len(read_recording(EXAMPLE))
+    (tmp_path / "s.csv").write_bytes(b"\xef\xbb\xbfstart,end,label\n0,500,STANDING\n")
+    assert main(["label", str(EXAMPLE), str(tmp_path / "s.csv"), "--out", str(tmp_path / "out.csv")]) == 0
+    capsys.readouterr()
