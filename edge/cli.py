@@ -310,6 +310,14 @@ def validate_options(args: argparse.Namespace) -> None:
         raise CliError(f"--e2e-seconds {args.e2e_seconds:g}: the live run needs at least {BENCH_MIN_E2E_S:g} s to label "
                        f"a window (the first one is due after 2.56 s of samples); give {BENCH_MIN_E2E_S:g} or more, "
                        "or 0 to skip it")
+    if hasattr(args, "device_id") and not args.mqtt:  # the publisher's options mean nothing without a broker
+        given = [option for option, name in (("--device-id", "device_id"), ("--mqtt-ca", "mqtt_ca"),
+                                             ("--mqtt-password-file", "mqtt_password_file"),
+                                             ("--mqtt-discovery", "mqtt_discovery")) if getattr(args, name, None)]
+        if given:
+            raise CliError(f"{', '.join(given)} without --mqtt URL: {'they set' if len(given) > 1 else 'it sets'} how "
+                           "labels are published to a broker; add --mqtt mqtt://HOST, or leave "
+                           f"{'them' if len(given) > 1 else 'it'} out")
     if args.command == "monitor":
         _check_output("--stats-json", args.stats_json, (".json",))
         _check_number("--refresh", args.refresh)
@@ -641,6 +649,10 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise CliError(f"--out {out}: a labelled recording is a .csv file")
     recording = read_recording(args.recording)
     labels = read_segments(args.segments, len(recording), recording.rate_hz, args.unit)
+    if not any(labels):
+        _say(f"warning: {args.segments} has no spans: every sample of {out} is unlabelled")
+    if recording.labels is not None and any(recording.labels):
+        _say(f"note: {args.recording} had labels of its own; {out} carries the segments' labels instead")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_recording_csv(out, recording.samples, labels)
     counts: dict[str, int] = {}

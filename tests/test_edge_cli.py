@@ -483,6 +483,7 @@ def test_bad_segments_are_one_line(tmp_path, capsys, segments, words):
     (["monitor", "--mqtt", "mqtt://127.0.0.1:1", "--stats-json", "m.txt"], "--stats-json m.txt: unknown file type '.txt'"),
     (["bench", "--e2e-seconds", "2"], "--e2e-seconds 2: the live run needs at least 5 s"),
     (["monitor", "--mqtt", "mqtt://127.0.0.1:1", "--refresh", "nan"], "--refresh nan: give seconds > 0"),
+    (["replay", str(EXAMPLE), "--device-id", "alice"], "--device-id without --mqtt URL: it sets how labels are published"),
     (["replay", str(EXAMPLE), "--mount-calibration", "wearer.csv"], "--mount-calibration wearer.csv: unknown file type"),
     (["replay", str(EXAMPLE), "--smoothing", "vote", "--votes", "5"], "--smoothing vote --smooth-windows 3 --votes 5"),
 ])
@@ -558,3 +559,11 @@ def test_a_recording_and_segments_saved_with_a_byte_order_mark_are_read(bundle_d
     (tmp_path / "s.csv").write_bytes(b"\xef\xbb\xbfstart,end,label\n0,500,STANDING\n")
     assert main(["label", str(EXAMPLE), str(tmp_path / "s.csv"), "--out", str(tmp_path / "out.csv")]) == 0
     capsys.readouterr()
+
+
+def test_label_says_when_it_replaces_labels_or_labels_nothing(tmp_path, capsys):
+    (tmp_path / "none.csv").write_text("start,end,label\n")
+    assert main(["label", str(EXAMPLE), str(tmp_path / "none.csv"), "--out", str(tmp_path / "out.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "has no spans: every sample" in err and "had labels of its own" in err  # the example is labelled
+    assert read_recording(tmp_path / "out.csv").labels is None or not any(read_recording(tmp_path / "out.csv").labels)
