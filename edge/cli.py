@@ -311,10 +311,10 @@ def validate_options(args: argparse.Namespace) -> None:
                        f"a window (the first one is due after 2.56 s of samples); give {BENCH_MIN_E2E_S:g} or more, "
                        "or 0 to skip it")
     if hasattr(args, "device_id") and not args.mqtt:  # the broker's options mean nothing without a broker
-        broker_options = (("--mqtt-ca", "mqtt_ca"), ("--mqtt-password-file", "mqtt_password_file"),
-                          ("--mqtt-discovery", "mqtt_discovery"))
+        broker_options = [("--mqtt-ca", "mqtt_ca"), ("--mqtt-password-file", "mqtt_password_file"),
+                          ("--mqtt-discovery", "mqtt_discovery")]
         if not getattr(args, "web", None):  # the live page names the wearer by --device-id too
-            broker_options = (("--device-id", "device_id"), *broker_options)
+            broker_options.insert(0, ("--device-id", "device_id"))
         given = [option for option, name in broker_options if getattr(args, name, None)]
         if given:
             raise CliError(f"{', '.join(given)} without --mqtt URL: {'they set' if len(given) > 1 else 'it sets'} how "
