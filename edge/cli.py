@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 # Only the standard library at import time: `har-edge --help` and `--version` answer without loading
 # numpy; each command imports what it runs.
 from edge.paths import DEFAULT_BUNDLE
-from edge.postprocess import SmoothingConfig  # standard library only at import time
+from edge.postprocess import SmoothingConfig, SmoothingConfigError  # standard library only at import time
 
 if TYPE_CHECKING:  # the commands import what they need when they run (a fast --help)
     from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder
@@ -281,7 +281,7 @@ def validate_options(args: argparse.Namespace) -> None:
     _check_number("--mount-save-every", getattr(args, "mount_save_every", None))
     _check_number("--e2e-seconds", getattr(args, "e2e_seconds", None), strict=False)
     if hasattr(args, "smoothing"):
-        _smoothing(args)  # SmoothingConfigError names the bad setting
+        _smoothing(args)  # a CliError naming the bad setting and its flags
         _check_output("--jsonl", args.jsonl)
         if args.mount_calibration:
             _check_output("--mount-calibration", args.mount_calibration, (".json",))
@@ -351,8 +351,6 @@ def _check_outputs_are_not_inputs(args: argparse.Namespace) -> None:
 # -- helpers --------------------------------------------------------------------------------------
 
 def _smoothing(args: argparse.Namespace) -> SmoothingConfig:
-    from edge.postprocess import SmoothingConfigError
-
     try:
         return SmoothingConfig(args.smoothing, n=args.smooth_windows, k=args.votes, threshold=args.threshold)
     except SmoothingConfigError as exc:  # named by the flags that set it
@@ -501,7 +499,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _check_port_opened(source: SerialSource, args: argparse.Namespace) -> None:
-    """A timed run (--duration) that never got its port open failed, whatever else it printed."""
+    """A run that never got its port open (timed out by --duration, or interrupted) failed, whatever else it
+    printed."""
     if source.connects == 0:
         during = f" ({args.duration:g} s)" if getattr(args, "duration", None) else ""
         raise CliError(f"{args.port} never opened during the run{during}; is the board plugged in? "
@@ -646,9 +645,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from firmware_bridge.recording import read_recording, read_segments, write_recording_csv
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".csv":
-        raise CliError(f"--out {out}: a labelled recording is a .csv file")
+    out = Path(args.out)  # a .csv that is not the recording nor the segments (validate_options)
     recording = read_recording(args.recording)
     labels = read_segments(args.segments, len(recording), recording.rate_hz, args.unit)
     if not any(labels):

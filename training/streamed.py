@@ -139,7 +139,8 @@ def score_recording(results: list[dict], recording: Recording, classes, frontend
                     states: list[str] | None = None) -> RecordingScore:
     """`states`: each window's MOUNT_STATES name, for the breakdown (None: not broken down)."""
     score = RecordingScore(recording.experiment)
-    truth = result_truth(results, recording, frontend)  # (k,)
+    ends = result_ends(results)  # (k,)
+    truth = window_classes(recording.activity, ends, frontend.window)  # (k,), as result_truth gives it
     for i, (result, t) in enumerate(zip(results, truth)):
         if t < 0:
             continue
@@ -152,9 +153,9 @@ def score_recording(results: list[dict], recording: Recording, classes, frontend
             tally[0] += 1
             tally[1] += result["label"] == classes[t]
     rate = frontend.sample_rate_hz
-    ends = result_ends(results).tolist()  # k window ends, for the label lag
+    window_ends = ends.tolist()  # plain ints, for the label lag of each bout
     for start, end, c in bouts(recording.activity, int(MIN_BOUT_S * rate)):
-        named = [e for e, r in zip(ends, results) if start < e <= end and r["label"] == classes[c]]
+        named = [e for e, r in zip(window_ends, results) if start < e <= end and r["label"] == classes[c]]
         if named:
             score.lags_s.append((named[0] - start) / rate)
         else:
@@ -184,7 +185,7 @@ def stream_recording(model: Model, recording: Recording, smoothing: SmoothingCon
             trusted.append(np.array(pipeline.trusted_flags, bool))  # (1,)
     if calibration is None:  # no mount stage: each window's gravity as the posture stage computes it without one
         windows, ends = FrontEnd(model.frontend_config, model.filters).push(recording.raw)  # (k, 128, 9), (k,)
-        if ends.tolist() != [r["sample_end"] for r in results]:  # one segment, no gaps: the same windows
+        if not np.array_equal(ends, result_ends(results)):  # one segment, no gaps: the same windows
             raise ValueError(f"experiment {recording.experiment}: the pipeline's windows are not the front-end's")
         gravity = [gravity_directions(windows)]  # (k, 3)
     return Streamed(recording, results, notes, states,
