@@ -566,6 +566,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _say(f"against the true labels ({scored['scored_windows']} windows inside one labelled activity): "
              f"raw {100 * scored['raw_accuracy']:.1f}%, smoothed {100 * scored['smoothed_accuracy']:.1f}% "
              f"({scored['uncertain']} uncertain)")
+    elif not (scored and scored.get("not_model_classes")):
+        note = _unscored_note(args.recording, recording.labels.labelled() if recording.labels is not None else None,
+                              model.frontend_config.window)
+        if note:
+            _say(note)
     if args.plot:
         from edge.plot import plot_timeline
 
@@ -576,6 +581,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.summary_json:
         _write_json(args.summary_json, summary)
     return 0
+
+
+def _unscored_note(recording: str, labelled: int | None, window: int) -> str | None:
+    """Why a recording that could have been scored was not: a replay says so instead of printing no accuracy.
+    `labelled`: how many samples carry a label, None for a recording without labels (a CSV without a label
+    column is an unlabelled recording, nothing to say; a HAPT experiment without labels.txt is one the user
+    may have meant to score)."""
+    hapt = Path(recording).name.startswith("acc_exp")
+    if labelled is None:
+        return f"note: {recording}: no labels.txt beside it, so nothing was scored" if hapt else None
+    if labelled == 0:
+        where = "labels.txt beside it has no row for this experiment" if hapt else "its label column is empty"
+        return f"note: {recording}: no sample is labelled ({where}), so nothing was scored"
+    return (f"note: {recording}: its {labelled} labelled samples hold no whole window of one activity ({window} samples "
+            "in a row with the same label), so nothing was scored")
 
 
 def _write_json(path: str, data: dict[str, Any]) -> None:

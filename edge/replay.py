@@ -79,6 +79,10 @@ class CodedLabels:
     def __len__(self) -> int:
         return len(self._codes) + sum(map(len, self._parts))
 
+    def labelled(self) -> int:
+        """How many samples carry a label."""
+        return int(np.count_nonzero(self.codes != NO_LABEL))
+
     def window_truth(self, ends: Sequence[int] | np.ndarray, size: int) -> list[str | None]:
         """Each window's true class: the label all its `size` samples share, else None (as
         edge.scoring.window_truth, from the codes with numpy, a thousand windows at a time: no

@@ -533,6 +533,32 @@ def test_labels_that_are_not_the_models_classes_are_named_and_not_scored(bundle_
     assert "has labels that are not classes of this model: standing" in capsys.readouterr().err
 
 
+def test_a_recording_whose_labels_score_nothing_says_why(bundle_dir, hapt_recording, tmp_path, capsys):
+    """Real HAPT samples whose labels.txt has no row for the experiment, or is not there, and a CSV whose
+    labels never hold a whole window: each replay says why it printed no accuracy."""
+    raw = tmp_path / "RawData"
+    raw.mkdir()
+    for name in ("acc_exp01_user01.txt", "gyro_exp01_user01.txt"):  # 3,000 of the experiment's samples
+        (raw / name).write_text("".join((hapt_recording.parent / name).read_text().splitlines(True)[:3000]))
+    rows = (hapt_recording.parent / "labels.txt").read_text().splitlines(True)
+    (raw / "labels.txt").write_text("".join(r for r in rows if not r.startswith("1 1 ")))
+    cases = [(raw / "acc_exp01_user01.txt", "labels.txt beside it has no row for this experiment")]
+    sparse = tmp_path / "sparse.csv"
+    header, *lines = EXAMPLE.read_text().splitlines()
+    unlabelled = [line.rsplit(",", 1)[0] for line in lines[:3000]]  # seq,t_us,ax,...,gz
+    sparse.write_text(header + "\n" + "".join(f"{row},{'' if i % 100 else 'SITTING'}\n" for i, row in enumerate(unlabelled)))
+    cases.append((sparse, "labelled samples hold no whole window of one activity"))
+    for recording, words in cases:
+        assert main(["replay", str(recording), "--bundle", str(bundle_dir), "--quiet"]) == 0
+        err = capsys.readouterr().err
+        assert f"note: {recording}: " in err and words in err and "nothing was scored" in err, err
+    (raw / "labels.txt").unlink()
+    assert main(["replay", str(raw / "acc_exp01_user01.txt"), "--bundle", str(bundle_dir), "--quiet"]) == 0
+    assert "no labels.txt beside it, so nothing was scored" in capsys.readouterr().err
+    assert main(["replay", str(EXAMPLE), "--bundle", str(bundle_dir), "--quiet"]) == 0
+    assert "nothing was scored" not in capsys.readouterr().err  # a labelled recording is scored, no note
+
+
 @pytest.mark.parametrize("port, words", [("{tmp}", "is a folder, not a serial port"),
                                          ("/dev/null", "is not a serial port"),
                                          ("{tmp}/ttyACM9", "is not there")])
