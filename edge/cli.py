@@ -28,12 +28,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 # Only the standard library at import time: `har-edge --help` and `--version` answer without loading
@@ -52,6 +50,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run (a fast --
     from edge.sources import SerialSource
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 1  # a command interrupted before it produced what it is for (a guided enrolment)
 
 
 def _positive_int(text: str) -> int:
@@ -376,18 +375,16 @@ def _sinks(args: argparse.Namespace, rate_hz: float, live: bool) -> list[Sink]:
 
 
 def _say(message: str) -> None:
-    print(f"har-edge: {message}", file=sys.stderr, flush=True)
+    from edge.messages import say
+
+    say(message)
 
 
 def _stop_signals_as_interrupt() -> None:
-    """systemd stops the service with SIGTERM: handle it like Ctrl-C (flush, counters, exit 0).
-    SIGINT gets Python's handler back explicitly: a process started in the background by a
-    non-interactive shell (`cmd &` in a script, some CI runners) inherits SIGINT *ignored*, and Python
-    then installs no KeyboardInterrupt handler, so Ctrl-C / `kill -INT` would be silently dropped."""
-    def handler(signum: int, frame: FrameType | None) -> NoReturn:
-        raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    """SIGTERM and SIGINT stop the command once, then let it save and close (edge/stopping.py)."""
+    from edge.stopping import StopSignals
+
+    StopSignals.install(_say)
 
 
 def _decoder(args: argparse.Namespace) -> CsvLineDecoder | FrameDecoder:
@@ -613,6 +610,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from edge.pipeline import Pipeline
     from edge.sinks import RecordingSink
     from edge.sources import ByteChunk, LinkEvent, SerialSource
+    from edge.stopping import StopSignals
 
     model = None if args.no_model else load_model(args.bundle, args.backend, args.precision, args.threads)
     recorder = RecordingSink(args.out, label=args.label)
@@ -638,6 +636,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 interrupted = True
             finally:
+                StopSignals.shutdown_begins()
                 source.close()
             _say(("interrupted; " if interrupted else "") + f"read {source.bytes_read} bytes, "
                  f"reconnects {source.reconnects}; decoder counters {decoder.counters.as_dict()}")
@@ -750,6 +749,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     )
     from edge.model import load_model
     from edge.sources import SerialSource
+    from edge.stopping import StopSignals
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     check_bundle_for_profiles(model)
@@ -776,8 +776,13 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         print(f"enrolment on {args.port}: four short steps (about {minutes:.1f} minutes). Wear the board as you "
               "always do; follow the instructions as they come.", flush=True)
         source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
-        data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args),
-                                steps=steps)
+        try:
+            data = guided_enrolment(model, source, say=lambda m: print(m, flush=True), decoder=_decoder(args),
+                                    steps=steps)
+        except KeyboardInterrupt:  # not a success: a script or service must not take it for a profile
+            _say(f"interrupted: the enrolment did not finish; no profile was saved to {args.profile}")
+            return EXIT_INTERRUPTED
+        StopSignals.shutdown_begins()  # the steps are done: a late Ctrl-C must not lose them while saving
     profile, summary = enrol(model, data)
     save_profile(profile, args.profile)
     if args.mount_calibration:
@@ -833,7 +838,9 @@ def main(argv: list[str] | None = None) -> int:
         _resolve_port(args)
         return COMMANDS[args.command](args)
     except errors as exc:
-        print(f"har-edge {args.command}: error: {exc}", file=sys.stderr)
+        from edge.messages import say
+
+        say(f"error: {exc}", prefix=f"har-edge {args.command}: ")
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C while loading, before the loop took over
         _say("interrupted")
@@ -841,6 +848,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `har-edge ... --jsonl - | head`
         sys.stderr.close()
         return 0
+    finally:
+        # Called in-process (tests, scripts): the caller gets its own handlers back. As the process itself
+        # (argv None) the stop signals are ignored until exit: Python's finalization puts the default
+        # handlers back, and a late SIGTERM would end a finished run as "killed" (exit -15).
+        if "edge.stopping" in sys.modules:
+            stop_signals = sys.modules["edge.stopping"].StopSignals
+            stop_signals.restore() if argv is not None else stop_signals.block_until_exit()
 
 
 if __name__ == "__main__":

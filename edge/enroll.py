@@ -512,12 +512,21 @@ def guided_enrolment(model: Model, source: Iterable[ByteChunk | LinkEvent], say:
     what was asked is repeated (at most MAX_ATTEMPTS times). Times are stream time (the device's samples)."""
     rate = model.frontend_config.sample_rate_hz
     window = model.frontend_config.window
-    collector = WindowCollector(model, notify=lambda m: None, decoder=decoder)  # decoder None: binary frames
+    # What the link does (waiting for the port, lost, back, stalled) is said between the instructions: a
+    # countdown that stops with no word is a wearer left standing in front of a board that is unplugged.
+    collector = WindowCollector(model, notify=lambda m: say(f"  ({m})"), decoder=decoder)  # None: binary frames
     accepted: list[tuple[Step, np.ndarray]] = []
     standing_gravity = None
     items = iter(source)
     stop = 0  # the schedule is exact in stream positions: a step starts where the one before it stopped
     try:
+        # "start now" only once the board is there: the first step's time is the device's samples.
+        while not collector.link["connects"]:
+            try:
+                collector.process(next(items))
+            except StopIteration:
+                raise ProfileError("the device stream ended before the enrolment started; check the connection "
+                                   "and enrol again") from None
         for number, step in enumerate(steps, 1):
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 ready_end = stop + int(get_ready_s * rate)

@@ -12,14 +12,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from edge.messages import say as say_on_stderr
 from edge.pipeline import Pipeline
 from edge.sinks import Sink
+from edge.stopping import StopSignals
 
 
 def format_counters(counters: dict[str, Any]) -> str:
@@ -58,10 +59,6 @@ class LoopReport:
     counters: dict[str, Any]
     interrupted: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _to_stderr(message: str) -> None:
-    print(f"har-edge: {message}", file=sys.stderr, flush=True)
 
 
 def emit(sinks: Sequence[Sink], results: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
@@ -104,7 +101,7 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
              report: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None) -> LoopReport:
     """The main loop of the module docstring: read -> process -> emit, until the source ends, `stop()` says
     so, or SIGINT (KeyboardInterrupt): outputs are flushed and counters printed."""
-    say = report or _to_stderr
+    say = report or say_on_stderr
     reports = CounterReports(pipeline, sinks, say, report_every_s)
     interrupted = False
     pace = getattr(source, "hold_until", None)  # SerialSource: no need to wake per frame before a window is due
@@ -121,6 +118,7 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        StopSignals.shutdown_begins()  # a signal from here on must not cut the flush, the saves, the counters
         close = getattr(source, "close", None)
         if close is not None:
             close()

@@ -36,6 +36,7 @@ from edge.mqtt import (
     new_client,
     parse_broker,
 )
+from edge.stopping import StopSignals
 from edge.web import Fleet, add_web_arguments, start_server
 
 KINDS = ("window", "state", "status", "counters")
@@ -160,11 +161,15 @@ def faults(counters: dict[str, Any] | None) -> str:
     if not counters:
         return ""
     gaps, dec, link, mqtt = (counters.get(k) or {} for k in ("gaps", "decoder", "link", "mqtt"))
-    items = [("lost", gaps.get("lost_samples")), ("long gaps", gaps.get("long_gaps")),
+    # Lost more often than back: the board is unplugged (or rebooting) right now; the runtime is waiting for it.
+    unplugged = (link.get("disconnects") or 0) >= max(1, link.get("connects") or 0)
+    items = [("lost", gaps.get("lost_samples")), ("lost in outages", gaps.get("outage_samples")),
+             ("long gaps", gaps.get("long_gaps")),
              ("crc", dec.get("crc_errors")), ("malformed", (dec.get("malformed") or 0) + (dec.get("bad_lines") or 0)),
              ("restarts", gaps.get("device_restarts")), ("reconnects", link.get("reconnects")),
              ("mqtt dropped", sum((mqtt.get("dropped") or {}).values())), ("rate warnings", counters.get("rate_warnings"))]
-    return ", ".join(f"{name} {value}" for name, value in items if value) or "none"
+    shown = (["UNPLUGGED"] if unplugged else []) + [f"{name} {value}" for name, value in items if value]
+    return ", ".join(shown) or "none"
 
 
 def format_table(views: list[dict[str, Any]], now: float | None = None) -> str:
@@ -220,6 +225,7 @@ def run_monitor(args: argparse.Namespace, notify: Callable[[str], None], stream:
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        StopSignals.shutdown_begins()  # a second signal must not lose the stats below
         monitor.stop()
         if server is not None:
             server.close()

@@ -85,7 +85,9 @@ def parse_broker(url: str, ca_file: str | None = None, password_file: str | None
         if not tls:
             raise MqttError(f"--mqtt-ca {ca_file} needs an mqtts:// broker URL (TLS); {url!r} is plain MQTT")
         if not Path(ca_file).is_file():
-            raise MqttError(f"--mqtt-ca {ca_file}: no such file; give the PEM file of the CA that signed the broker's certificate")
+            what = "a folder" if Path(ca_file).is_dir() else "no such file"
+            raise MqttError(f"--mqtt-ca {ca_file}: {what}; give the PEM file of the CA that signed the broker's "
+                            "certificate")
     username = unquote(parts.username) if parts.username else None
     password = unquote(parts.password) if parts.password is not None else None
     if password is not None and warn is not None:
@@ -152,6 +154,10 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
 
 def reason_text(reason_code: ReasonCode) -> str:
     name: str = getattr(reason_code, "getName", lambda: str(reason_code))()
+    # MQTT 3.1.1 has no reason on the wire: a broker that shuts down (even cleanly) or a network that goes
+    # away just closes the socket, which paho names "Unspecified error". Say what it means.
+    if name == "Unspecified error":
+        return "the connection closed: the broker stopped or restarted, or the network went away"
     return name
 
 
@@ -246,7 +252,15 @@ class MqttSink:
         self.notify = notify
         self.flush_timeout_s = flush_timeout_s
         self.topics = {kind: topic(prefix, device_id, kind) for kind in TOPIC_KINDS}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the counters (paho's thread counts the acknowledgements)
+        # Messages are handed to paho only once it is connected; before that (and after a loss is noticed)
+        # they wait here, in order, and _on_connect hands them over first. paho 2.2 keeps its own queue while
+        # offline but, on reconnecting, resets its in-flight count to 0 before the CONNACK: a message
+        # published during the handshake was sent at once, ahead of the whole backlog (a TLS connection's
+        # first windows reached subscribers out of order). `_order` keeps a publish and the hand-over apart.
+        self._order = threading.RLock()
+        self._online = False
+        self._backlog: list[tuple[str, str, str, bool]] = []  # (kind, topic, payload, retain), oldest first
         self.published = dict.fromkeys(MESSAGE_KINDS, 0)  # accepted into the queue, by topic kind
         self.dropped = dict.fromkeys(MESSAGE_KINDS, 0)  # past the queue bound
         self.delivered = 0  # acknowledged by the broker (PUBACK)
@@ -271,16 +285,22 @@ class MqttSink:
         sending = f"; {queued} queued messages are sent first" if queued else ""
         if not self.connection.on_connected(reason_code, f"publishing to {self.prefix}/{self.device_id}/...{sending}"):
             return
-        # Retained topics are re-published on every connect: a broker without persistence restarts empty.
-        self._publish("status", "offline" if self._closing else "online", retain=True)
-        if self._state is not None:
-            self._publish("state", json.dumps(self._state), retain=True)
-        if self.discovery_prefix:
-            for config_topic, config in discovery_configs(self.discovery_prefix, self.prefix, self.device_id):
-                self._publish("discovery", json.dumps(config), retain=True, to=config_topic)
+        with self._order:
+            self._online = True
+            # Retained topics are re-published on every connect: a broker without persistence restarts empty.
+            self._publish("status", "offline" if self._closing else "online", retain=True)
+            if self._state is not None:
+                self._publish("state", json.dumps(self._state), retain=True)
+            if self.discovery_prefix:
+                for config_topic, config in discovery_configs(self.discovery_prefix, self.prefix, self.device_id):
+                    self._publish("discovery", json.dumps(config), retain=True, to=config_topic)
+            backlog, self._backlog = self._backlog, []
+            for kind, to, payload, retain in backlog:  # accepted (and counted) when they were queued
+                self._hand_to_paho(kind, to, payload, retain, counted=True)
 
     def _on_disconnect(self, client: Client, userdata: object, flags: DisconnectFlags, reason_code: ReasonCode,
                        properties: Properties | None) -> None:
+        self._online = False  # (no lock: paho may hold its own while calling this; a bool is set atomically)
         self.connection.on_disconnected(reason_code, expected=self._closing)
 
     def _on_publish(self, client: Client, userdata: object, mid: int, reason_code: ReasonCode,
@@ -290,16 +310,37 @@ class MqttSink:
 
     # -- the main loop's thread ----------------------------------------------------------------
     def _publish(self, kind: str, payload: str, retain: bool = False, to: str | None = None) -> None:
+        """Publish now when connected, else keep it in the backlog (both count against the queue bound)."""
+        to = to or self.topics[kind]
+        with self._order:  # re-entered by _on_connect's own publishes (an RLock)
+            if self._online:
+                self._hand_to_paho(kind, to, payload, retain)
+                return
+            with self._lock:
+                full = sum(self.published.values()) - self.delivered >= self.queue_bound
+                if not full:
+                    self._backlog.append((kind, to, payload, retain))
+                    self.published[kind] += 1
+        if full:
+            self._count_drop(kind)
+
+    def _hand_to_paho(self, kind: str, to: str, payload: str, retain: bool, counted: bool = False) -> None:
         import paho.mqtt.client as paho
 
-        info = self.client.publish(to or self.topics[kind], payload, qos=1, retain=retain)
-        with self._lock:
-            if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
-                self.dropped[kind] += 1
-                first = sum(self.dropped.values()) == 1
-            else:
+        info = self.client.publish(to, payload, qos=1, retain=retain)
+        if info.rc == paho.MQTT_ERR_QUEUE_SIZE:
+            if counted:
+                with self._lock:
+                    self.published[kind] -= 1
+            self._count_drop(kind)
+        elif not counted:
+            with self._lock:
                 self.published[kind] += 1
-                first = False
+
+    def _count_drop(self, kind: str) -> None:
+        with self._lock:
+            self.dropped[kind] += 1
+            first = sum(self.dropped.values()) == 1
         if first:
             self.notify(f"warning: the MQTT queue is full ({self.queue_bound} messages unacknowledged by "
                         f"{self.broker.url}); further messages are dropped and counted until it drains")

@@ -21,7 +21,6 @@ classes, and only on a window recognised as one: e.g. "SIT_TO_STAND", edge/postp
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -33,6 +32,7 @@ from firmware_bridge.protocol import Hello
 
 from edge.frontend import NO_ENDS, FrontEnd
 from edge.gaps import GapConfig, GapHandler, Segment, samples_to_arrays
+from edge.messages import say as say_on_stderr
 from edge.model import EdgeError, Model
 from edge.mount import (
     MOUNT_STATES,
@@ -139,7 +139,7 @@ class Pipeline:
         self.gaps = GapHandler(gaps if gaps is not None else GapConfig(rate_hz=rate))
         self.frontend = FrontEnd(model.frontend_config, model.filters)
         self.smoother = LabelSmoother(model.classes, smoothing)
-        self.notify = notify or (lambda message: print(f"har-edge: {message}", file=sys.stderr, flush=True))
+        self.notify = notify or say_on_stderr
         # Said once each, on stderr, as JSONL status lines and in the counters (edge/status.py).
         self.status = StatusEvents(self.notify)
         self.stall = StallWatch(self.status, stall_after_s)

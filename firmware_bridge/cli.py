@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 from firmware_bridge.protocol import DEFAULT_BAUD, CsvLineDecoder, Frame, FrameDecoder, Hello, Log, Sample
 from firmware_bridge.recording import RecordingError, RecordingWriter, read_recording, write_recording_csv
@@ -67,20 +67,30 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"waiting for a reader; {device.n_samples} samples at {device.rate_hz:g} Hz x{args.speed:g}", file=sys.stderr, flush=True)
     interrupted = False
 
-    def on_term(signum: int, frame: FrameType | None) -> NoReturn:  # systemd / kill: stop like Ctrl-C, so the link is removed
-        raise KeyboardInterrupt
+    stopping = False
 
-    signal.signal(signal.SIGTERM, on_term)
+    def on_stop(signum: int, frame: FrameType | None) -> None:
+        # systemd / kill / Ctrl-C stop it once, so that the link is removed and the counts printed; a second
+        # signal while the device thread stops must not cut that short (it would leave the link behind).
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            raise KeyboardInterrupt
+
     # Started with `&` from a script, a process inherits SIGINT ignored; Ctrl-C / kill -INT must still stop it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_stop)
     try:
         while not device.wait(0.2):
             pass
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        stopping = True
         device.stop()
-    print(f"injected: {device.injected.as_dict()}", file=sys.stderr)
+        print(f"injected: {device.injected.as_dict()}", file=sys.stderr, flush=True)
+        for signum in (signal.SIGTERM, signal.SIGINT):  # finalization would put the killing default back
+            signal.signal(signum, signal.SIG_IGN)
     return 130 if interrupted else 0
 
 

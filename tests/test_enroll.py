@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -199,6 +200,39 @@ def test_guided_enrolment_through_a_pty_repeats_the_step_done_wrong(bundle_dir, 
     assert corrected == {"WALKING", "SITTING", "STANDING", "LAYING"}  # not the stairs: none were enrolled
     stairs = [loaded.classes.index(c) for c in ("WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")]
     assert not loaded.heads["aligned"].weights[stairs].any() and not loaded.heads["aligned"].bias[stairs].any()
+
+
+@pytest.mark.slow
+def test_guided_enrolment_says_where_the_board_is_and_an_interrupted_one_fails(bundle_dir, user1, tmp_path):
+    first, _ = user1
+    profile = tmp_path / "wearer.json"
+    command = [sys.executable, "-m", "edge.cli", "enroll", "--port", str(tmp_path / "imu"), "--profile", str(profile),
+               "--bundle", str(bundle_dir), "--step-seconds", "12"]
+    # No board: it says it is waiting for the port (not "start now" to a wearer facing a dead board), then gives up.
+    absent = subprocess.run(command + ["--connect-timeout", "1"], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert absent.returncode == 2 and "start now" not in absent.stdout, absent.stdout + absent.stderr
+    assert f"(waiting for the device: {tmp_path / 'imu'} is not there" in absent.stdout
+    assert "gave up after 1 s" in absent.stderr and "Traceback" not in absent.stderr
+    # The board unplugged mid-step, then Ctrl-C: the loss is said, the exit is a failure, no profile.
+    samples = guided_stream(first, ["STANDING"], [12.0])
+    with VirtualDevice(samples, speed=4.0, link=tmp_path / "imu") as device:
+        proc = subprocess.Popen(command + ["--connect-timeout", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, cwd=REPO)
+        lines = []
+        while not any("recording: stand" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"enrol ended early: {''.join(lines)}{proc.stderr.read()}"
+            lines.append(line)
+        device.stop()  # unplugged
+        while not any("lost the device" in line for line in lines):
+            line = proc.stdout.readline()
+            assert line, f"enrol ended without saying the board is gone: {''.join(lines)}"
+            lines.append(line)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, "".join(lines) + out + err
+    assert f"no profile was saved to {profile}" in err and "Traceback" not in err and not profile.exists()
+    assert "step 1/4: STAND" in "".join(lines) and "start now" in "".join(lines)
 
 
 def bout_windows(model, recording, label) -> np.ndarray:

@@ -77,7 +77,9 @@ def test_front_end_matches_the_scipy_recipe(example_raw):
     expected = np.concatenate([smooth[:, :3] - g, smooth[:, 3:], smooth[:, :3]], axis=1).astype(np.float32)
     stream = StreamingFilter(cfg, load_model(DEFAULT_BUNDLE).filters)
     got = np.concatenate([stream.push(example_raw[i:i + 64]) for i in range(0, len(example_raw), 64)])
-    assert np.array_equal(got, expected)
+    # Not bit-equal: the bundle's zi was computed by scipy on the exporting machine, and sosfilt_zi's
+    # linear solve differs in the last bits between machines (CI saw it); float32 rounding is the bar.
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
 def test_bundle_filters_are_scipys_design_and_wrong_ones_are_refused():
@@ -85,7 +87,9 @@ def test_bundle_filters_are_scipys_design_and_wrong_ones_are_refused():
     stored = load_model(DEFAULT_BUNDLE).filters
     fresh = FilterDesign.design(cfg)
     for name in ("noise_sos", "noise_zi", "gravity_sos", "gravity_zi"):
-        assert np.array_equal(getattr(stored, name), getattr(fresh, name))
+        # Equal to rounding, not bitwise: scipy's design on another machine (a CI run) differs in the
+        # last bits of zi; a different filter differs from the third digit on.
+        np.testing.assert_allclose(getattr(stored, name), getattr(fresh, name), rtol=1e-12, atol=1e-14)
     other = FilterDesign.design(FrontEndConfig(noise_cutoff_hz=15.0)).to_dict()
     with pytest.raises(FrontEndError, match="noise filter"):
         FilterDesign.from_dict(other, cfg)

@@ -222,9 +222,7 @@ def test_cli_errors_are_messages_not_tracebacks(tmp_path):
         assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
 
 
-def test_cli_simulate_stops_on_sigterm_and_removes_the_link(walk, tmp_path):
-    import signal
-
+def test_cli_simulate_stops_on_sigterms_and_removes_the_link(walk, tmp_path):
     from firmware_bridge.recording import write_recording_csv
 
     path, link = tmp_path / "walk.csv", tmp_path / "imu"
@@ -238,7 +236,10 @@ def test_cli_simulate_stops_on_sigterm_and_removes_the_link(walk, tmp_path):
             samples = []
             while len(samples) < 20:
                 samples += samples_of(decoder.feed(port.read(4096)))
-        proc.send_signal(signal.SIGTERM)
+        deadline = time.time() + 20
+        while proc.poll() is None and time.time() < deadline:  # a repeated stop must not cut the clean-up short
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.02)
         _, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
