@@ -614,7 +614,9 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     model = None if args.no_model else load_model(args.bundle, args.backend, args.precision, args.threads)
     recorder = RecordingSink(args.out, label=args.label)
-    source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
+    # max_hold_s 0: read bytes as they come (the run's batching would leave up to 0.5 s in the tty buffer,
+    # lost with it at an unplug).
+    source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout, max_hold_s=0.0)
     _stop_signals_as_interrupt()
     try:
         if model is None:  # only the decode stage: no windows to make

@@ -117,8 +117,12 @@ class SerialSource:
         backoff: Backoff = Backoff(),
         connect_timeout_s: float | None = None,
         open_port: Callable[[], Serial] | None = None,
+        max_hold_s: float = MAX_HOLD_S,
     ):
         self.port, self.baud, self.backoff = port, baud, backoff
+        # Bytes held in the tty buffer die with it when the port vanishes (a USB unplug, a pty hangup: up to
+        # max_hold_s of samples, not in the stream). `record` passes 0: a recording keeps every byte it can.
+        self.max_hold_s = max_hold_s
         self.connect_timeout_s = connect_timeout_s
         self._open_port = open_port or self._default_open
         self._open = True  # until close()
@@ -193,7 +197,7 @@ class SerialSource:
         """Chunks as they are read -> the error that ended them, None when closed."""
         while self._open:
             try:
-                hold = min(self._hold_until - time.perf_counter(), MAX_HOLD_S)
+                hold = min(self._hold_until - time.perf_counter(), self.max_hold_s)
                 # The consumer needs no bytes yet: let them gather in the port's buffer. Not when some are
                 # waiting already: the device is ahead of the estimate (or the consumer behind it).
                 if hold > 0 and not port.in_waiting:

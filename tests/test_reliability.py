@@ -56,6 +56,30 @@ def test_record_killed_with_sigkill_keeps_all_but_the_last_second(wire, tmp_path
     assert sent - n <= RATE_HZ + 10  # at most the last second (and the frames in flight) is missing
 
 
+@pytest.mark.slow
+def test_record_keeps_what_the_board_sent_before_it_was_unplugged(wire, tmp_path, bundle_dir):
+    # With a model, the live loop batches its reads (bytes wait up to 0.5 s in the tty buffer) and a hangup
+    # discards that buffer: `record` reads as bytes come instead, so an unplug costs a frame in flight at most.
+    excerpt, out, link = tmp_path / "excerpt.csv", tmp_path / "recorded.csv", tmp_path / "imu"
+    write_recording_csv(excerpt, wire)
+    with VirtualDevice(excerpt, speed=1.0, link=link) as device:
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "record", "--port", str(link), "--out", str(out),
+                                 "--bundle", str(bundle_dir), "--connect-timeout", "10", "--quiet"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while device.injected.samples_sent < 5 * RATE_HZ + 17 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        device.stop()  # unplugged: the pty and its buffer are gone
+        sent = device.injected.samples_sent
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "lost the device" in err, err
+    recorded = read_recording(out)
+    assert [s.seq for s in recorded.samples] == list(range(len(recorded)))
+    assert sent - len(recorded) <= 2, f"{sent} samples sent, {len(recorded)} recorded"
+
+
 def test_recording_sink_streams_whole_rows_and_syncs_every_second(wire, tmp_path):
     from edge.gaps import samples_to_arrays
 
