@@ -342,7 +342,11 @@ function counterRows(c) {
   const rows = [["windows", c.windows], ["lost samples", g.lost_samples], ["interpolated", g.interpolated_samples],
     ["long gaps", g.long_gaps], ["invalid", g.invalid_samples], ["crc errors", d.crc_errors],
     ["malformed", (d.malformed || 0) + (d.bad_lines || 0)], ["device restarts", g.device_restarts],
-    ["reconnects", l.reconnects], ["rate", c.rate_hz == null ? "measuring" : c.rate_hz.toFixed(2) + " Hz"]];
+    ["reconnects", l.reconnects], ["rate", c.rate_hz == null ? "measuring" : c.rate_hz.toFixed(2) + " Hz"],
+    ["lost in outages", g.outage_samples]];
+  // A live source's link: lost more often than back means the board is gone now (edge/monitor.py faults).
+  if (l.connects || l.disconnects)
+    rows.unshift(["board", (l.disconnects || 0) >= Math.max(1, l.connects || 0) ? "UNPLUGGED" : "connected"]);
   if (m) rows.push(["mqtt queued", m.queued],
                    ["mqtt dropped", Object.values(m.dropped || {}).reduce((a, b) => a + b, 0)]);
   return rows;

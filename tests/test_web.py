@@ -52,8 +52,11 @@ def test_the_page_shows_the_live_label_of_the_jsonl(chromium, bundle_dir, hapt_r
             return device.finished and jsonl_count(out) == expected_windows(3000) and max(seen, default=0) == LAST_END
         wait_until(page_caught_up, f"the page to show the last window (har-edge said: {err.text[-1500:]})", 120, 0.1)
         final = chromium.evaluate(SHOWN)
-        counters = dict(chromium.evaluate(
-            "[...document.querySelectorAll('.counters tr')].map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])"))
+        table = "[...document.querySelectorAll('.counters tr')].map(tr => [tr.cells[0].textContent, tr.cells[1].textContent])"
+        assert dict(chromium.evaluate(table))["board"] == "connected"
+        device.stop()  # unplugged: the page says so with the next counters (every second)
+        wait_until(lambda: dict(chromium.evaluate(table))["board"] == "UNPLUGGED", "the page to say the board is gone")
+        counters = dict(chromium.evaluate(table))
         stop(proc, err)
     by_end = {line["sample_end"]: line["label"] for line in read_jsonl(out)}
     assert len(seen) >= 2  # the page followed the stream, not only its end
