@@ -845,6 +845,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"error: {exc}", prefix=f"har-edge {args.command}: ")
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C while loading, before the loop took over
+        if args.command == "enroll":  # no profile: not a success (cmd_enroll says the same once it has begun)
+            _say(f"interrupted: the enrolment did not start; no profile was saved to {args.profile}")
+            return EXIT_INTERRUPTED
         _say("interrupted")
         return 0
     except BrokenPipeError:  # `har-edge ... --jsonl - | head`
