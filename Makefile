@@ -13,7 +13,7 @@ export OMP_NUM_THREADS ?= 1
 
 # Train the default variant on all 21 training users (last epoch kept), export it, ship it.
 model:
-	$(PY) -m training.cli fit --model $(DEFAULT_MODEL) --set train_all=true --set epochs=$(EPOCHS) --set progress=false --out runs/ship
+	$(PY) -m training.cli fit --model $(DEFAULT_MODEL) --set train_all=true --set epochs=$(EPOCHS) --set progress=false --out runs/ship --force
 	$(PY) -m export.cli runs/ship/model.pt --out edge/models/default --force
 	cp runs/ship/metrics.json edge/models/default/training_report.json
 	cp runs/ship/model.pt edge/models/default/model.pt   # its torch checkpoint, for `har-train fit --init default`
@@ -22,7 +22,7 @@ model:
 TCN_MODEL ?= tcn_physics_h32
 TCN_EPOCHS ?= 30
 model-tcn:
-	$(PY) -m training.cli fit --model $(TCN_MODEL) --set train_all=true --set epochs=$(TCN_EPOCHS) --set progress=false --out runs/ship_tcn
+	$(PY) -m training.cli fit --model $(TCN_MODEL) --set train_all=true --set epochs=$(TCN_EPOCHS) --set progress=false --out runs/ship_tcn --force
 	$(PY) -m export.cli runs/ship_tcn/model.pt --out edge/models/modern_tcn --force
 	cp runs/ship_tcn/metrics.json edge/models/modern_tcn/training_report.json
 	cp runs/ship_tcn/model.pt edge/models/modern_tcn/model.pt   # its torch checkpoint, for `har-train fit --init`

@@ -105,25 +105,20 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | N
     `windows` = (calibration, eval_X, eval_y, description) skips reading the data (tests)."""
     import torch
 
-    from edge.bundle import sha256_file
-    from edge.frontend import CHANNEL_UNITS
-
     from training.checkpoint import CheckpointError, load_checkpoint
 
-    from export.bundle_writer import MODEL_FILES, write_bundle
-    from export.evaluate import check_targets, evaluate_formats, format_table
+    from export.evaluate import format_table
     from export.features import LogitsAndFeatures, check_features
     from export.fuse import check_fusion, fuse_model
-    from export.onnx_export import export_onnx
-    from export.quantize import quantize_onnx_int8
-    from export.tflite_export import export_tflite
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     checkpoint, out = Path(checkpoint), Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise ExportError(f"output directory {out} is not empty; choose a new --out or pass --force to replace it")
-        shutil.rmtree(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} is a file; give a folder for the bundle (a new one, or an old bundle with --force)")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ExportError(f"output directory {out} is not empty; choose a new --out or pass --force to replace it")
+    if not out.parent.is_dir():
+        out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
         model, ckpt = load_checkpoint(checkpoint)
@@ -150,7 +145,53 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | N
     fusion["features_max_abs_logit_diff"] = check_features(fused, with_features, eval_X[:512])
     _log(f"[3/5] BatchNorm folded: {fusion}; features output: {with_features.n_features} values per window")
 
-    out.mkdir(parents=True, exist_ok=True)
+    # The bundle is built in a sibling folder and swapped in whole at the end: an export that fails or is
+    # interrupted (Ctrl-C during the TensorFlow import, a converter error) leaves the old bundle as it was.
+    final, out = out, Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(out, 0o777 & ~umask)  # mkdtemp's 0700 would hide the bundle from the service's user
+    try:
+        _, rows, misses = _write_models_and_bundle(out, with_features, calibration, eval_X, eval_y, ckpt,
+                                                        checkpoint, fusion, eval_description, runs)
+        _swap_into_place(out, final)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    from edge.bundle import load_bundle
+
+    bundle = load_bundle(final)
+    table = format_table(rows)
+    print(table)
+    for miss in misses:
+        print(f"WARNING: {miss}")
+    _log(f"[5/5] bundle {final} written and validated in {time.perf_counter() - started:.0f} s")
+    return {"bundle": bundle, "rows": rows, "misses": misses, "table": table}
+
+
+def _swap_into_place(staged: Path, final: Path) -> None:
+    """Replace `final` (absent, empty, or an old bundle under --force) with the finished `staged` folder."""
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent))
+        os.replace(final, old / final.name)
+    os.replace(staged, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_models_and_bundle(out: Path, with_features, calibration, eval_X, eval_y, ckpt: dict, checkpoint: Path,
+                             fusion: dict, eval_description: str, runs: int):
+    """Steps 4 and 5 into `out`: the four model files, bundle.json, the per-format figures -> (bundle, rows, misses)."""
+    from edge.bundle import sha256_file
+    from edge.frontend import CHANNEL_UNITS
+
+    from export.bundle_writer import MODEL_FILES, write_bundle
+    from export.evaluate import check_targets, evaluate_formats
+    from export.onnx_export import export_onnx
+    from export.quantize import quantize_onnx_int8
+    from export.tflite_export import export_tflite
+
     window, n_channels = eval_X.shape[1:]
     with tempfile.TemporaryDirectory(prefix="har-export-") as tmp:
         export_onnx(with_features, out / MODEL_FILES["onnx-fp32"], window, n_channels, dynamic_batch=True)
@@ -178,12 +219,7 @@ def run_export(checkpoint: str | Path, out_dir: str | Path, data: str | Path | N
     metrics = {"evaluation": eval_description, "latency": "batch 1, 1 thread, milliseconds",
                "formats": rows, "targets_missed": misses}
     bundle = write_bundle(out, metrics=metrics, **bundle_args)
-    table = format_table(rows)
-    print(table)
-    for miss in misses:
-        print(f"WARNING: {miss}")
-    _log(f"[5/5] bundle {out} written and validated in {time.perf_counter() - started:.0f} s")
-    return {"bundle": bundle, "rows": rows, "misses": misses, "table": table}
+    return bundle, rows, misses
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
                             max_eval=args.max_eval, runs=args.runs, force=args.force)
     except (ExportError, ValueError, OSError) as e:
         print(f"har-export: error: {e}", file=sys.stderr)
-        return 1
+        return 2  # as har-train and har-edge: a problem the user can fix
+    except KeyboardInterrupt:
+        print(f"har-export: interrupted; {args.out} was left as it was (the new bundle is written elsewhere and "
+              "moved into place only when complete)", file=sys.stderr)
+        return 130
     print(json.dumps({"bundle": str(result["bundle"].path), "targets_missed": result["misses"]}))
     return 0
 

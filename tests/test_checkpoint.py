@@ -74,7 +74,7 @@ def test_missing_file_and_directory(tmp_path):
 def test_corrupt_and_truncated_files(real_windows, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a torch file\n" * 10)
-    with pytest.raises(CheckpointError, match="junk.pt is not a readable torch file"):
+    with pytest.raises(CheckpointError, match="junk.pt is not a torch checkpoint .* give the model.pt"):
         load_checkpoint(junk)
     _, mean, std = real_windows
     good = save_checkpoint(tmp_path / "good.pt", _checkpoint(_perturbed("tcn_tiny"), mean, std, "tcn_tiny"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -234,10 +235,29 @@ def test_metrics_table_written(exported):
 def test_cli_errors_are_messages_not_tracebacks(exported, tmp_path, capsys):
     from export.cli import main
 
-    assert main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")]) == 1
+    assert main([str(tmp_path / "missing.pt"), "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "har-export: error:" in err and "missing.pt does not exist" in err and "Traceback" not in err
-    assert main([str(exported["ckpt_path"]), "--out", str(exported["dir"])]) == 1
+    assert main([str(exported["ckpt_path"]), "--out", str(exported["dir"])]) == 2
     assert "is not empty" in capsys.readouterr().err
-    assert main([str(exported["ckpt_path"]), "--out", str(tmp_path / "c"), "--data", str(tmp_path / "no.zip")]) == 1
+    assert main([str(exported["ckpt_path"]), "--out", str(tmp_path / "c"), "--data", str(tmp_path / "no.zip")]) == 2
     assert "pass the data set the checkpoint was trained on with --data" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert main([str(exported["ckpt_path"]), "--out", str(tmp_path / "afile"), "--force"]) == 2
+    assert "--out " + str(tmp_path / "afile") + " is a file; give a folder" in capsys.readouterr().err
+
+
+def test_a_failed_forced_export_leaves_the_old_bundle_whole(exported, tmp_path, capsys):
+    # --force used to delete the old bundle first: any later failure (here the data; a Ctrl-C during the
+    # TensorFlow import did the same) left a folder with neither the old bundle nor a new one.
+    from edge.bundle import load_bundle
+
+    from export.cli import main
+
+    old = tmp_path / "bundle"
+    shutil.copytree(exported["dir"], old)
+    before = {f.name: f.read_bytes() for f in old.iterdir()}
+    assert main([str(exported["ckpt_path"]), "--out", str(old), "--force", "--data", str(tmp_path / "no.zip")]) == 2
+    assert "pass the data set" in capsys.readouterr().err
+    assert {f.name: f.read_bytes() for f in old.iterdir()} == before and load_bundle(old).classes
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging folder left behind

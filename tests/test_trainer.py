@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -265,6 +266,29 @@ def test_cli_fit_end_to_end(hapt_zip, tmp_path, capsys):
     assert code == 0
     assert "val accuracy" in capsys.readouterr().out
     assert (out / "model.pt").exists()
+    # A second fit into the finished run is refused (an interrupted one used to leave the old model.pt
+    # beside the new run's state); --force replaces it; a file is not a run folder.
+    first = (out / "model.pt").read_bytes()
+    again = ["fit", "--out", str(out), "--model", "tcn_tiny", "--set", f"data={hapt_zip}", "--set", "subjects=[1,3]",
+             "--set", "val_subjects=[3]", "--set", "epochs=1", "--set", "max_batches_per_epoch=3",
+             "--set", "num_threads=1", "--set", "progress=false", "--set", "seed=7"]
+    assert main(again) == 2
+    assert f"--out {out} holds a finished run (model.pt); choose a new --out, or --force" in capsys.readouterr().err
+    assert (out / "model.pt").read_bytes() == first
+    assert main(again + ["--force"]) == 0 and (out / "model.pt").read_bytes() != first
+    (tmp_path / "afile").write_text("x")
+    assert main(["fit", "--out", str(tmp_path / "afile"), "--set", "epochs=1"]) == 2
+    assert "is a file; give a folder for the run" in capsys.readouterr().err
+
+
+def test_one_class_is_refused_not_scored_perfect(windows):
+    from training.train import check_class_coverage
+
+    user1 = windows.of_subjects([1])
+    walking = user1.y == 0
+    one = replace(user1, **{k: getattr(user1, k)[walking] for k in ("X", "y", "subject", "experiment", "start")})
+    with pytest.raises(ConfigError, match=r"1 class\(es\) only \(WALKING\); a classifier needs at least two"):
+        check_class_coverage(one, "the training subjects [1]")
 
 
 def test_align_mount_stores_the_mount_and_aligns_every_subject_by_its_own_reference(windows, tmp_path):

@@ -59,6 +59,11 @@ def read_checkpoint(path: str | Path) -> dict:
     if path.is_dir():
         hint = " (did you mean " + str(path / "model.pt") + "?)" if (path / "model.pt").exists() else ""
         raise CheckpointError(f"checkpoint {path} is a directory, not a model.pt file{hint}")
+    with open(path, "rb") as file:
+        head = file.read(4)
+    if not head.startswith(b"PK") and head[:1] != b"\x80":  # torch.save writes a zip (older ones a pickle)
+        raise CheckpointError(f"{path} is not a torch checkpoint (its first bytes {head!r} are neither the zip "
+                              "archive torch.save writes nor a pickle); give the model.pt that `har-train fit` wrote")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
                           "replaces the head (same as --set init=...)")
     fit.add_argument("--resume", action="store_true",
                      help="continue the unfinished run in --out from its training_state.pt (same settings)")
+    fit.add_argument("--force", action="store_true",
+                     help="replace the run already in --out (finished or not) instead of refusing")
     cv = sub.add_parser("cv", help="subject-wise k-fold cross-validation")
     common(cv)
     cv.add_argument("--folds", type=int, help="number of subject folds (same as --set folds=K)")
@@ -105,6 +108,29 @@ def _evaluate(args) -> None:
     write_outputs(report, args.json, args.confusion)
 
 
+RUN_FILES = ("model.pt", "metrics.json", "norm.json", "confusion.txt", "confusion.png", "curves.png",
+             "training_state.pt")  # what training/train.py fit writes into --out
+
+
+def _check_fit_out(out: Path, resume: bool, force: bool) -> None:
+    """A run folder holds one run: refuse to mix a new one into it (an interrupted re-run left the old
+    model.pt beside the new run's state, and exporting it shipped the old model unnoticed)."""
+    from training.config import ConfigError
+
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the run")
+    if resume or not out.is_dir():
+        return
+    if force:  # the old run's files go now: an interrupted new run must not leave the old model.pt to export
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+        return
+    if (out / "training_state.pt").exists():
+        raise ConfigError(f"--out {out} holds an unfinished run: --resume continues it, --force starts over")
+    if (out / "model.pt").exists():
+        raise ConfigError(f"--out {out} holds a finished run (model.pt); choose a new --out, or --force to replace it")
+
+
 def main(argv=None) -> int:
     from firmware_bridge.recording import RecordingError
 
@@ -125,6 +151,7 @@ def main(argv=None) -> int:
             from training.train import fit
 
             config = _config(args)
+            _check_fit_out(Path(args.out), args.resume, args.force)
             metrics = fit(config, args.out, resume=args.resume)
             line = f"saved {args.out}/model.pt ({metrics['selection']})"
             if "val" in metrics:
@@ -145,7 +172,10 @@ def main(argv=None) -> int:
         print(f"har-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("har-train: interrupted", file=sys.stderr)
+        state = Path(args.out) / "training_state.pt" if args.command == "fit" else None
+        then = (f"; the last finished epoch is saved: continue with the same command and --resume "
+                f"(har-train fit ... --out {args.out} --resume)") if state is not None and state.exists() else ""
+        print(f"har-train: interrupted{then}", file=sys.stderr)
         return 130
     return 0
 

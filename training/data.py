@@ -27,13 +27,15 @@ def default_hapt_path() -> Path:
 
 def resolve_data_path(text: str | Path | None) -> Path:
     """A data set path as configured: empty = the HAPT zip under data_root(); else as given when absolute or
-    present relative to the cwd, else relative to the repository root."""
+    present relative to the cwd, else relative to the repository root (a checkpoint's train_config names its
+    data from there) when it is there; else as given, so that the error names the path the user typed."""
     if not text:
         return default_hapt_path()
     path = Path(text).expanduser()
     if path.is_absolute() or path.exists():
         return path
-    return Path(__file__).resolve().parent.parent / path
+    in_repository = Path(__file__).resolve().parent.parent / path
+    return in_repository if in_repository.exists() else path
 
 
 class DataError(ValueError):

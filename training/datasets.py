@@ -297,7 +297,8 @@ def cut_windows(streams: list[LabelledStream], classes: tuple[str, ...], size: i
             if label not in index:
                 if strict:
                     raise DataError(f"{stream.name}, line {first + 2}: label {label!r} is not in the class set "
-                                    f"{list(classes)}; add it to `classes` (--set classes=[...]) or relabel")
+                                    f"{list(classes)}; relabel, or train with it in the class set (har-train fit --set "
+                                    "classes=[...]); a trained model is evaluated on data of its own classes")
                 continue
             starts = np.arange(first, end - size + 1, hop)  # window inside [first, end)
             if len(starts) == 0:

@@ -43,7 +43,7 @@ from training.checkpoint import (
 )
 from training.config import ConfigError, TrainConfig
 from training.data import WindowSet, fit_normalization, normalize, subject_folds
-from training.datasets import load_dataset_hops
+from training.datasets import CLASSES, load_dataset_hops
 from training.metrics import classification_report, confusion_text, plot_confusion, plot_curves
 from training.models import create_model, model_summary
 
@@ -135,6 +135,10 @@ def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
 def check_class_coverage(windows: WindowSet, where) -> None:
     """Every class of the set needs training windows: a class without any could never be learnt."""
     counts = np.bincount(windows.y, minlength=len(windows.classes))
+    present = [c for c, n in zip(windows.classes, counts) if n > 0]
+    if len(present) < 2:  # it would "learn" to say one thing, and score 100% on data of that one class
+        raise ConfigError(f"{where} have windows of {len(present)} class(es) only ({', '.join(present) or 'none'}); "
+                          "a classifier needs at least two: add recordings of other activities")
     empty = [c for c, n in zip(windows.classes, counts) if n == 0]
     if empty:
         raise ConfigError(f"class(es) {empty} have no training windows in {where}; label some data with them "
@@ -165,6 +169,10 @@ def fit(config: TrainConfig, out_dir: str | Path, windows: WindowSet | None = No
     if train_windows is None:
         train_windows = windows
     classes = list(windows.classes)
+    if not config.classes and tuple(classes) != CLASSES:
+        # Own recordings' labels are the classes: a typo in one (WALKNG) would be a class of its own, unseen.
+        say(f"classes, from the data's labels (not the standard six; fix them with --set classes=[...] or "
+            f"relabel): {', '.join(classes)}")
     train_subjects, val_subjects = split_subjects(config, windows.subject)
     train_set = train_windows.of_subjects(train_subjects)
     val_set = windows.of_subjects(val_subjects) if val_subjects else None
