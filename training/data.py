@@ -96,9 +96,10 @@ def subject_folds(subjects, k: int, seed: int = 0) -> list[tuple[list[int], list
     """Split the distinct subjects into k disjoint validation groups -> [(train, val), ...]."""
     unique = np.unique(np.asarray(list(subjects)))
     if not 2 <= k <= len(unique):
-        raise DataError(f"cannot make {k} folds from {len(unique)} subject(s) {unique.tolist()}: set fewer folds, "
-                        "hold subjects out with val_subjects, or train_all=true (a data set without subject ids, "
-                        "like the UCI-HAR subset, has one subject 0)")
+        raise DataError(f"cannot make {k} folds from {len(unique)} subject(s) {unique.tolist()}: set fewer folds "
+                        "(--set folds=K, at least 2); for `fit`, also: hold subjects out with val_subjects, or "
+                        "train_all=true (cross-validation needs two subjects or more; a data set without subject "
+                        "ids, like the UCI-HAR subset, has one subject 0)")
     order = np.random.default_rng(seed).permutation(unique)
     groups = np.array_split(order, k)
     return [
