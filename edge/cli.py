@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 # Only the standard library at import time: `har-edge --help` and `--version` answer without loading
 # numpy; each command imports what it runs.
+from edge.messages import say as _say  # standard library only
 from edge.paths import DEFAULT_BUNDLE
 from edge.postprocess import SmoothingConfig, SmoothingConfigError  # standard library only at import time
 
@@ -374,15 +375,9 @@ def _sinks(args: argparse.Namespace, rate_hz: float, live: bool) -> list[Sink]:
     return sinks
 
 
-def _say(message: str) -> None:
-    from edge.messages import say
-
-    say(message)
-
-
 def _stop_signals_as_interrupt() -> None:
-    """SIGTERM and SIGINT stop the command once, then let it save and close (edge/stopping.py)."""
-    from edge.stopping import StopSignals
+    """SIGTERM and SIGINT stop the command once, then let it save and close (firmware_bridge/stopping.py)."""
+    from firmware_bridge.stopping import StopSignals
 
     StopSignals.install(_say)
 
@@ -604,13 +599,14 @@ def _write_json(path: str, data: dict[str, Any]) -> None:
 
 def cmd_record(args: argparse.Namespace) -> int:
     """Recording is a sink of the one pipeline: the decode stage feeds it, it streams to disk (edge/sinks.py)."""
+    from firmware_bridge.stopping import StopSignals
+
     from edge.gaps import samples_to_arrays
     from edge.loop import run_loop
     from edge.model import load_model
     from edge.pipeline import Pipeline
     from edge.sinks import RecordingSink
     from edge.sources import ByteChunk, LinkEvent, SerialSource
-    from edge.stopping import StopSignals
 
     model = None if args.no_model else load_model(args.bundle, args.backend, args.precision, args.threads)
     recorder = RecordingSink(args.out, label=args.label)
@@ -735,6 +731,7 @@ def cmd_ports(args: argparse.Namespace) -> int:
 
 def cmd_enroll(args: argparse.Namespace) -> int:
     from firmware_bridge.recording import read_recording
+    from firmware_bridge.stopping import StopSignals
 
     from edge.enroll import (
         GET_READY_S,
@@ -751,7 +748,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     )
     from edge.model import load_model
     from edge.sources import SerialSource
-    from edge.stopping import StopSignals
 
     model = load_model(args.bundle, args.backend, args.precision, args.threads)
     check_bundle_for_profiles(model)
@@ -840,9 +836,7 @@ def main(argv: list[str] | None = None) -> int:
         _resolve_port(args)
         return COMMANDS[args.command](args)
     except errors as exc:
-        from edge.messages import say
-
-        say(f"error: {exc}", prefix=f"har-edge {args.command}: ")
+        _say(f"error: {exc}", prefix=f"har-edge {args.command}: ")
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C while loading, before the loop took over
         if args.command == "enroll":  # no profile: not a success (cmd_enroll says the same once it has begun)
@@ -857,8 +851,9 @@ def main(argv: list[str] | None = None) -> int:
         # Called in-process (tests, scripts): the caller gets its own handlers back. As the process itself
         # (argv None) the stop signals are ignored until exit: Python's finalization puts the default
         # handlers back, and a late SIGTERM would end a finished run as "killed" (exit -15).
-        if "edge.stopping" in sys.modules:
-            stop_signals = sys.modules["edge.stopping"].StopSignals
+        # Looked up, not imported: `firmware_bridge` loads cobs and pyserial, which --help need not.
+        stop_signals = getattr(sys.modules.get("firmware_bridge.stopping"), "StopSignals", None)
+        if stop_signals is not None:
             stop_signals.restore() if argv is not None else stop_signals.block_until_exit()
 
 

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from firmware_bridge.stopping import StopSignals
+
 from edge.messages import say as say_on_stderr
 from edge.pipeline import Pipeline
 from edge.sinks import Sink
-from edge.stopping import StopSignals
 
 
 def format_counters(counters: dict[str, Any]) -> str:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from paho.mqtt.properties import Properties
     from paho.mqtt.reasoncodes import ReasonCode
 
+from firmware_bridge.stopping import StopSignals
+
 from edge.mqtt import (
     Broker,
     ConnectionReporter,
@@ -36,7 +38,6 @@ from edge.mqtt import (
     new_client,
     parse_broker,
 )
-from edge.stopping import StopSignals
 from edge.web import Fleet, add_web_arguments, start_server
 
 KINDS = ("window", "state", "status", "counters")

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from firmware_bridge.protocol import DEFAULT_BAUD, CsvLineDecoder, Frame, FrameDecoder, Hello, Log, Sample
@@ -67,30 +66,21 @@ def _simulate(args: argparse.Namespace) -> int:
     print(f"waiting for a reader; {device.n_samples} samples at {device.rate_hz:g} Hz x{args.speed:g}", file=sys.stderr, flush=True)
     interrupted = False
 
-    stopping = False
+    from firmware_bridge.stopping import StopSignals
 
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        # systemd / kill / Ctrl-C stop it once, so that the link is removed and the counts printed; a second
-        # signal while the device thread stops must not cut that short (it would leave the link behind).
-        nonlocal stopping
-        if not stopping:
-            stopping = True
-            raise KeyboardInterrupt
-
-    # Started with `&` from a script, a process inherits SIGINT ignored; Ctrl-C / kill -INT must still stop it.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_stop)
+    # Stopped once (systemd, kill, Ctrl-C, also when started with `&`), so that the link is removed and the
+    # counts printed; a second signal while the device thread stops must not cut that short.
+    StopSignals.install(lambda message: print(f"har-bridge: {message}", file=sys.stderr, flush=True))
     try:
         while not device.wait(0.2):
             pass
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        stopping = True
+        StopSignals.shutdown_begins()
         device.stop()
         print(f"injected: {device.injected.as_dict()}", file=sys.stderr, flush=True)
-        for signum in (signal.SIGTERM, signal.SIGINT):  # finalization would put the killing default back
-            signal.signal(signum, signal.SIG_IGN)
+        StopSignals.block_until_exit()  # finalization would put the killing default back
     return 130 if interrupted else 0
 
 

@@ -1,6 +1,7 @@
 """How a command stops: the first SIGTERM / SIGINT interrupts it, a later one waits for the shutdown.
 
-Standard library only: `har-edge monitor` and the enrolment use it without the pipeline's imports.
+Standard library only, so both command lines share it: `har-bridge simulate` (which must remove its link
+however often it is told to stop) and every `har-edge` command, the monitor and the enrolment included.
 """
 
 from __future__ import annotations
