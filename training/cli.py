@@ -108,14 +108,12 @@ def _evaluate(args) -> None:
     write_outputs(report, args.json, args.confusion)
 
 
-RUN_FILES = ("model.pt", "metrics.json", "norm.json", "confusion.txt", "confusion.png", "curves.png",
-             "training_state.pt")  # what training/train.py fit writes into --out
-
-
 def _check_fit_out(out: Path, resume: bool, force: bool) -> None:
     """A run folder holds one run: refuse to mix a new one into it (an interrupted re-run left the old
     model.pt beside the new run's state, and exporting it shipped the old model unnoticed)."""
+    from training.checkpoint import STATE_FILE
     from training.config import ConfigError
+    from training.train import RUN_FILES
 
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the run")
@@ -125,7 +123,7 @@ def _check_fit_out(out: Path, resume: bool, force: bool) -> None:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
         return
-    if (out / "training_state.pt").exists():
+    if (out / STATE_FILE).exists():
         raise ConfigError(f"--out {out} holds an unfinished run: --resume continues it, --force starts over")
     if (out / "model.pt").exists():
         raise ConfigError(f"--out {out} holds a finished run (model.pt); choose a new --out, or --force to replace it")

@@ -132,6 +132,10 @@ def load_windows(config: TrainConfig) -> tuple[WindowSet, WindowSet]:
     return device_windows, train_windows
 
 
+# What `fit` writes into its out_dir (`har-train fit --force` deletes these before a new run).
+RUN_FILES = ("model.pt", "metrics.json", "norm.json", "confusion.txt", "confusion.png", "curves.png", STATE_FILE)
+
+
 def check_class_coverage(windows: WindowSet, where) -> None:
     """Every class of the set needs training windows: a class without any could never be learnt."""
     counts = np.bincount(windows.y, minlength=len(windows.classes))
