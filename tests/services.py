@@ -293,6 +293,18 @@ def har_edge(*args, env=None) -> tuple[subprocess.Popen, Output]:
     return proc, Output(proc.stderr)
 
 
+def signal_until_exit(proc: subprocess.Popen, signum: int, every_s: float = 0.05, timeout_s: float = 30) -> None:
+    """Send `signum` every `every_s` until the process exits (an impatient Ctrl-C, a repeated `systemctl stop`);
+    kill it and fail if it is still running `timeout_s` after the first. The caller reads its output."""
+    deadline = time.time() + timeout_s
+    while proc.poll() is None and time.time() < deadline:
+        proc.send_signal(signum)
+        time.sleep(every_s)
+    if proc.poll() is None:
+        proc.kill()
+        pytest.fail(f"still running {timeout_s:g} s after the first signal {signal.Signals(signum).name}")
+
+
 def stop(proc: subprocess.Popen, err: Output) -> str:
     proc.send_signal(signal.SIGINT)
     try:

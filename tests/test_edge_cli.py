@@ -24,6 +24,7 @@ from firmware_bridge.recording import read_recording, write_recording_csv
 from edge.cli import main
 
 from helpers import REPO, read_jsonl
+from services import signal_until_exit
 
 
 def replay(args, capsys):
@@ -286,19 +287,6 @@ def test_record_then_replay_equals_replay_of_the_source(bundle_dir, hapt_recordi
     assert labels_of(read_jsonl(tmp_path / "a.jsonl")) == labels_of(read_jsonl(tmp_path / "b.jsonl"))
 
 
-def signal_until_exit(proc: subprocess.Popen, signum: int, every_s: float = 0.05, timeout_s: float = 30) -> tuple[str, str]:
-    """Send `signum` every `every_s` until the process exits (an impatient Ctrl-C, a repeated `systemctl stop`)."""
-    deadline = time.time() + timeout_s
-    while proc.poll() is None and time.time() < deadline:
-        proc.send_signal(signum)
-        time.sleep(every_s)
-    try:
-        return proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        pytest.fail(f"still running {timeout_s:g} s after the first signal: {proc.communicate()[1][-3000:]}")
-
-
 @pytest.mark.slow
 def test_signals_during_shutdown_do_not_lose_the_calibration_or_the_counters(bundle_dir, hapt_recording, tmp_path):
     # The live page's server takes about half a second to close: a second signal used to land there,
@@ -314,7 +302,8 @@ def test_signals_during_shutdown_do_not_lose_the_calibration_or_the_counters(bun
         deadline = time.time() + 60
         while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 6):
             time.sleep(0.2)
-        _, stderr = signal_until_exit(proc, signal.SIGTERM)
+        signal_until_exit(proc, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=5)
     assert proc.returncode == 0, stderr
     assert "already stopping" in stderr and "Traceback" not in stderr
     assert "interrupted; final counters: windows" in stderr

@@ -12,7 +12,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from firmware_bridge.recording import read_recording
 from edge.cli import main
 
 from helpers import REPO, excerpt, expected_windows, jsonl_count, read_jsonl
-from services import Mosquitto, Output, Subscriber, free_port, har_edge, need, stop, wait_until
+from services import Mosquitto, Output, Subscriber, free_port, har_edge, need, signal_until_exit, stop, wait_until
 
 SPEED = 20.0  # stream seconds per wall second
 
@@ -221,9 +220,7 @@ def test_monitor_shows_every_device_and_counts_every_window(broker, bundle_dir, 
     wait_until(lambda: monitor_view() == {"bed-1": "offline", "bed-2": "offline"}, "both wearers offline at the monitor")
     # An impatient Ctrl-C: signals until it exits. The stats file is still written (the web server's close
     # takes about half a second: a second signal there used to end the monitor without its stats).
-    while proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.05)
+    signal_until_exit(proc, signal.SIGINT)
     table, log = out.finish(), err.finish()
     assert proc.returncode == 0 and "Traceback" not in log, log
     result = json.loads(stats.read_text())

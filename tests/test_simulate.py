@@ -15,6 +15,8 @@ from firmware_bridge.protocol import CsvLineDecoder, FrameDecoder, Hello, Sample
 from firmware_bridge.recording import read_recording
 from firmware_bridge.simulate import Faults, SimulationError, VirtualDevice
 
+from services import signal_until_exit
+
 pytestmark = pytest.mark.skipif(not hasattr(os, "openpty"), reason="pseudo-terminals need a POSIX system")
 
 
@@ -236,10 +238,7 @@ def test_cli_simulate_stops_on_sigterms_and_removes_the_link(walk, tmp_path):
             samples = []
             while len(samples) < 20:
                 samples += samples_of(decoder.feed(port.read(4096)))
-        deadline = time.time() + 20
-        while proc.poll() is None and time.time() < deadline:  # a repeated stop must not cut the clean-up short
-            proc.send_signal(signal.SIGTERM)
-            time.sleep(0.02)
+        signal_until_exit(proc, signal.SIGTERM, every_s=0.02, timeout_s=20)  # a repeated stop must not cut the clean-up short
         _, err = proc.communicate(timeout=20)
     finally:
         proc.kill()
