@@ -77,7 +77,9 @@ def test_record_keeps_what_the_board_sent_before_it_was_unplugged(wire, tmp_path
     assert proc.returncode == 0 and "lost the device" in err, err
     recorded = read_recording(out)
     assert [s.seq for s in recorded.samples] == list(range(len(recorded)))
-    assert sent - len(recorded) <= 2, f"{sent} samples sent, {len(recorded)} recorded"
+    # A frame in flight, plus what a loaded machine leaves unread for up to 100 ms (CI lost 3 once, beside
+    # another job); the batched live loop held up to 0.5 s (25 samples, 12 measured) here.
+    assert sent - len(recorded) <= 5, f"{sent} samples sent, {len(recorded)} recorded"
 
 
 def test_recording_sink_streams_whole_rows_and_syncs_every_second(wire, tmp_path):
