@@ -51,7 +51,9 @@ def format_counters(counters: dict[str, Any]) -> str:
         parts.append("mount " + ("calibrated" if mount["calibrated"] else "calibrating")
                      + f" ({mount['moving_windows']} moving windows)")
     if "postures" in counters:
-        parts.append(f"posture rule read {counters['postures']['read']} (changed {counters['postures']['swapped']})")
+        postures = counters["postures"]
+        parts.append(f"posture rule read {postures['read']} (changed {postures['swapped']}, "
+                     f"sit/stand transitions {postures.get('rises', 0)})")
     return ", ".join(parts)
 
 

@@ -43,7 +43,7 @@ from edge.mount import (
     triplet_matrix,
 )
 from edge.postprocess import Decision, LabelSmoother, SmoothingConfig, round6, softmax_rows
-from edge.posture import SessionPostures
+from edge.posture import NO_RISE, RiseState, RiseTracker, SessionPostures
 from edge.sources import ByteChunk, LinkEvent, SampleBlock
 from edge.status import InvalidWatch, ModeCheck, RateWatch, StallWatch, StatusEvents
 
@@ -132,6 +132,9 @@ class Pipeline:
         # The bundle's session-relative sitting / standing rule (edge/posture.py), unless turned off.
         self.postures = SessionPostures(model.posture, model.classes) \
             if posture_rule and model.posture is not None else None
+        fc = model.frontend_config
+        self.rise_tracker = RiseTracker(fc.sample_rate_hz, fc.window, fc.hop) if self.postures is not None else None
+        self.window_rises: list[RiseState] = []  # k: what the rise tracker gave for each of the last windows
         self.classes = model.classes
         self.decoder = decoder  # FrameDecoder / CsvLineDecoder for byte sources (FrameDecoder if None)
         self.recorder = recorder  # sinks.RecordingSink: fed what the decode stage gives (har-edge record)
@@ -209,7 +212,7 @@ class Pipeline:
                 matrices = self.align(windows)  # (k, 9, 9) or None
                 logits = self.infer(self.normalize(windows, matrices), windows, matrices)  # (k, C)
                 if self.postures is not None:
-                    logits = self.read_postures(logits, windows)  # (k, C)
+                    logits = self.read_postures(logits, windows, ends)  # (k, C)
                 results.extend(self.postprocess(logits, ends, item.arrival))
             whole.items = len(results)
         if n_samples:
@@ -318,6 +321,8 @@ class Pipeline:
             self.frontend_resets += 1
         self.frontend.reset()
         self.smoother.reset()
+        if self.rise_tracker is not None:
+            self.rise_tracker.reset()
         self.offset = start
         # Samples held back for the old segment completed no window: nothing is lost by dropping them.
         self._held, self._filtered, self._held_n, self._since_reset = [], [], 0, 0
@@ -423,16 +428,22 @@ class Pipeline:
             aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
             return self.profile.apply(logits, features, aligned, np.array(self.aligned_flags, bool))  # (k, C)
 
-    def read_postures(self, logits: np.ndarray, windows: np.ndarray) -> np.ndarray:
-        """logits (k, C) -> (k, C) with SITTING / STANDING read against this stream's own postures wherever
-        the mount reference is not yet checked (edge/posture.py)."""
-        assert self.postures is not None  # process() calls this only with the rule on
+    def read_postures(self, logits: np.ndarray, windows: np.ndarray, ends: np.ndarray) -> np.ndarray:
+        """logits (k, C), windows (k, 128, 9) as cut, ends (k,) -> (k, C) with SITTING / STANDING read against
+        this stream's own postures wherever the mount reference is not yet checked (edge/posture.py)."""
+        assert self.postures is not None and self.rise_tracker is not None  # process() calls this with the rule on
         if all(self.trusted_flags):  # align() set them for these windows
-            return logits  # every window aligned by a checked reference: the model's (the live path once walked)
+            # Every window aligned by a checked reference: the model's (the live path once walked). A checked
+            # reference stays checked for the session, so the rise tracker has nothing more to do in it either
+            # (were it needed again, the gap in its windows would restart it).
+            self.window_rises = [NO_RISE] * len(logits)
+            return logits
         with self.timers.stage("postures", len(logits)):
+            tracker = self.rise_tracker
+            self.window_rises = [tracker.push(w, e) for w, e in zip(windows, ends.tolist())]  # k, in stream order
             # align() leaves each window's gravity direction when a calibration ran on them; without one, computed.
             gravity = self.window_gravity if self.calibration is not None else gravity_directions(windows).tolist()
-            return self.postures.decide(logits, gravity, self.trusted_flags)  # k directions, k flags
+            return self.postures.decide(logits, gravity, self.trusted_flags, self.window_rises)  # k of each
 
     def postprocess(self, logits: np.ndarray, ends: np.ndarray, arrival: float) -> list[dict[str, Any]]:
         """logits (k, C), ends (k,) -> one window result per end (smoothed label, probabilities, latency)."""
@@ -495,7 +506,8 @@ class Pipeline:
         if self.calibration is not None:
             out["mount"] = {"calibrated": self.calibration.calibrated, "moving_windows": self.calibration.windows}
         if self.postures is not None:
-            out["postures"] = {"read": self.postures.read, "swapped": self.postures.swapped}
+            out["postures"] = {"read": self.postures.read, "swapped": self.postures.swapped,
+                               "rises": self.postures.rises}
         if self.decoder is not None:
             out["decoder"] = self.decoder.counters.as_dict()
         return out

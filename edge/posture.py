@@ -18,6 +18,16 @@ them: SITTING when `weights . (s - low, high - s) + bias > 0`, else STANDING; th
 scores are swapped where it said the other. Until then, and for every window the checked reference
 aligns, the model decides alone. The parameters are fitted on training wearers' streams
 (scripts/streamed_cv.py --posture) and travel in the bundle (docs/BUNDLE.md, "posture").
+
+Rises. A sit <-> stand transition moves the waist down or up by 0.25-0.45 m, which no mounting changes: the
+vertical is the gravity the board measures itself. `RiseTracker` finds each short movement between two still
+stretches and integrates the acceleration along the vertical (the gravity direction carried through the movement
+by the gyro) twice, with zero velocity at both still ends -> the rise in metres. One of 0.15 m or more, with a
+turn of the gravity smaller than lying makes (a sit <-> stand transition), does two things: the still stretch
+after it is SITTING (it went down) or STANDING (up), until the next movement other than a fidget; and the session
+has shown both postures, so the histogram rule reads its windows without waiting for the model to agree (the
+guard is for sessions of one posture, which show no such rise). The gravity directions the rise saw are not used
+as references: a wearer's second sitting, after lying, can lie nearer their standing (docs/results.md, "Rises").
 """
 from __future__ import annotations
 
@@ -28,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.mount import Vector3
 from edge.postprocess import argmax
 
 SITTING, STANDING = "SITTING", "STANDING"
@@ -86,11 +97,165 @@ def tilt_deg(gravity: Sequence[Sequence[float]] | np.ndarray, direction: Sequenc
     return [math.degrees(math.asin(max(-1.0, min(1.0, gx * dx + gy * dy + gz * dz)))) for gx, gy, gz in rows]
 
 
+# A rise (see the module's docstring). Chosen on the labelled postural transitions of the 21 training users
+# (HAPT labels 7-12, the rises and turns RiseTracker measures at them: docs/results.md, "Rises"), not on any
+# accuracy: with these, 59 of their 78 detected sit <-> stand transitions pass and every one has the right
+# sign, and none of the 50 detected transitions to or from lying passes.
+STILL_GYRO_RAD_S = 0.15  # a still hop: RMS of the gyro's norm below this ...
+STILL_ACC_G = 0.03       # ... and the norm of the total acceleration's per-axis spread below this
+MAX_MOVING_HOPS = 4      # a movement between two still hops longer than this (5.1 s at 50 Hz) is not a transition
+RISE_MIN_M = 0.15        # a sit <-> stand transition: the waist moves at least this ...
+RISE_TURN_DEG = (3.0, 55.0)  # ... and the gravity turns by more than the first and less than lying does
+FIDGET_TURN_DEG = 5.0  # a movement turning the gravity less than this (and no rise) keeps the posture named
+RISE_MAX_MISS_DEG = 6.0  # ... and the gyro's vertical ends this near the gravity measured after (real ones: <= 4.6)
+
+
+@dataclass(frozen=True)
+class Rise:
+    """One movement between two still stretches: how far the waist rose and the two stretches' gravity."""
+    metres: float       # > 0: the second stretch is higher (sitting -> standing)
+    turn_deg: float     # the angle between the two stretches' gravity directions
+    miss_deg: float     # the angle between the vertical carried by the gyro and the one measured after
+    before: Vector3     # unit gravity direction of the still hop before the movement, board frame as cut
+    after: Vector3      # ... and of the still hop after it
+
+    @property
+    def sit_stand(self) -> bool:
+        """A sit <-> stand transition (not a fidget, not lying down or getting up from lying)."""
+        return abs(self.metres) >= RISE_MIN_M and RISE_TURN_DEG[0] <= self.turn_deg <= RISE_TURN_DEG[1] \
+            and self.miss_deg <= RISE_MAX_MISS_DEG
+
+
+@dataclass(frozen=True)
+class RiseState:
+    """What the rise tracker says of one window."""
+    rise: Rise | None = None     # the movement that ended in this window, if one did
+    holding: str | None = None   # SITTING / STANDING: the window lies in the still stretch a sit <-> stand rise named
+
+
+NO_RISE = RiseState()
+
+
+def _unit3(v: Sequence[float]) -> Vector3:
+    n = math.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
+    return (v[0] / n, v[1] / n, v[2] / n)
+
+
+def waist_rise(acc: np.ndarray, gyro: np.ndarray, pre: int, post: int,
+               rate_hz: float) -> tuple[float, float, float]:
+    """acc (n, 3) total acceleration (g), gyro (n, 3) rad/s, both in the board frame, still for the first `pre`
+    and the last `post` samples -> (metres the waist rose, degrees the gravity turned, degrees between the
+    vertical the gyro carried to the end and the one measured there: a few for a real movement, large where
+    the stream was spliced or the gyro is off).
+
+    The vertical starts as the first still stretch's mean acceleration and is carried through the movement by
+    the gyro (a world vector seen from a body turning at w: du/dt = u x w, one Rodrigues step per sample); the
+    specific force along it, less the gravity the board reads there (its reading drifts with the board's
+    orientation by a few per cent, so it goes from the first stretch's magnitude to the last's as the vertical
+    turns), integrated to a velocity made zero at both ends (both stretches are still), and again to the
+    rise: the mean height of the last stretch. Plain Python floats: a few hundred samples, once per movement."""
+    dt = 1.0 / rate_hz
+    a, w = acc.tolist(), gyro.tolist()
+    first = acc[:pre].mean(axis=0).tolist()
+    last = acc[-post:].mean(axis=0).tolist()
+    g0, g1 = math.sqrt(sum(v * v for v in first)), math.sqrt(sum(v * v for v in last))
+    ux, uy, uz = (v / g0 for v in first)
+    x0, y0, z0 = ux, uy, uz
+    force, turned, ends = [], [], []
+    for i, ((ax, ay, az), (wx, wy, wz)) in enumerate(zip(a, w)):
+        if i >= len(a) - post:
+            ends.append((ux, uy, uz))
+        force.append(ax * ux + ay * uy + az * uz)
+        turned.append(math.acos(max(-1.0, min(1.0, ux * x0 + uy * y0 + uz * z0))))
+        theta = math.sqrt(wx * wx + wy * wy + wz * wz) * dt
+        if theta > 0:
+            kx, ky, kz = wx * dt / theta, wy * dt / theta, wz * dt / theta
+            c, s = math.cos(theta), math.sin(theta)
+            dot = (kx * ux + ky * uy + kz * uz) * (1 - c)
+            ux, uy, uz = (ux * c - (ky * uz - kz * uy) * s + kx * dot,
+                          uy * c - (kz * ux - kx * uz) * s + ky * dot,
+                          uz * c - (kx * uy - ky * ux) * s + kz * dot)
+    total = sum(turned[-post:]) / post or 1e-9
+    velocity, v = [], 0.0
+    for f, angle in zip(force, turned):
+        v += (f - (g0 + (g1 - g0) * min(1.0, angle / total))) * 9.80665 * dt  # m/s
+        velocity.append(v)
+    n, drift, height, heights = len(velocity), velocity[-1], 0.0, []
+    for i, v in enumerate(velocity):
+        height += (v - drift * i / (n - 1)) * dt
+        heights.append(height)
+    f0, f1 = _unit3(first), _unit3(last)
+    carried = _unit3([sum(u[j] for u in ends) for j in range(3)])  # the gyro's vertical over the last stretch
+    return sum(heights[-post:]) / post, _angle_deg(f0, f1), _angle_deg(carried, f1)
+
+
+def _angle_deg(u: Vector3, v: Vector3) -> float:
+    return math.degrees(math.acos(max(-1.0, min(1.0, u[0] * v[0] + u[1] * v[1] + u[2] * v[2]))))
+
+
+class RiseTracker:
+    """A stream's still stretches and the movements between them (explicit state), a window's new samples at
+    a time: `push` says of each window the rise a movement ending in it makes and the posture it holds."""
+
+    def __init__(self, rate_hz: float, window: int, hop: int) -> None:
+        self.rate_hz, self.window, self.hop = rate_hz, window, hop
+        self.reset()
+
+    def reset(self) -> None:
+        """A new segment: nothing before it is continuous with what follows."""
+        self._last_end: int | None = None
+        self._before: np.ndarray | None = None  # (hop, 9): the last still hop
+        self._moving: list[np.ndarray] = []     # hops (hop, 9) since it
+        self._holding: str | None = None        # the posture the last sit <-> stand rise named, while it holds
+
+    def push(self, window: np.ndarray, end: int) -> RiseState:
+        """window (128, 9) un-normalized channels as cut, ending at `end` (since the segment's start)."""
+        new = self.window if self._last_end is None else end - self._last_end
+        if not 0 < new <= self.window:  # not the next window on the grid: start over
+            self.reset()
+            new = self.window
+        self._last_end = end
+        rise, still = None, False
+        for start in range(self.window - new, self.window, self.hop):
+            hop_rise, still = self._push_hop(window[start:start + self.hop])
+            rise = hop_rise or rise
+        if rise is None and not still:
+            return NO_RISE  # the common case: no allocation
+        return RiseState(rise, self._holding if still else None)
+
+    def _push_hop(self, hop: np.ndarray) -> tuple[Rise | None, bool]:
+        """-> (the rise of a movement this still hop ends, whether the hop is still)."""
+        gyro, acc = hop[:, 3:6], hop[:, 6:9]  # (h, 3) rad/s, (h, 3) g
+        still = float(np.sqrt(np.mean(np.sum(gyro * gyro, axis=1)))) < STILL_GYRO_RAD_S \
+            and float(np.linalg.norm(acc.std(axis=0))) < STILL_ACC_G
+        if not still:
+            if self._before is not None:
+                self._moving.append(hop)
+                if len(self._moving) > MAX_MOVING_HOPS:  # walking, or a long fidget: no posture change to read
+                    self._before, self._moving, self._holding = None, [], None
+            else:
+                self._holding = None
+            return None, False
+        rise = None
+        if self._before is not None and self._moving:
+            span = np.concatenate([self._before, *self._moving, hop]).astype(np.float64)  # (n, 9)
+            metres, turn, miss = waist_rise(span[:, 6:9], span[:, 3:6], len(self._before), len(hop), self.rate_hz)
+            rise = Rise(metres, turn, miss, _unit3(self._before[:, 6:9].mean(axis=0).tolist()),
+                        _unit3(acc.mean(axis=0).tolist()))
+            if rise.sit_stand:
+                self._holding = STANDING if metres > 0 else SITTING
+            elif turn > FIDGET_TURN_DEG or abs(metres) >= RISE_MIN_M:
+                self._holding = None  # some other posture change (to or from lying, a splice): not named
+        self._before, self._moving = hop, []
+        return rise, True
+
+
 class SessionPostures:
     """One session's static postures (explicit state: a histogram of s) and the rule that reads them."""
 
-    def __init__(self, config: PostureConfig, classes: tuple[str, ...]) -> None:
+    def __init__(self, config: PostureConfig, classes: tuple[str, ...], rises: bool = True) -> None:
         self.config = config
+        self.use_rises = rises  # False: the histogram rule alone (to measure what the rises add)
         self.sit, self.stand = classes.index(SITTING), classes.index(STANDING)
         # The histogram kept cumulative, so that a quantile is one search and the guard's sums are lookups:
         # row 0, the untrusted sit/stand windows with s in bins <= b; row 1, those of them the model called SITTING.
@@ -98,6 +263,7 @@ class SessionPostures:
         self._n = 0
         self.read = 0  # windows the rule read (its gate and guard open): counters
         self.swapped = 0  # ... and of those, the ones whose label it changed
+        self.rises = 0  # sit <-> stand transitions seen (one opens the guard for the rest of the session)
 
     def quantiles(self) -> tuple[float, float]:
         """(low, high): the session's `quantile` and 100 - `quantile` percent points of s (bin centres)."""
@@ -139,8 +305,9 @@ class SessionPostures:
         return int(windows[top]), int(sitting[top]), high_n, high_sit
 
     def opens(self, low: float, high: float) -> bool:
-        """The rule reads the window just observed: the session spans the gate and the guard holds."""
-        return high - low >= self.config.gate_deg and self.model_agrees(low, high)
+        """The rule reads the window just observed: the session spans the gate and has shown both postures (a
+        sit <-> stand rise, or the guard: the model agrees)."""
+        return high - low >= self.config.gate_deg and (self.rises > 0 or self.model_agrees(low, high))
 
     def candidates(self, logits: Sequence[Sequence[float]] | np.ndarray,
                    trusted: Sequence[bool] | np.ndarray) -> list[int]:
@@ -150,13 +317,31 @@ class SessionPostures:
         return [i for i, (row, checked) in enumerate(zip(rows, flags))
                 if not checked and argmax(row) in (self.sit, self.stand)]
 
+    def learn(self, state: RiseState) -> None:
+        if state.rise is not None and state.rise.sit_stand and self.use_rises:
+            self.rises += 1
+
     def decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
-               trusted: Sequence[bool] | np.ndarray) -> np.ndarray:
+               trusted: Sequence[bool] | np.ndarray, rises: Sequence[RiseState] = ()) -> np.ndarray:
         """logits (k, C), gravity (k, 3) unit directions as cut, trusted (k,) bool: rotated by a reference the
-        session's walking checked -> logits (k, C), SITTING and STANDING swapped where the rule reads the other
-        (the same array when nothing is swapped). Windows in stream order: each one's s joins the session
-        before it is read. Plain Python per window (the live path has one): tests/test_posture.py checks it
-        against the rule written with numpy."""
+        session's walking checked, rises (k,) what RiseTracker said of each window (or nothing) -> logits
+        (k, C), SITTING and STANDING swapped where the rule reads the other (the same array when nothing is
+        swapped). Windows in stream order: each one's rise is counted and its s joins the session before it is
+        read; a window in a stretch a rise named is that posture, any other by the histogram rule. Plain Python
+        per window (the live path has one): tests/test_posture.py checks it against the rule written with numpy."""
+        if not any(state.rise is not None for state in rises):  # the common case: no rise in these windows
+            return self._decide(logits, gravity, trusted, rises)
+        parts, start = [], 0
+        for i, state in enumerate(rises):  # split at each rise: it counts from its own window on
+            if state.rise is not None:
+                parts.append(self._decide(logits[start:i], gravity[start:i], trusted[start:i], rises[start:i]))
+                self.learn(state)
+                start = i
+        parts.append(self._decide(logits[start:], gravity[start:], trusted[start:], rises[start:]))
+        return np.concatenate(parts)
+
+    def _decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
+                trusted: Sequence[bool] | np.ndarray, rises: Sequence[RiseState]) -> np.ndarray:
         rows = logits.tolist()  # k lists of C floats
         idx = self.candidates(rows, trusted)
         if not idx:
@@ -165,13 +350,17 @@ class SessionPostures:
         out = logits
         s = tilt_deg([directions[i] for i in idx], self.config.direction)
         w_low, w_high = self.config.weights
+        holding = [state.holding if self.use_rises else None for state in rises] or [None] * len(rows)
         for i, tilt in zip(idx, s):
             said_sitting = argmax(rows[i]) == self.sit
             low, high = self.observe(tilt, said_sitting)
-            if not self.opens(low, high):
+            if holding[i] is not None:
+                sitting = holding[i] == SITTING  # the stretch a sit <-> stand rise named
+            elif self.opens(low, high):
+                sitting = w_low * (tilt - low) + w_high * (high - tilt) + self.config.bias > 0
+            else:
                 continue  # one posture so far: nothing to read it against
             self.read += 1
-            sitting = w_low * (tilt - low) + w_high * (high - tilt) + self.config.bias > 0
             if sitting != said_sitting:
                 if out is logits:
                     out = np.array(logits, copy=True)  # (k, C)

@@ -365,7 +365,7 @@ function render(id) {
   const c = v.counters || {};
   const parts = [];
   if (c.mount) parts.push("mount " + (c.mount.calibrated ? "calibrated" : "calibrating") + " (" + c.mount.moving_windows + " moving windows)");
-  if (c.postures) parts.push("posture rule read " + c.postures.read + " (changed " + c.postures.swapped + ")");
+  if (c.postures) parts.push("posture rule read " + c.postures.read + " (changed " + c.postures.swapped + ", sit/stand transitions " + (c.postures.rises || 0) + ")");
   if (c.profile) parts.push("profile " + (typeof c.profile === "object" ? JSON.stringify(c.profile) : c.profile));
   if (v.since) parts.push("since " + new Date(v.since * 1000).toLocaleTimeString());
   n.querySelector(".state").textContent = parts.join(" \u00b7 ");

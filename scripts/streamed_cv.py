@@ -87,13 +87,14 @@ def one_posture_streams(streams, data, smoothing: SmoothingConfig) -> dict:
 
 
 def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded: bool,
-                   fixed: dict[int, PostureConfig] | None = None) -> tuple[list[dict], dict, dict]:
+                   fixed: dict[int, PostureConfig] | None = None, rises: bool = True) -> tuple[list[dict], dict, dict]:
     """For each fold, the posture rule fitted on the other folds' held-out users (training.posture.fit_rule, the
     guard chosen so that it costs their one-posture sessions next to nothing; `guarded=False`: no guard), applied
     to this fold's users' recorded streams as the runtime's stage would, and to their one-posture sessions (their
     SITTING, or STANDING, samples alone: `sessions`, from one_posture_streams), which the rule must leave as
     the model reads them. `fixed`: fold -> the rule to apply instead of fitting one (an int8 model scored with the
-    rule its fp32 streams gave, as a bundle carries one rule for both).
+    rule its fp32 streams gave, as a bundle carries one rule for both). `rises=False`: without the references
+    sit <-> stand rises name (edge/posture.py), fitted and applied.
     -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
     folds = sorted({k for k, *_ in streams})
     users, details = [], {}
@@ -107,17 +108,17 @@ def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded:
             training_one = [s for (f, _), by in sessions.items() if f != k for st in by.values() for s in st]
             model = next(m for f, _, _, m in streams if f == k)
             config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
-                                    training_one if guarded else (), MIN_SHARES if guarded else (0.0,))
+                                    training_one if guarded else (), MIN_SHARES if guarded else (0.0,), rises)
         details[k] = {"config": config.to_dict(), "grid": grid}
         for f, user, streamed, m in streams:
             if f != k:
                 continue
-            ruled = [apply_rule(s, config, m.classes, smoothing) for s in streamed]
+            ruled = [apply_rule(s, config, m.classes, smoothing, rises) for s in streamed]
             users.append(score_user(f, user, ruled, m))
             for name, st in sessions[(f, user)].items():
                 for s in st:
                     truth = truth_of(s, m.frontend_config)
-                    after = apply_rule(s, config, m.classes, smoothing).results
+                    after = apply_rule(s, config, m.classes, smoothing, rises).results
                     one[name][0] += int((truth >= 0).sum())
                     one[name][1] += sum(r["label"] == name for r, t in zip(s.results, truth) if t >= 0)
                     one[name][2] += sum(r["label"] == name for r, t in zip(after, truth) if t >= 0)
@@ -160,6 +161,10 @@ def main() -> None:
     parser.add_argument("--posture", action="store_true",
                         help="also score the session-relative sitting / standing rule, fitted per fold on the other "
                              "folds' users (nested)")
+    parser.add_argument("--no-rises", action="store_true",
+                        help="with --posture: without the references sit <-> stand rises name (edge/posture.py)")
+    parser.add_argument("--compare-rises", action="store_true",
+                        help="with --posture: also fit and score the rule without the rises on the same streams")
     parser.add_argument("--posture-unguarded", action="store_true",
                         help="with --posture: the rule without its guard (the model must see both postures first)")
     parser.add_argument("--posture-out", type=Path, metavar="JSON",
@@ -178,6 +183,7 @@ def main() -> None:
                                                       else f"_remount{options.remount_deg:g}") + (
         "_verify" if options.verify_saved else "") + (f"_rotated{options.rotate_later:g}" if options.rotate_later else "") + (
         "_posture_unguarded" if options.posture and options.posture_unguarded else "") + (
+        "_no_rises" if options.posture and options.no_rises else "") + (
         f"_rules_{options.posture_rules}" if options.posture and options.posture_rules else "")
     remount = options.remount_deg or None
 
@@ -211,7 +217,13 @@ def main() -> None:
                         fixed[k] = PostureConfig.from_dict(json.loads(path.read_text())["posture"], str(path))
                     except (OSError, KeyError, ValueError) as exc:
                         raise SystemExit(f"streamed_cv: error: {path}: {exc}; run --posture on that backend first") from None
-            ruled, details, one = nested_posture(streams, sessions, smoothing, not options.posture_unguarded, fixed)
+            ruled, details, one = nested_posture(streams, sessions, smoothing, not options.posture_unguarded, fixed,
+                                                 not options.no_rises)
+            if options.compare_rises and not options.no_rises:  # the same streams, the rule without the rises
+                without, _, one_without = nested_posture(streams, sessions, smoothing, not options.posture_unguarded,
+                                                         fixed, False)
+                result["nested_posture_no_rises"] = {"pooled": pooled(without), "users": without,
+                                                     "one_posture": one_without}
             result["nested_posture"] = {"pooled": pooled(ruled), "users": ruled, "per_fold": details,
                                         "one_posture": one}
             for k, fold in details.items():  # each fold's rule, for its bundle (scripts/bundle_posture.py)
@@ -268,9 +280,18 @@ def main() -> None:
             for posture, (n, base, ruled) in result["nested_posture"]["one_posture"].items():
                 print(f"{'':<28} {posture}-only sessions: {n} windows, labelled {posture} {100 * base / n:.2f}% without "
                       f"the rule, {100 * ruled / n:.2f}% with it")
-        values = np.array([r["nested_posture"]["pooled"]["label_accuracy"] for r in partitions.values()])
-        print(f"mean over {len(values)} partitions: label_accuracy with the posture rule {100 * values.mean():.2f} ± "
-              f"{100 * (values.std(ddof=1) if len(values) > 1 else 0):.2f}")
+            if "nested_posture_no_rises" in result:
+                q = result["nested_posture_no_rises"]
+                print(f"{'':<28} without the rises: label {100 * q['pooled']['label_accuracy']:6.2f}%  worst user "
+                      f"{q['pooled']['worst_user']} ({100 * q['pooled']['worst_label_accuracy']:.1f}%)  below 90%: "
+                      f"{q['pooled']['users_below_90']}  " + "  ".join(
+                          f"{posture}-only {100 * ruled / n:.2f}%" for posture, (n, _, ruled) in q["one_posture"].items()))
+        for key, what in (("nested_posture", "with the posture rule"),
+                          ("nested_posture_no_rises", "with the posture rule, without the rises")):
+            values = np.array([r[key]["pooled"]["label_accuracy"] for r in partitions.values() if key in r])
+            if len(values):
+                print(f"mean over {len(values)} partitions: label_accuracy {what} {100 * values.mean():.2f} ± "
+                      f"{100 * (values.std(ddof=1) if len(values) > 1 else 0):.2f}")
     if options.choose_smoothing:
         values = np.array([r["nested_smoothing"]["pooled"]["label_accuracy"] for r in partitions.values()])
         print(f"mean over {len(values)} partitions: label_accuracy with nested smoothing choice "

@@ -2,7 +2,10 @@
 its histogram quantiles against numpy's, any chunking of the stream giving the same labels, wrong
 SITTING / STANDING windows read right once the session has shown both postures, a session showing one
 posture left as the model reads it, checked windows never touched, the bundle's "posture" object checked,
-and the runtime's `--no-posture-rule`."""
+and the runtime's `--no-posture-rule`. Rises (sit <-> stand transitions measured as the waist's height
+change): found at each labelled sit <-> stand transition of real recordings with the right sign, the same
+however the board is mounted, none in a session of one posture, the integration against scipy's rotations
+and numpy's sums, and the still stretch after one held as the posture it names."""
 from __future__ import annotations
 
 import json
@@ -16,7 +19,7 @@ from firmware_bridge.recording import read_recording
 from edge.bundle import BundleError, load_bundle
 from edge.frontend import CLASSES, FrontEnd, FrontEndConfig
 from edge.mount import gravity_directions
-from edge.posture import BIN_DEG, PostureConfig, PostureError, SessionPostures, tilt_deg
+from edge.posture import BIN_DEG, PostureConfig, PostureError, RiseTracker, SessionPostures, tilt_deg, waist_rise
 from edge.scoring import window_truth
 
 SIT, STAND = CLASSES.index("SITTING"), CLASSES.index("STANDING")
@@ -207,3 +210,143 @@ def test_the_runtime_applies_the_bundles_rule_unless_turned_off(bundle_dir, hapt
         err = capsys.readouterr().err
         assert "against the true labels" in err
         assert ("posture rule read" in err) == (model.posture is not None and not extra)  # the counters line
+
+
+# -- rises ------------------------------------------------------------------------------------------------
+STAND_TO_SIT, SIT_TO_STAND = 7, 8  # HAPT activity ids of the two sit <-> stand transitions
+
+
+@pytest.fixture(scope="module")
+def user1(hapt_user1_dir):
+    """User 1's two real recordings with per-sample HAPT activity ids (transitions 7-12 included)."""
+    from training.streamed import HaptRecordings
+
+    return HaptRecordings(hapt_user1_dir).of_user(1)
+
+
+def rises_of(raw: np.ndarray) -> tuple[np.ndarray, list]:
+    """raw (n, 6) -> (window ends (k,), what RiseTracker says of each window), on the device's grid."""
+    config = FrontEndConfig()
+    windows, ends = FrontEnd(config).push(raw)  # (k, 128, 9), (k,)
+    tracker = RiseTracker(config.sample_rate_hz, config.window, config.hop)
+    return ends, [tracker.push(w, e) for w, e in zip(windows, ends.tolist())]
+
+
+def transitions(activity: np.ndarray, kinds) -> list[tuple[int, int, int]]:
+    """(first sample, end, kind) of each labelled run of an activity in `kinds`."""
+    change = np.flatnonzero(np.diff(activity)) + 1
+    starts, stops = np.r_[0, change], np.r_[change, len(activity)]
+    return [(int(a), int(b), int(activity[a])) for a, b in zip(starts, stops) if activity[a] in kinds]
+
+
+def test_a_rise_names_each_sit_stand_transition_of_a_real_recording(user1):
+    """Both recordings of user 1: every labelled STAND_TO_SIT and SIT_TO_STAND gives a sit <-> stand rise in
+    the windows just after it, going down and up by a seat's height, and no rise is found anywhere else (the
+    transitions to and from lying turn the board too far, the fidgets do not move the waist)."""
+    for recording in user1:
+        ends, states = rises_of(recording.raw)
+        found = [(int(end), s.rise) for end, s in zip(ends, states) if s.rise is not None and s.rise.sit_stand]
+        labelled = transitions(recording.activity, (STAND_TO_SIT, SIT_TO_STAND))
+        assert len(labelled) == 2 and len(found) == len(labelled), (recording.experiment, found)
+        for (_, stop, kind), (end, rise) in zip(labelled, found):
+            assert stop <= end <= stop + 3 * 64  # named within the three windows after the transition ends
+            assert 0.2 < (rise.metres if kind == SIT_TO_STAND else -rise.metres) < 0.6, rise
+            sit, stand = (rise.after, rise.before) if kind == STAND_TO_SIT else (rise.before, rise.after)
+            sitting = recording.activity[end:end + 64] == CLASSES.index("SITTING") + 1
+            assert sitting.all() == (kind == STAND_TO_SIT)  # the still hop after it is the posture named
+            assert 3 < np.degrees(np.arccos(np.clip(np.dot(sit, stand), -1, 1))) < 55
+
+
+def test_the_rise_is_the_same_however_the_board_is_mounted(user1):
+    """The vertical is the measured gravity itself: the recording turned by 20 degrees (about the board's z axis,
+    then about its x axis: a re-mounted board) gives the same rises, to the front-end's median filter's
+    per-axis rounding of a turned signal."""
+    from edge.mount import rotation_matrix
+
+    recording = user1[0]
+    plain = [s.rise for s in rises_of(recording.raw)[1]]
+    for axis in ((0.0, 0.0, 1.0), (1.0, 0.0, 0.0)):
+        matrix = rotation_matrix(np.radians(20.0) * np.array(axis))  # (3, 3)
+        turned = np.concatenate([recording.raw[:, :3] @ matrix.T, recording.raw[:, 3:] @ matrix.T], axis=1)
+        rotated = [s.rise for s in rises_of(turned)[1]]
+        pairs = [(a, b) for a, b in zip(plain, rotated) if a is not None and a.sit_stand]
+        assert len(pairs) == 2 and all(b is not None and b.sit_stand for _, b in pairs)
+        for a, b in pairs:
+            assert abs(a.metres - b.metres) < 0.03 and abs(a.turn_deg - b.turn_deg) < 2.0 and b.miss_deg < 6
+            assert np.allclose(matrix @ np.array(a.before), b.before, atol=0.02)  # the references turn with it
+
+
+def test_a_session_of_one_posture_shows_no_sit_stand_rise(user1):
+    """Each recording's SITTING samples alone, then its STANDING samples alone (a session that never changes
+    posture, with the joins where the lying or walking between was cut out): no rise names both postures. A
+    join turns the gravity with no turn of the gyro, which no body does: the rise's miss says so."""
+    for recording in user1:
+        for posture in ("SITTING", "STANDING"):
+            mine = recording.activity == CLASSES.index(posture) + 1
+            _, states = rises_of(recording.raw[mine])
+            assert mine.sum() > 1500 and not any(s.rise is not None and s.rise.sit_stand for s in states)
+            assert all(s.holding is None for s in states)
+
+
+def scipy_rise(acc: np.ndarray, gyro: np.ndarray, pre: int, post: int, rate: float) -> tuple[float, float, float]:
+    """waist_rise written with the libraries: scipy's rotation vectors for the vertical, numpy's sums."""
+    from scipy.spatial.transform import Rotation
+
+    dt = 1.0 / rate
+    first, last = acc[:pre].mean(0), acc[-post:].mean(0)
+    g0, g1 = np.linalg.norm(first), np.linalg.norm(last)
+    up = [first / g0]
+    for w in gyro[:-1]:
+        up.append(Rotation.from_rotvec(-w * dt).apply(up[-1]))  # the world vertical, seen from the turning board
+    ups = np.array(up)  # (n, 3)
+    force = np.einsum("ij,ij->i", acc, ups)
+    turned = np.arccos(np.clip(ups @ ups[0], -1, 1))
+    progress = np.minimum(1.0, turned / turned[-post:].mean())
+    velocity = np.cumsum((force - (g0 + (g1 - g0) * progress)) * 9.80665 * dt)
+    velocity -= velocity[-1] * np.arange(len(acc)) / (len(acc) - 1)
+    height = np.cumsum(velocity * dt)
+    turn = np.degrees(np.arccos(np.clip(first @ last / g0 / g1, -1, 1)))
+    carried = ups[-post:].mean(0) / np.linalg.norm(ups[-post:].mean(0))
+    miss = np.degrees(np.arccos(np.clip(carried @ last / g1, -1, 1)))
+    return float(height[-post:].mean()), float(turn), float(miss)
+
+
+def test_waist_rise_is_the_integration_written_with_scipy(user1):
+    recording = user1[0]
+    config = FrontEndConfig()
+    windows, ends = FrontEnd(config).push(recording.raw)  # (k, 128, 9), (k,)
+    (start, stop, _), *_ = transitions(recording.activity, (STAND_TO_SIT,))
+    channels = np.concatenate([windows[0], *(w[-64:] for w in windows[1:])]).astype(np.float64)  # (n, 9) the stream
+    span = channels[start - 64:stop + 64]  # a still hop either side of the labelled transition
+    mine = waist_rise(span[:, 6:9], span[:, 3:6], 64, 64, config.sample_rate_hz)
+    theirs = scipy_rise(span[:, 6:9], span[:, 3:6], 64, 64, config.sample_rate_hz)
+    assert mine[0] < -0.2 and np.allclose(mine, theirs, rtol=0, atol=1e-9), (mine, theirs)
+
+
+def test_the_stretch_after_a_rise_holds_the_posture_it_names(session, config, hapt_recording):
+    """A model wrong on 40% of the sit / stand windows, on a real recording: the windows of the still stretch
+    after each sit <-> stand rise are the posture it named (and that is their true class), the session's other
+    windows are read by the histogram rule without the model's agreement from the first rise on; any chunking
+    of the stream gives the same labels; without the rises the histogram rule alone decides, with its guard."""
+    gravity, classes = session
+    recording = read_recording(hapt_recording)
+    raw = np.array([s.values() for s in recording.samples], dtype=np.float64)  # (n, 6)
+    _, states = rises_of(raw)
+    held = np.array([s.holding is not None for s in states])
+    named = np.array([CLASSES.index(s.holding) if s.holding else -1 for s in states])
+    assert held.sum() > 15 and np.array_equal(named[held & (classes >= 0)], classes[held & (classes >= 0)])
+    logits, trusted = model_logits(classes, wrong=0.4, seed=7), np.zeros(len(classes), bool)
+    rule = SessionPostures(config, CLASSES)
+    out = rule.decide(logits, gravity, trusted, states)
+    assert rule.rises == 2 and accuracy(logits[held], classes[held], [SIT, STAND]) < 0.8
+    read = held & np.isin(logits.argmax(1), [SIT, STAND])  # the rule reads only what the model calls a posture
+    assert read.sum() >= held.sum() - 2 and (out[read].argmax(1) == named[read]).all()
+    without = SessionPostures(config, CLASSES, rises=False).decide(logits, gravity, trusted, states)
+    plain = SessionPostures(config, CLASSES).decide(logits, gravity, trusted)
+    assert np.array_equal(without, plain) and not np.array_equal(out, plain)
+    first = next(i for i, s in enumerate(states) if s.rise is not None and s.rise.sit_stand)
+    assert np.array_equal(out[:first], plain[:first])  # before the first rise: as without
+    chunked, parts = SessionPostures(config, CLASSES), []
+    for start, stop in zip([0, 1, first, first + 1, 60], [1, first, first + 1, 60, len(classes)]):
+        parts.append(chunked.decide(logits[start:stop], gravity[start:stop], trusted[start:stop], states[start:stop]))
+    assert np.array_equal(np.concatenate(parts), out)

@@ -81,12 +81,13 @@ def fit_weights(x: np.ndarray, sitting: np.ndarray) -> tuple[tuple[float, float]
     return (float(theta[0] / scale), float(theta[1] / scale)), float(theta[2])
 
 
-def apply_rule(streamed: Streamed, config: PostureConfig, classes, smoothing: SmoothingConfig) -> Streamed:
+def apply_rule(streamed: Streamed, config: PostureConfig, classes, smoothing: SmoothingConfig,
+               rises: bool = True) -> Streamed:
     """The recording as the Pipeline with this rule would have labelled it (the rule runs before the smoother,
-    which restarts with each recording)."""
-    rule = SessionPostures(config, tuple(classes))
+    which restarts with each recording); `rises=False`: without the references sit <-> stand rises name."""
+    rule = SessionPostures(config, tuple(classes), rises)
     logits = np.log(np.maximum(result_probs(streamed.results, classes), 1e-12))  # (k, C): argmax and swaps as on logits
-    probs = np.exp(rule.decide(logits, streamed.gravity, streamed.trusted))  # (k, C)
+    probs = np.exp(rule.decide(logits, streamed.gravity, streamed.trusted, streamed.rises))  # (k, C)
     decisions = LabelSmoother(classes, smoothing).push(probs)
     results = [r | {"label": d.label, "raw_label": d.raw_label, "confidence": d.confidence,
                     "probs": dict(zip(classes, p.tolist()))}
@@ -106,11 +107,12 @@ def label_accuracy(streams: list[Streamed], truths: list[np.ndarray], classes) -
 
 
 def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingConfig,
-             one_posture: Sequence[Streamed] = (), shares=MIN_SHARES) -> tuple[PostureConfig, dict]:
+             one_posture: Sequence[Streamed] = (), shares=MIN_SHARES, rises: bool = True) -> tuple[PostureConfig, dict]:
     """The rule fitted on these (training) streams: the direction from their truth, the weights by logistic
     regression for each (quantile, gate, min_share), and of those that cost the `one_posture` sessions (the same
     wearers' SITTING, or STANDING, samples alone) at most MAX_ONE_POSTURE_COST, the one that labels the streams
-    best. -> (config, grid: accuracy per candidate, or "rejected")."""
+    best (each applied with the references sit <-> stand rises name, unless `rises` is False).
+    -> (config, grid: accuracy per candidate, or "rejected")."""
     sit = classes.index(SITTING)
     truths = [truth_of(s, frontend) for s in streams]
     direction = sit_direction(streams, truths, classes)
@@ -132,11 +134,11 @@ def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingCon
         weights, bias = fit_weights(x, y)
         config = PostureConfig(tuple(direction), quantile, gate, weights, bias, share)
         if one_total:
-            ruled = [apply_rule(s, config, classes, smoothing) for s in one_posture]
+            ruled = [apply_rule(s, config, classes, smoothing, rises) for s in one_posture]
             if label_accuracy(ruled, one_truths, classes)[0] < one_base - MAX_ONE_POSTURE_COST * one_total:
                 grid[name] = "rejected: costs one-posture sessions"
                 continue
-        correct, total = label_accuracy([apply_rule(s, config, classes, smoothing) for s in streams], truths, classes)
+        correct, total = label_accuracy([apply_rule(s, config, classes, smoothing, rises) for s in streams], truths, classes)
         grid[name] = round(correct / total, 5)
         if best is None or correct / total > best[0]:
             best = (correct / total, config)

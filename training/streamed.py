@@ -29,6 +29,7 @@ from edge.model import Model
 from edge.mount import MOUNT_STATES, MountCalibration, MountConfig, gravity_directions
 from edge.pipeline import Pipeline
 from edge.postprocess import LabelSmoother, SmoothingConfig
+from edge.posture import RiseTracker
 from edge.sources import SampleBlock
 
 from training.checkpoint import load_checkpoint
@@ -183,14 +184,19 @@ def stream_recording(model: Model, recording: Recording, smoothing: SmoothingCon
         if new and calibration is not None:
             gravity.append(np.array(pipeline.window_gravity).reshape(-1, 3))  # (1, 3)
             trusted.append(np.array(pipeline.trusted_flags, bool))  # (1,)
+    # The posture stage's inputs that do not depend on the model (it may have no rule yet: they are fitted on
+    # these streams): the same windows as the pipeline's (one segment, no gaps), through its rise tracker.
+    fc = model.frontend_config
+    windows, ends = FrontEnd(fc, model.filters).push(recording.raw)  # (k, 128, 9), (k,)
+    if not np.array_equal(ends, result_ends(results)):
+        raise ValueError(f"experiment {recording.experiment}: the pipeline's windows are not the front-end's")
+    tracker = RiseTracker(fc.sample_rate_hz, fc.window, fc.hop)
+    rises = [tracker.push(w, e) for w, e in zip(windows, ends.tolist())]
     if calibration is None:  # no mount stage: each window's gravity as the posture stage computes it without one
-        windows, ends = FrontEnd(model.frontend_config, model.filters).push(recording.raw)  # (k, 128, 9), (k,)
-        if not np.array_equal(ends, result_ends(results)):  # one segment, no gaps: the same windows
-            raise ValueError(f"experiment {recording.experiment}: the pipeline's windows are not the front-end's")
         gravity = [gravity_directions(windows)]  # (k, 3)
     return Streamed(recording, results, notes, states,
                     np.concatenate(gravity) if gravity else np.zeros((len(results), 3)),
-                    np.concatenate(trusted) if trusted else np.zeros(len(results), bool))
+                    np.concatenate(trusted) if trusted else np.zeros(len(results), bool), rises)
 
 
 @dataclass
@@ -202,6 +208,7 @@ class Streamed:
     states: list = field(default_factory=list)  # each window's MOUNT_STATES name
     gravity: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))  # (k, 3) gravity directions as cut
     trusted: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (k,) aligned by a checked reference
+    rises: list = field(default_factory=list)  # (k,) edge.posture.RiseState: what the rise tracker said
 
 
 def stream_user(model: Model, recordings: list[Recording], smoothing: SmoothingConfig = SmoothingConfig(),
