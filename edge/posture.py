@@ -42,6 +42,9 @@ from edge.mount import Vector3
 from edge.postprocess import argmax
 
 SITTING, STANDING = "SITTING", "STANDING"
+STATIC_CLASSES = (SITTING, STANDING, "LAYING")
+MOVING_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")  # never still: 0 of 3,122 windows of the
+# 21 training users' walking is still by RiseTracker's test (both hops), 88% of their static windows are
 BIN_DEG = 0.25  # histogram resolution of s; the quantiles are exact to this
 _BINS = int(round(180 / BIN_DEG))  # s in [-90, 90] degrees
 
@@ -131,10 +134,12 @@ class Rise:
 class RiseState:
     """What the rise tracker says of one window."""
     rise: Rise | None = None     # the movement that ended in this window, if one did
-    holding: str | None = None   # SITTING / STANDING: the window lies in the still stretch a sit <-> stand rise named
+    holding: str | None = None   # SITTING / STANDING: the window lies in the stretch a sit <-> stand rise named
+    still: bool = False          # every hop of the window is still: not walking, whatever the model says
 
 
 NO_RISE = RiseState()
+STILL = RiseState(still=True)
 
 
 def _unit3(v: Sequence[float]) -> Vector3:
@@ -208,6 +213,7 @@ class RiseTracker:
         self._before: np.ndarray | None = None  # (hop, 9): the last still hop
         self._moving: list[np.ndarray] = []     # hops (hop, 9) since it
         self._holding: str | None = None        # the posture the last sit <-> stand rise named, while it holds
+        self._still_hops = 0                    # still hops in a row, up to this one
 
     def push(self, window: np.ndarray, end: int) -> RiseState:
         """window (128, 9) un-normalized channels as cut, ending at `end` (since the segment's start)."""
@@ -216,19 +222,20 @@ class RiseTracker:
             self.reset()
             new = self.window
         self._last_end = end
-        rise, still = None, False
+        rise = None
         for start in range(self.window - new, self.window, self.hop):
-            hop_rise, still = self._push_hop(window[start:start + self.hop])
-            rise = hop_rise or rise
-        if rise is None and not still:
-            return NO_RISE  # the common case: no allocation
-        return RiseState(rise, self._holding if still else None)
+            rise = self._push_hop(window[start:start + self.hop]) or rise
+        still = self._still_hops * self.hop >= self.window
+        if rise is None and self._holding is None:
+            return STILL if still else NO_RISE  # the common cases: no allocation
+        return RiseState(rise, self._holding, still)
 
-    def _push_hop(self, hop: np.ndarray) -> tuple[Rise | None, bool]:
-        """-> (the rise of a movement this still hop ends, whether the hop is still)."""
+    def _push_hop(self, hop: np.ndarray) -> Rise | None:
+        """-> the rise of a movement this still hop ends, if it is one."""
         gyro, acc = hop[:, 3:6], hop[:, 6:9]  # (h, 3) rad/s, (h, 3) g
         still = float(np.sqrt(np.mean(np.sum(gyro * gyro, axis=1)))) < STILL_GYRO_RAD_S \
             and float(np.linalg.norm(acc.std(axis=0))) < STILL_ACC_G
+        self._still_hops = self._still_hops + 1 if still else 0
         if not still:
             if self._before is not None:
                 self._moving.append(hop)
@@ -236,7 +243,7 @@ class RiseTracker:
                     self._before, self._moving, self._holding = None, [], None
             else:
                 self._holding = None
-            return None, False
+            return None
         rise = None
         if self._before is not None and self._moving:
             span = np.concatenate([self._before, *self._moving, hop]).astype(np.float64)  # (n, 9)
@@ -248,7 +255,7 @@ class RiseTracker:
             elif turn > FIDGET_TURN_DEG or abs(metres) >= RISE_MIN_M:
                 self._holding = None  # some other posture change (to or from lying, a splice): not named
         self._before, self._moving = hop, []
-        return rise, True
+        return rise
 
 
 class SessionPostures:
@@ -258,6 +265,8 @@ class SessionPostures:
         self.config = config
         self.use_rises = rises  # False: the histogram rule alone (to measure what the rises add)
         self.sit, self.stand = classes.index(SITTING), classes.index(STANDING)
+        self.static = [classes.index(c) for c in STATIC_CLASSES if c in classes]
+        self.moving = {classes.index(c) for c in MOVING_CLASSES if c in classes}
         # The histogram kept cumulative, so that a quantile is one search and the guard's sums are lookups:
         # row 0, the untrusted sit/stand windows with s in bins <= b; row 1, those of them the model called SITTING.
         self._cumulative = np.zeros((2, _BINS), np.int64)  # (2, B)
@@ -265,6 +274,7 @@ class SessionPostures:
         self.read = 0  # windows the rule read (its gate and guard open): counters
         self.swapped = 0  # ... and of those, the ones whose label it changed
         self.rises = 0  # sit <-> stand transitions seen (one opens the guard for the rest of the session)
+        self.stilled = 0  # still windows the model called walking, given its best static class instead
 
     def quantiles(self) -> tuple[float, float]:
         """(low, high): the session's `quantile` and 100 - `quantile` percent points of s (bin centres)."""
@@ -330,6 +340,7 @@ class SessionPostures:
         swapped). Windows in stream order: each one's rise is counted and its s joins the session before it is
         read; a window in a stretch a rise named is that posture, any other by the histogram rule. Plain Python
         per window (the live path has one): tests/test_posture.py checks it against the rule written with numpy."""
+        logits = self.stand_still(logits, trusted, rises)
         if not any(state.rise is not None for state in rises):  # the common case: no rise in these windows
             return self._decide(logits, gravity, trusted, rises)
         parts, start = [], 0
@@ -340,6 +351,26 @@ class SessionPostures:
                 start = i
         parts.append(self._decide(logits[start:], gravity[start:], trusted[start:], rises[start:]))
         return np.concatenate(parts)
+
+    def stand_still(self, logits: np.ndarray, trusted: Sequence[bool] | np.ndarray,
+                    rises: Sequence[RiseState]) -> np.ndarray:
+        """logits (k, C) -> (k, C): an untrusted still window the model calls a walking class gets its best static
+        class's score swapped with that one (the board did not move: it is not walking)."""
+        if not self.use_rises or not self.moving or not self.static:
+            return logits
+        out = logits
+        for i, (state, checked) in enumerate(zip(rises, trusted)):
+            if not state.still or checked:
+                continue
+            row = logits[i].tolist()
+            top = argmax(row)
+            if top in self.moving:
+                best = max(self.static, key=row.__getitem__)
+                if out is logits:
+                    out = np.array(logits, copy=True)  # (k, C)
+                out[i, [top, best]] = out[i, [best, top]]
+                self.stilled += 1
+        return out
 
     def _decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
                 trusted: Sequence[bool] | np.ndarray, rises: Sequence[RiseState]) -> np.ndarray:
