@@ -507,7 +507,8 @@ class Pipeline:
             out["mount"] = {"calibrated": self.calibration.calibrated, "moving_windows": self.calibration.windows}
         if self.postures is not None:
             out["postures"] = {"read": self.postures.read, "swapped": self.postures.swapped,
-                               "rises": self.postures.rises, "stilled": self.postures.stilled}
+                               "rises": self.postures.rises, "stilled": self.postures.stilled,
+                               "relaid": self.postures.relaid}
         if self.decoder is not None:
             out["decoder"] = self.decoder.counters.as_dict()
         return out

@@ -43,6 +43,11 @@ from edge.postprocess import argmax
 
 SITTING, STANDING = "SITTING", "STANDING"
 STATIC_CLASSES = (SITTING, STANDING, "LAYING")
+# A still window lying further than this from both stretches of the session's last sit <-> stand rise is lying down:
+# on the 21 training users' still windows after a rise, sitting lies at most 34.9 degrees from the nearer of the
+# two, standing 8.9, lying at least 41.2 (docs/results.md, "Rises"); half-way between.
+LYING_DEG = 38.0
+LYING_COS = math.cos(math.radians(LYING_DEG))
 MOVING_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")  # never still: 0 of 3,122 windows of the
 # 21 training users' walking is still by RiseTracker's test (both hops), 88% of their static windows are
 BIN_DEG = 0.25  # histogram resolution of s; the quantiles are exact to this
@@ -275,6 +280,9 @@ class SessionPostures:
         self.swapped = 0  # ... and of those, the ones whose label it changed
         self.rises = 0  # sit <-> stand transitions seen (one opens the guard for the rest of the session)
         self.stilled = 0  # still windows the model called walking, given its best static class instead
+        self.relaid = 0   # still windows given LAYING, or taken from it, by their angle to the session's upright
+        self.lying = classes.index("LAYING") if "LAYING" in classes else None
+        self.upright: tuple[Vector3, ...] = ()  # the last sit <-> stand rise's two stretches' gravity
 
     def quantiles(self) -> tuple[float, float]:
         """(low, high): the session's `quantile` and 100 - `quantile` percent points of s (bin centres)."""
@@ -331,6 +339,7 @@ class SessionPostures:
     def learn(self, state: RiseState) -> None:
         if state.rise is not None and state.rise.sit_stand and self.use_rises:
             self.rises += 1
+            self.upright = (state.rise.before, state.rise.after)  # a sitting and a standing gravity of the session
 
     def decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
                trusted: Sequence[bool] | np.ndarray, rises: Sequence[RiseState] = ()) -> np.ndarray:
@@ -340,7 +349,6 @@ class SessionPostures:
         swapped). Windows in stream order: each one's rise is counted and its s joins the session before it is
         read; a window in a stretch a rise named is that posture, any other by the histogram rule. Plain Python
         per window (the live path has one): tests/test_posture.py checks it against the rule written with numpy."""
-        logits = self.stand_still(logits, trusted, rises)
         if not any(state.rise is not None for state in rises):  # the common case: no rise in these windows
             return self._decide(logits, gravity, trusted, rises)
         parts, start = [], 0
@@ -352,33 +360,44 @@ class SessionPostures:
         parts.append(self._decide(logits[start:], gravity[start:], trusted[start:], rises[start:]))
         return np.concatenate(parts)
 
-    def stand_still(self, logits: np.ndarray, trusted: Sequence[bool] | np.ndarray,
-                    rises: Sequence[RiseState]) -> np.ndarray:
-        """logits (k, C) -> (k, C): an untrusted still window the model calls a walking class gets its best static
-        class's score swapped with that one (the board did not move: it is not walking)."""
-        if not self.use_rises or not self.moving or not self.static:
+    def read_still(self, logits: np.ndarray, gravity: Sequence[Sequence[float]],
+                   trusted: Sequence[bool] | np.ndarray, rises: Sequence[RiseState]) -> np.ndarray:
+        """logits (k, C) -> (k, C), for the untrusted still windows: one the model calls a walking class gets its
+        best static class instead (the board did not move); and once a rise has shown the session's upright
+        gravity, one lying more than LYING_DEG from both of its stretches is LAYING, one lying nearer is not (the
+        best of SITTING / STANDING). The class chosen has its score swapped with the model's top one."""
+        if not self.use_rises or not rises or not self.static:
             return logits
         out = logits
         for i, (state, checked) in enumerate(zip(rises, trusted)):
             if not state.still or checked:
                 continue
-            row = logits[i].tolist()
-            top = argmax(row)
+            row = out[i].tolist()
+            top, best = argmax(row), None
             if top in self.moving:
                 best = max(self.static, key=row.__getitem__)
+                self.stilled += 1
+            if self.upright and self.lying is not None:
+                gx, gy, gz = gravity[i]
+                nearest = max(ux * gx + uy * gy + uz * gz for ux, uy, uz in self.upright)  # cos of the least angle
+                lying, now = nearest < LYING_COS, best if best is not None else top
+                if lying != (now == self.lying):
+                    best = self.lying if lying else (self.sit if row[self.sit] > row[self.stand] else self.stand)
+                    self.relaid += 1
+            if best is not None and best != top:
                 if out is logits:
                     out = np.array(logits, copy=True)  # (k, C)
                 out[i, [top, best]] = out[i, [best, top]]
-                self.stilled += 1
         return out
 
     def _decide(self, logits: np.ndarray, gravity: Sequence[Sequence[float]] | np.ndarray,
                 trusted: Sequence[bool] | np.ndarray, rises: Sequence[RiseState]) -> np.ndarray:
+        directions = gravity.tolist() if isinstance(gravity, np.ndarray) else gravity
+        logits = self.read_still(logits, directions, trusted, rises)
         rows = logits.tolist()  # k lists of C floats
         idx = self.candidates(rows, trusted)
         if not idx:
             return logits  # nothing for the rule: no copy, no tilt
-        directions = gravity.tolist() if isinstance(gravity, np.ndarray) else gravity
         out = logits
         s = tilt_deg([directions[i] for i in idx], self.config.direction)
         w_low, w_high = self.config.weights

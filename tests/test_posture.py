@@ -379,3 +379,26 @@ def test_a_still_window_is_not_walking(session, config, hapt_recording):
     assert lying.sum() > 10 and (out[lying].argmax(1) == classes[lying]).all()  # the model's own static choice
     assert SessionPostures(config, CLASSES, rises=False).decide(logits, gravity, trusted, states)[fixed].argmax(1).tolist() \
         == [up] * int(fixed.sum())
+
+
+def test_after_a_rise_a_still_window_far_from_both_upright_stretches_is_lying(session, config, hapt_recording):
+    """A model that calls every static window STANDING, on a real recording: from the first sit <-> stand rise on,
+    each still lying window is LAYING (its gravity is far from both stretches the rise saw), no sitting or
+    standing one is; before the rise, nothing is taken from the model."""
+    gravity, classes = session
+    recording = read_recording(hapt_recording)
+    raw = np.array([s.values() for s in recording.samples], dtype=np.float64)  # (n, 6)
+    _, states = rises_of(raw)
+    lay = CLASSES.index("LAYING")
+    logits = model_logits(classes, wrong=0.0)
+    logits[classes == lay] = 0.0
+    logits[classes == lay, STAND] = 2.0  # (k, C): lying read as standing
+    out = SessionPostures(config, CLASSES).decide(logits, gravity, np.zeros(len(classes), bool), states)
+    first = next(i for i, s in enumerate(states) if s.rise is not None and s.rise.sit_stand)
+    still = np.array([s.still for s in states])
+    after = np.arange(len(classes)) >= first
+    lying = after & still & (classes == lay)
+    assert lying.sum() > 10 and (out[lying].argmax(1) == lay).all()
+    upright = after & np.isin(classes, [SIT, STAND])
+    assert upright.sum() > 20 and not (out[upright].argmax(1) == lay).any()
+    assert not (out[~after].argmax(1) == lay).any()
