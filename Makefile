@@ -40,9 +40,9 @@ cv:
 # Streamed first-session accuracy (the headline) of the honest runs; writes runs/cv/NAME/streamed_*.json.
 STREAMED = $(PY) scripts/streamed_cv.py --quiet
 streamed:
-	$(STREAMED) --choose-smoothing --posture --posture-out runs/cv/$(DEFAULT_CV)/posture.json runs/cv/$(DEFAULT_CV) runs/cv/$(DEFAULT_CV)_seed1 runs/cv/$(DEFAULT_CV)_seed2
+	$(STREAMED) --choose-smoothing --posture --compare-rises --posture-out runs/cv/$(DEFAULT_CV)/posture.json runs/cv/$(DEFAULT_CV) runs/cv/$(DEFAULT_CV)_seed1 runs/cv/$(DEFAULT_CV)_seed2
 	$(STREAMED) runs/cv/bilm_e30_trans
-	$(STREAMED) --posture --posture-out runs/cv/tcn_physics_h32_e30_last/posture.json runs/cv/tcn_physics_h32_e30_last runs/cv/tcn_physics_h32_e30_last_seed1 runs/cv/tcn_physics_h32_e30_last_seed2
+	$(STREAMED) --posture --compare-rises --posture-out runs/cv/tcn_physics_h32_e30_last/posture.json runs/cv/tcn_physics_h32_e30_last runs/cv/tcn_physics_h32_e30_last_seed1 runs/cv/tcn_physics_h32_e30_last_seed2
 	# int8 against fp32 on the same streams, each fold read by the rule its fp32 (torch) streams gave above
 	for run in $(DEFAULT_CV) tcn_physics_h32_e30_last; do \
 	  for k in 0 1 2; do $(PY) -m export.cli runs/cv/$$run/fold_$$k/model.pt --out runs/cv/$$run/fold_$$k/bundle --force || exit 1; done; \
