@@ -57,17 +57,33 @@ print('check_aarch64: arm64 venv:', platform.machine(), 'numpy', numpy.__version
 step "fault-injected capture of the example (x86, scripts/fault_capture.py)"
 PYTHONPATH=$REPO "$PY" scripts/fault_capture.py edge/examples/user01_exp01.csv "$ROOT/work/faults.bin"
 cp edge/examples/user01_exp01.csv "$ROOT/work/example.csv"
+inputs="example.csv faults.bin"
+# A whole HAPT recording too, where there is one: the example shows no sit <-> stand transition, this one two
+# (the posture stage's rises: waist_rise in Python floats on both machines).
+HAPT_ZIP=${HAR_HAPT_ZIP:-$REPO/../shared/data/HAPT_RawData_train_users.zip}
+if [ -f "$HAPT_ZIP" ]; then
+  mkdir -p "$ROOT/work/hapt/RawData"
+  "$PY" - "$HAPT_ZIP" "$ROOT/work/hapt/RawData" <<'PYEOF'
+import pathlib, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for member in z.namelist():
+        if member.endswith(("RawData/labels.txt", "acc_exp01_user01.txt", "gyro_exp01_user01.txt")):
+            (pathlib.Path(sys.argv[2]) / pathlib.Path(member).name).write_bytes(z.read(member))
+PYEOF
+  inputs="$inputs hapt/RawData/acc_exp01_user01.txt"
+fi
 
 status=0
-for input in example.csv faults.bin; do
+for input in $inputs; do
+  name=${input//\//_}
   for precision in int8 fp32; do
     PYTHONPATH=$REPO "$PY" -m edge.cli replay "$ROOT/work/$input" --precision "$precision" --quiet \
-      --jsonl "$WORK/x86-$input-$precision.jsonl" 2>/dev/null
+      --jsonl "$WORK/x86-$name-$precision.jsonl" 2>/dev/null
     t0=$(date +%s)
     chroot "$ROOT" /opt/har-venv/bin/har-edge replay "/work/$input" --precision "$precision" --quiet \
-      --jsonl "/work/arm64-$input-$precision.jsonl" 2>"$WORK/arm.err" || { cat "$WORK/arm.err"; exit 1; }
+      --jsonl "/work/arm64-$name-$precision.jsonl" 2>"$WORK/arm.err" || { cat "$WORK/arm.err"; exit 1; }
     step "arm64 replay of $input ($precision) took $(( $(date +%s) - t0 )) s emulated"
-    "$PY" - "$WORK/x86-$input-$precision.jsonl" "$ROOT/work/arm64-$input-$precision.jsonl" "$input $precision" <<'PYEOF' || status=1
+    "$PY" - "$WORK/x86-$name-$precision.jsonl" "$ROOT/work/arm64-$name-$precision.jsonl" "$input $precision" <<'PYEOF' || status=1
 import json, sys
 x86 = [json.loads(line) for line in open(sys.argv[1])]
 arm = [json.loads(line) for line in open(sys.argv[2])]
