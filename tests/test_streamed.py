@@ -83,10 +83,12 @@ def test_the_first_recording_starts_uncalibrated_and_the_calibration_carries_on(
 
 
 def test_each_windows_gravity_is_recorded_with_or_without_a_mount_stage(run, recordings):
-    """The posture rule is fitted on the recorded gravity: it must be each window's, aligned model or not."""
+    """The posture rule is fitted on the recorded gravity and rises: they must be each window's, aligned model or not
+    (user 1's first recording: two sit <-> stand transitions)."""
     out, _ = run
-    _, _, streamed, model = stream_run(out, recordings, log=lambda m: None)[0]
+    _, user, streamed, model = stream_run(out, recordings, log=lambda m: None)[0]
     recording = streamed[0].recording
+    assert (user, recording.experiment) == (1, 1)
     windows, _ = FrontEnd(model.frontend_config, model.filters).push(recording.raw)  # (k, 128, 9)
     expected = gravity_directions(windows)  # (k, 3)
     assert model.mount is not None  # an aligned model, and the same model without its mount stage
@@ -95,6 +97,8 @@ def test_each_windows_gravity_is_recorded_with_or_without_a_mount_stage(run, rec
         s = stream_recording(m, recording, SmoothingConfig(), calibration, [])
         assert s.gravity.shape == expected.shape and np.allclose(s.gravity, expected, atol=1e-6)
         assert not s.trusted[:20].any()  # nothing is trusted before a walk has checked a reference
+        # ... and so are the rises, whether the model has a rule or not: what the pipeline's tracker says
+        assert len(s.rises) == len(expected) and sum(r.rise is not None and r.rise.sit_stand for r in s.rises) == 2
 
 
 def test_scored_windows_are_those_inside_one_labelled_activity(recordings):
