@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.mount import Vector3
+from edge.mount import Vector3, angle_deg
 from edge.postprocess import argmax
 
 SITTING, STANDING = "SITTING", "STANDING"
@@ -48,8 +48,9 @@ STATIC_CLASSES = (SITTING, STANDING, "LAYING")
 # two, standing 8.9, lying at least 41.2 (docs/results.md, "Rises"); half-way between.
 LYING_DEG = 38.0
 LYING_COS = math.cos(math.radians(LYING_DEG))
-MOVING_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")  # never still: 0 of 3,122 windows of the
-# 21 training users' walking is still by RiseTracker's test (both hops), 88% of their static windows are
+# Never still: none of the 3,122 walking windows of the 21 training users is still by RiseTracker's test (both
+# hops), 88% of their static windows are.
+MOVING_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")
 BIN_DEG = 0.25  # histogram resolution of s; the quantiles are exact to this
 _BINS = int(round(180 / BIN_DEG))  # s in [-90, 90] degrees
 
@@ -195,13 +196,8 @@ def waist_rise(acc: np.ndarray, gyro: np.ndarray, pre: int, post: int,
     for i, v in enumerate(velocity):
         height += (v - drift * i / (n - 1)) * dt
         heights.append(height)
-    f0, f1 = _unit3(first), _unit3(last)
-    carried = _unit3([sum(u[j] for u in ends) for j in range(3)])  # the gyro's vertical over the last stretch
-    return sum(heights[-post:]) / post, _angle_deg(f0, f1), _angle_deg(carried, f1)
-
-
-def _angle_deg(u: Vector3, v: Vector3) -> float:
-    return math.degrees(math.acos(max(-1.0, min(1.0, u[0] * v[0] + u[1] * v[1] + u[2] * v[2]))))
+    carried = [sum(u[j] for u in ends) for j in range(3)]  # the gyro's vertical over the last stretch
+    return sum(heights[-post:]) / post, angle_deg(first, last), angle_deg(carried, last)
 
 
 class RiseTracker:
