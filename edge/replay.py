@@ -209,27 +209,25 @@ class StreamedRecording:
 
 BYTES_PER_ROW = 80  # read about `block` rows of a recording at a time (a row is 50-70 bytes)
 MAX_ROW_BYTES = 1 << 20  # a "row" longer than this is not one (a binary file named .csv)
-# One row's numbers: loadtxt parses the integer columns as integers (so "1.0" is refused, as read_recording does).
+# One row's fields: loadtxt parses the integer columns as integers (so "1.0" is refused, as read_recording does),
+# and with the dtype naming every column it refuses a row with another column count.
 _ROW = np.dtype([("seq", np.int64), ("t_us", np.int64), ("raw", np.float64, (6,))])
+LABEL_BYTES = 32  # the label column as loadtxt keeps it; a label this long or longer goes to read_recording
+_LABELLED_ROW = np.dtype([*_ROW.descr, ("label", f"S{LABEL_BYTES}")])
 
 
 def parse_rows(data: bytes, with_label: bool) -> _Block | _Refused:
     """Whole rows of a recording CSV (bytes ending with a newline) -> seq, t_us, raw, label codes;
     _REFUSED unless every row is clean as `read_recording` would take it (which then says what is not)."""
-    n_columns = len(CSV_COLUMNS) + with_label
-    buf = np.frombuffer(data, np.uint8)  # (b,)
-    newlines = np.flatnonzero(buf == 10)  # (n,) one per row
-    commas = np.flatnonzero(buf == 44)  # (n * (n_columns - 1),) when every row has its columns
-    n = len(newlines)
-    if len(commas) != n * (n_columns - 1) or (buf >= 128).any() \
-            or (np.diff(np.searchsorted(commas, newlines), prepend=0) != n_columns - 1).any():
-        return _REFUSED  # another column count, a blank line, or not ASCII: read_recording says which
+    if not data.isascii():
+        return _REFUSED  # read_recording says where
+    lines = data.decode("ascii").splitlines()  # (n,) rows; also split at a lone CR or another line break
     try:
-        rows = np.loadtxt(data.decode("ascii").splitlines(), delimiter=",", dtype=_ROW, usecols=range(8),
-                          comments=None, ndmin=1)  # (n,) seq, t_us, raw (6,)
-    except ValueError:  # a field that is not a number (or not an integer in seq / t_us)
-        return _REFUSED
-    if len(rows) != n:  # a lone CR splits a line where the byte checks saw one row
+        rows = np.loadtxt(lines, delimiter=",", comments=None, ndmin=1,
+                          dtype=_LABELLED_ROW if with_label else _ROW)  # (n,) seq, t_us, raw (6,)[, label]
+    except ValueError:  # another column count (a row split in two has one), or a field that is not a number
+        return _REFUSED  # (or not an integer in seq / t_us)
+    if len(rows) != len(lines):  # loadtxt skips blank lines, read_recording refuses them
         return _REFUSED
     seq, t_us, raw = rows["seq"], rows["t_us"], rows["raw"]  # (n,), (n,), (n, 6)
     if np.isinf(raw).any() or not ((seq >= 0) & (seq < SEQ_MODULO)).all() \
@@ -237,30 +235,26 @@ def parse_rows(data: bytes, with_label: bool) -> _Block | _Refused:
         return _REFUSED
     codes = None
     if with_label:
-        label_end = newlines - (buf[newlines - 1] == 13)  # (n,) before a CR
-        codes = _label_codes(buf, commas.reshape(n, n_columns - 1)[:, -1] + 1, label_end)
+        codes = _label_codes(rows["label"])
         if codes is None:
             return _REFUSED
     return seq.copy(), t_us.copy(), np.ascontiguousarray(raw), codes
 
 
-def _label_codes(buf: np.ndarray, begin: np.ndarray, end: np.ndarray) -> np.ndarray | None:
-    """The label column's bytes buf[begin[i]:end[i]] of each row -> (n,) uint8 codes; None for a label that is
-    not one (read_recording names it). Labels come in runs: only the first row of each run is decoded."""
-    lengths = end - begin  # (n,)
-    width = int(lengths.max())
-    if width > 64:
+def _label_codes(labels: np.ndarray) -> np.ndarray | None:
+    """(n,) the label column's bytes, zero-padded to LABEL_BYTES -> (n,) uint8 codes; None for a label that is
+    not one or may have been cut (read_recording names it). Labels come in runs: only the first row of each run
+    is decoded, and the runs are found comparing each row's bytes as LABEL_BYTES / 8 words."""
+    text = np.ascontiguousarray(labels).view(np.uint8).reshape(len(labels), LABEL_BYTES)  # (n, LABEL_BYTES)
+    if text[:, -1].any():  # a label that fills the column may have been cut: read_recording takes the file
         return None
-    columns = np.arange(width)  # (w,)
-    inside = columns[None, :] < lengths[:, None]  # (n, w)
-    text = np.zeros((len(begin), width), np.uint8)  # (n, w) each row's label, zero-padded
-    text[inside] = buf[(begin[:, None] + columns[None, :])[inside]]
-    starts = np.flatnonzero(np.concatenate(([True], (text[1:] != text[:-1]).any(axis=1))))  # (r,) runs
+    words = text.view(np.uint64)  # (n, LABEL_BYTES // 8)
+    starts = np.flatnonzero(np.concatenate(([True], (words[1:] != words[:-1]).any(axis=1))))  # (r,) runs
     try:
-        run_codes = [LABELS.code(bytes(text[i, :lengths[i]]).decode("ascii").strip()) for i in starts.tolist()]
+        run_codes = [LABELS.code(labels[i].decode("ascii").strip()) for i in starts.tolist()]
     except ValueError:
         return None
-    return np.repeat(np.array(run_codes, np.uint8), np.diff(np.append(starts, len(begin))))
+    return np.repeat(np.array(run_codes, np.uint8), np.diff(np.append(starts, len(labels))))
 
 
 def _estimate_rate(seq: np.ndarray, t_us: np.ndarray) -> float:

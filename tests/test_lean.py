@@ -247,12 +247,17 @@ def test_auto_precision_rule():
 
 def _variants(tmp_path) -> dict[str, object]:
     """The example recording written the ways a recording CSV comes: as recorded, with CRLF line ends, without
-    its label column, and without a final newline but with blank lines after the last row."""
+    its label column, and without a final newline but with blank lines after the last row; and two that the
+    block parser hands to read_recording deep in the file (a blank line, a label longer than its label column)."""
     text = EXAMPLE_RECORDING.read_text()
     lines = text.splitlines()
     unlabelled = [line.rsplit(",", 1)[0] for line in lines]
+    blank, long_label = list(lines), list(lines)
+    blank[6000] += "\n"
+    long_label[6000] = long_label[6000].rsplit(",", 1)[0] + "," + "A_LABEL_OF_FORTY_CHARACTERS_FOR_ONE_ROW_"
     files = {"as recorded": text, "CRLF": "\r\n".join(lines) + "\r\n", "no label column": "\n".join(unlabelled) + "\n",
-             "blank lines at the end": "\n".join(lines) + "\n\n\r\n", "no final newline": "\n".join(lines)}
+             "blank lines at the end": "\n".join(lines) + "\n\n\r\n", "no final newline": "\n".join(lines),
+             "a blank line": "\n".join(blank) + "\n", "a long label": "\n".join(long_label) + "\n"}
     out = {}
     for name, content in files.items():
         path = tmp_path / (name.replace(" ", "_") + ".csv")
@@ -286,6 +291,7 @@ def test_streamed_recording_reads_every_form_as_read_recording(tmp_path, block):
     ("a label that is no name", lambda line: line.rsplit(",", 1)[0] + ",not a label"),
     ("a non-ASCII label", lambda line: line.rsplit(",", 1)[0] + ",SITTÏNG"),
     ("a seq beyond 16 bits", lambda line: "70000" + line[line.index(","):]),
+    ("a form feed (a line break to str.splitlines)", lambda line: line.replace(",", ",\x0c", 3).replace(",\x0c", ",", 2)),
 ])
 def test_streamed_recording_refuses_what_read_recording_refuses(tmp_path, change):
     """A row the block parser does not take deep in the file: the replay says exactly what read_recording says

@@ -234,9 +234,9 @@ def rises_of(raw: np.ndarray) -> tuple[np.ndarray, list]:
 
 def transitions(activity: np.ndarray, kinds) -> list[tuple[int, int, int]]:
     """(first sample, end, kind) of each labelled run of an activity in `kinds`."""
-    change = np.flatnonzero(np.diff(activity)) + 1
-    starts, stops = np.r_[0, change], np.r_[change, len(activity)]
-    return [(int(a), int(b), int(activity[a])) for a, b in zip(starts, stops) if activity[a] in kinds]
+    from training.streamed import activity_runs
+
+    return [run for run in activity_runs(activity) if run[2] in kinds]
 
 
 def test_a_rise_names_each_sit_stand_transition_of_a_real_recording(user1):

@@ -170,7 +170,9 @@ def main(argv=None) -> int:
         print(f"har-train: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        state = Path(args.out) / "training_state.pt" if args.command == "fit" else None
+        from training.checkpoint import STATE_FILE  # already imported by the fit that was interrupted
+
+        state = Path(args.out) / STATE_FILE if args.command == "fit" else None
         then = (f"; the last finished epoch is saved: continue with the same command and --resume "
                 f"(har-train fit ... --out {args.out} --resume)") if state is not None and state.exists() else ""
         print(f"har-train: interrupted{then}", file=sys.stderr)

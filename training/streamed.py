@@ -113,12 +113,17 @@ def window_classes(activity: np.ndarray, ends: np.ndarray, window: int) -> np.nd
     return out
 
 
-def bouts(activity: np.ndarray, min_samples: int) -> list[tuple[int, int, int]]:
-    """(start, end exclusive, class index) of each run of one activity 1-6 lasting >= min_samples."""
+def activity_runs(activity: np.ndarray) -> list[tuple[int, int, int]]:
+    """(start, end exclusive, HAPT activity id, 0 where unlabelled) of each run of one value, in order."""
     change = np.flatnonzero(np.diff(activity)) + 1
     starts, ends = np.r_[0, change], np.r_[change, len(activity)]
-    return [(int(s), int(e), int(activity[s]) - 1) for s, e in zip(starts, ends)
-            if 1 <= activity[s] <= N_ACTIVITIES and e - s >= min_samples]
+    return [(int(s), int(e), int(activity[s])) for s, e in zip(starts, ends)]
+
+
+def bouts(activity: np.ndarray, min_samples: int) -> list[tuple[int, int, int]]:
+    """(start, end exclusive, class index) of each run of one activity 1-6 lasting >= min_samples."""
+    return [(s, e, kind - 1) for s, e, kind in activity_runs(activity)
+            if 1 <= kind <= N_ACTIVITIES and e - s >= min_samples]
 
 
 def result_probs(results: list[dict], classes) -> np.ndarray:
