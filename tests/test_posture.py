@@ -19,7 +19,18 @@ from firmware_bridge.recording import read_recording
 from edge.bundle import BundleError, load_bundle
 from edge.frontend import CLASSES, FrontEnd, FrontEndConfig
 from edge.mount import gravity_directions
-from edge.posture import BIN_DEG, PostureConfig, PostureError, RiseTracker, SessionPostures, tilt_deg, waist_rise
+from edge.posture import (
+    BIN_DEG,
+    STILL_ACC_G,
+    STILL_GYRO_RAD_S,
+    PostureConfig,
+    PostureError,
+    RiseTracker,
+    SessionPostures,
+    still_statistics,
+    tilt_deg,
+    waist_rise,
+)
 from edge.scoring import window_truth
 
 SIT, STAND = CLASSES.index("SITTING"), CLASSES.index("STANDING")
@@ -255,6 +266,24 @@ def test_a_rise_names_each_sit_stand_transition_of_a_real_recording(user1):
             sitting = recording.activity[end:end + 64] == CLASSES.index("SITTING") + 1
             assert sitting.all() == (kind == STAND_TO_SIT)  # the still hop after it is the posture named
             assert 3 < np.degrees(np.arccos(np.clip(np.dot(sit, stand), -1, 1))) < 55
+
+
+def test_the_still_test_is_numpys_mean_and_std(user1):
+    """The tracker's two still statistics (one sum and one sum of squares in float64) against numpy's mean of the
+    squared gyro norm and std of the total acceleration on the float32 hops, every hop of both real recordings:
+    the same numbers to float32's precision and the same still / not still for each hop, both kinds present."""
+    decisions = []
+    for recording in user1:
+        windows, _ = FrontEnd(FrontEndConfig()).push(recording.raw)  # (k, 128, 9) float32
+        for hop in windows[:, 64:]:
+            gyro, acc = hop[:, 3:6], hop[:, 6:9]
+            expected = (float(np.sqrt(np.mean(np.sum(gyro * gyro, axis=1)))), float(np.linalg.norm(acc.std(axis=0))))
+            got = still_statistics(hop)
+            assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
+            still = got[0] < STILL_GYRO_RAD_S and got[1] < STILL_ACC_G
+            assert still == (expected[0] < STILL_GYRO_RAD_S and expected[1] < STILL_ACC_G)
+            decisions.append(still)
+    assert 0.2 < np.mean(decisions) < 0.8
 
 
 def test_the_rise_is_the_same_however_the_board_is_mounted(user1):
