@@ -219,7 +219,7 @@ _LABELLED_ROW = np.dtype([*_ROW.descr, ("label", f"S{LABEL_BYTES}")])
 def parse_rows(data: bytes, with_label: bool) -> _Block | _Refused:
     """Whole rows of a recording CSV (bytes ending with a newline) -> seq, t_us, raw, label codes;
     _REFUSED unless every row is clean as `read_recording` would take it (which then says what is not)."""
-    if not data.isascii():
+    if not data.isascii() or b"\0" in data:  # (numpy's bytes fields drop trailing NULs: a label "\0" would pass)
         return _REFUSED  # read_recording says where
     lines = data.decode("ascii").splitlines()  # (n,) rows; also split at a lone CR or another line break
     try:

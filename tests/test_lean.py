@@ -292,6 +292,7 @@ def test_streamed_recording_reads_every_form_as_read_recording(tmp_path, block):
     ("a non-ASCII label", lambda line: line.rsplit(",", 1)[0] + ",SITTÏNG"),
     ("a seq beyond 16 bits", lambda line: "70000" + line[line.index(","):]),
     ("a form feed (a line break to str.splitlines)", lambda line: line.replace(",", ",\x0c", 3).replace(",\x0c", ",", 2)),
+    ("a NUL after the label", lambda line: line + "\x00"),
 ])
 def test_streamed_recording_refuses_what_read_recording_refuses(tmp_path, change):
     """A row the block parser does not take deep in the file: the replay says exactly what read_recording says
