@@ -168,7 +168,7 @@ def reference_direction(windows: np.ndarray, config: MountConfig) -> np.ndarray 
     return direction
 
 
-def _three(v: ArrayLike) -> tuple[float, float, float]:
+def _three(v: ArrayLike) -> Vector3:
     """A 3-vector as three Python floats (a tuple or list without numpy's per-call cost)."""
     if isinstance(v, (tuple, list)) and len(v) == 3:
         x, y, z = v

@@ -21,6 +21,7 @@ import sys
 import numpy as np
 import pytest
 from scipy import signal
+from scipy.linalg import block_diag
 from scipy.spatial.transform import Rotation
 
 from firmware_bridge.recording import read_recording
@@ -109,9 +110,7 @@ def test_rotation_and_folded_matrix_match_scipy_and_rotate_windows(example_raw):
     reference = (rotate_windows(channels, rotation) - mean) * scale
     folded = channels @ triplet_matrix(rotation, scale, np.float32) - mean * scale
     np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5)
-    placed = np.zeros((9, 9))  # the block-diagonal matrix placed with numpy, then scaled and cast
-    for triplet in (slice(0, 3), slice(3, 6), slice(6, 9)):
-        placed[triplet, triplet] = rotation.T
+    placed = block_diag(rotation.T, rotation.T, rotation.T)  # (9, 9) scipy's block diagonal, then scaled and cast
     assert np.array_equal(triplet_matrix(rotation), placed)
     assert np.array_equal(triplet_matrix(rotation, scale, np.float32), (placed * scale).astype(np.float32))
 
