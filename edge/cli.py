@@ -131,6 +131,9 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
                    help="print the fault counters every S seconds (default 10; 0 = only on exit)")
     p.add_argument("--stall-after", type=float, default=10.0, metavar="S",
                    help="say so when no sample arrived for S seconds on an open port (default 10)")
+    p.add_argument("--no-prewarm", action="store_true",
+                   help="do not rehearse each window just before its last sample is due (less CPU, about "
+                        "0.5 ms later labels: docs/edge.md)")
     p.add_argument("--mount-save-every", type=float, default=60.0, metavar="S",
                    help="with --mount-calibration: save it every S seconds while it changes, not only on exit "
                         "(default 60: a crash loses at most a minute of what was learnt)")
@@ -484,7 +487,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     _say(f"model {model.description}; smoothing {smoothing.method} over {smoothing.n}, threshold {smoothing.threshold}")
     source = SerialSource(args.port, args.baud, connect_timeout_s=args.connect_timeout)
     _stop_signals_as_interrupt()
-    run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))
+    run_loop(source, pipeline, sinks, report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline),
+             prewarm=not args.no_prewarm)
     _save_calibration(args, pipeline)
     _check_port_opened(source, args)
     return 0
@@ -644,7 +648,8 @@ def cmd_record(args: argparse.Namespace) -> int:
                                 profile=_profile(args, model), posture_rule=not args.no_posture_rule)
             pipeline.warm_up()
             run_loop(source, pipeline, _sinks(args, model.frontend_config.sample_rate_hz, live=True),
-                     report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline))
+                     report_every_s=args.report_every or None, stop=_loop_stop(args, pipeline),
+                     prewarm=not args.no_prewarm)
             _save_calibration(args, pipeline)
     finally:
         recorder.close()

@@ -4,7 +4,8 @@
         results = pipeline.process(item)            decode .. post-process (edge/pipeline.py)
         every sink <- results, then status events   emit (edge/sinks.py)
         a live source <- when the next window is due   pace (edge/sources.py: reads in batches until then;
-                                                    the samples held so far are filtered first)
+                                                    the samples held so far are filtered first; just before
+                                                    the window-completing frame, the pipeline rehearses it)
         every report_every_s: counters -> stderr and the sinks that publish them
     until the source ends, stop() says so, or SIGINT: close the source, give the sinks the last counters,
     close (flush) them, print the final counters.
@@ -101,9 +102,11 @@ class CounterReports:
 
 
 def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], report_every_s: float | None = 10.0,
-             report: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None) -> LoopReport:
+             report: Callable[[str], None] | None = None, stop: Callable[[], bool] | None = None,
+             prewarm: bool = True) -> LoopReport:
     """The main loop of the module docstring: read -> process -> emit, until the source ends, `stop()` says
-    so, or SIGINT (KeyboardInterrupt): outputs are flushed and counters printed."""
+    so, or SIGINT (KeyboardInterrupt): outputs are flushed and counters printed. prewarm: let a live source
+    run `pipeline.rehearsal()` just before each window-completing frame (False: less CPU, later labels)."""
     say = report or say_on_stderr
     reports = CounterReports(pipeline, sinks, say, report_every_s)
     interrupted = False
@@ -114,7 +117,8 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
             emit(sinks, results, pipeline.status.take())
             if pace is not None:
                 pipeline.filter_held()  # while the source waits: the window-completing sample is left alone
-                pace(pipeline.next_window_due())
+                # When the next frame completes a window: a rehearsal of it, for the source to run just before.
+                pace(pipeline.next_window_due(), pipeline.rehearsal() if prewarm else None)
             reports.when_due()
             if stop is not None and stop():
                 break

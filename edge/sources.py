@@ -18,13 +18,18 @@ Pacing: at 50 Hz a frame arrives every 20 ms, and a wake-up per frame costs far 
 pipeline's work on it. The main loop says when the next window's last sample is due (`hold_until`);
 until shortly before then the source sleeps and then takes everything waiting in one read, so a
 window costs a few wake-ups instead of 64, while the frames that complete a window are still read
-the moment they come.
+the moment they come. Given a `prewarm` too, the source wakes a prewarm's time before the window-completing
+frame is due, calls it (the pipeline's rehearsal of the window path, which brings its code and data back
+into the CPU's caches) and then polls the port until the frame comes, instead of sleeping in a read that
+would let the caches go cold again (edge/pipeline.py, `Pipeline.rehearsal`).
 """
 
 from __future__ import annotations
 
 import errno
+import select
 import time
+from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -104,6 +109,14 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
 # 2 s of frames, and an unplugged port is noticed within that time.
 WAKE_EARLY_S = 0.03
 MAX_HOLD_S = 0.5
+# A prewarm starts as long before the frame is due as the longest of the last PREWARM_HISTORY ones took, plus
+# PREWARM_MARGIN_S (the estimate of when the frame comes was within 0.3 ms on the VM of docs/results.md, where
+# a prewarm takes about 1.1 ms); the first one PREWARM_FIRST_S before. The source polls until SPIN_LATE_S after
+# the frame was due at most (a late frame, or none: then it blocks in the read as before).
+PREWARM_FIRST_S = 0.003
+PREWARM_MARGIN_S = 0.0004
+PREWARM_HISTORY = 8
+SPIN_LATE_S = 0.003
 IDLE_EVERY_S = 0.2  # while waiting for the port to come back: an "idle" event this often (counters, --duration)
 
 
@@ -127,6 +140,9 @@ class SerialSource:
         self._open_port = open_port or self._default_open
         self._open = True  # until close()
         self._hold_until = 0.0  # perf_counter time before which the source need not read
+        self._prewarm: Callable[[], None] | None = None  # hold_until's, until called
+        self._due = 0.0  # perf_counter time the window-completing frame is due (with _prewarm)
+        self._prewarm_took: deque[float] = deque(maxlen=PREWARM_HISTORY)  # seconds, the last prewarms
         self._serial: Serial | None = None
         self.connects = 0  # times the port opened (0 after a run: it never did)
         self.reconnects = 0
@@ -140,10 +156,13 @@ class SerialSource:
         # how long a silent port blocks a read before the source says "idle".
         return serial.serial_for_url(self.port, baudrate=self.baud, timeout=IDLE_EVERY_S, exclusive=True)
 
-    def hold_until(self, due: float | None) -> None:
+    def hold_until(self, due: float | None, prewarm: Callable[[], None] | None = None) -> None:
         """The consumer needs no bytes before `due` (time.perf_counter(); None: read as they come): the source
-        sleeps until WAKE_EARLY_S before it and then reads everything waiting at once."""
+        sleeps until WAKE_EARLY_S before it and then reads everything waiting at once. `prewarm`: the next
+        frame completes a window; call this just before it is due and poll for the frame after."""
         self._hold_until = 0.0 if due is None else due - WAKE_EARLY_S
+        self._prewarm = None if due is None else prewarm
+        self._due = 0.0 if due is None else due
 
     def __iter__(self) -> Iterator[ByteChunk | LinkEvent]:
         lost_at: float | None = None
@@ -202,6 +221,8 @@ class SerialSource:
                 # waiting already: the device is ahead of the estimate (or the consumer behind it).
                 if hold > 0 and not port.in_waiting:
                     time.sleep(hold)
+                if self._prewarm is not None:
+                    self._warm_then_poll(port)
                 # Everything waiting, or block (up to the port's timeout) for one byte and then take what came with
                 # it: a frame is written at once, but the blocking read returns on its first byte.
                 data = port.read(port.in_waiting or 1)
@@ -215,6 +236,31 @@ class SerialSource:
             else:
                 yield LinkEvent("idle", self.port)  # lets the loop print counters on a silent port
         return None
+
+    def _warm_then_poll(self, port: Serial) -> None:
+        """Wait (woken by the frame if it comes early) until a prewarm's time before it is due, prewarm, and
+        poll the port until it comes or SPIN_LATE_S after it was due. A port without a file descriptor (some
+        of pyserial's URL handlers) is read as before, without."""
+        prewarm, self._prewarm = self._prewarm, None
+        assert prewarm is not None  # the caller checked
+        fileno = getattr(port, "fileno", None)
+        if fileno is None:
+            return
+        took = sorted(self._prewarm_took)
+        lead = (took[len(took) // 2] if took else PREWARM_FIRST_S) + PREWARM_MARGIN_S
+        wait = self._due - lead - time.perf_counter()
+        if wait > 0 and not port.in_waiting:
+            # Woken by the frame's first byte, as the blocking read would be (so not capped by max_hold_s:
+            # nothing gathers in the buffer meanwhile); MAX_HOLD_S bounds a due time far off.
+            select.select([fileno()], [], [], min(wait, MAX_HOLD_S))
+        if port.in_waiting:  # the frame came early: read it now
+            return
+        started = time.perf_counter()
+        prewarm()
+        self._prewarm_took.append(time.perf_counter() - started)
+        give_up = self._due + SPIN_LATE_S
+        while not port.in_waiting and time.perf_counter() < give_up:
+            pass
 
     def _close_port(self) -> None:
         port, self._serial = self._serial, None

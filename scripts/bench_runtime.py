@@ -149,18 +149,18 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def live(tree: Path, precision: str, seconds: float, workdir: Path) -> dict:
+def live(tree: Path, precision: str, seconds: float, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
     """`har-edge run` of `tree` on the virtual device at 50 Hz (precision "bare": the bare reader instead): CPU per
     sample in the steady state (from the first window's label to the last's, so start-up is not counted), latency,
     peak RSS."""
     from firmware_bridge.simulate import VirtualDevice
 
-    link = workdir / f"imu-{tree.name}-{precision}"
+    link = workdir / f"imu-{tree.name}-{precision}{''.join(extra)}"
     written: list[float] = []  # when the device wrote each chunk: [0] its HELLO, [k] stream sample k - 1
     with VirtualDevice(EXAMPLE, speed=1.0, link=link, loop=True, write_times=written):
         command = [sys.executable, "-c", BARE_READER_CODE, str(link), str(seconds)] if precision == "bare" else \
             [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--jsonl", "-", "--quiet",
-             "--precision", precision, "--duration", str(seconds), "--report-every", "0"]
+             "--precision", precision, "--duration", str(seconds), "--report-every", "0", *extra]
         proc = subprocess.Popen(command, cwd=tree, env=env_for(tree), stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
         latencies: list[float] = []
@@ -297,6 +297,7 @@ def main() -> int:
             figures["live"] = {"before int8": live(before, "int8", args.live_seconds, work),
                                "after int8": live(REPO, "int8", args.live_seconds, work),
                                "after auto": live(REPO, "auto", args.live_seconds, work),
+                               "after int8 no prewarm": live(REPO, "int8", args.live_seconds, work, ("--no-prewarm",)),
                                "bare reader": live(REPO, "bare", args.live_seconds, work)}
     print(report(figures))
     if args.json:
@@ -383,10 +384,10 @@ def stage_lines(stages: dict) -> list[str]:
 def live_lines(live: dict) -> list[str]:
     lines = ["", "live `har-edge run` on the virtual device at 50 Hz; latency: the device's write of a window's last "
                  "sample -> its label line read from the pipe (and the runtime's own latency_ms: bytes read -> result)",
-             f"  {'':<12s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'own median':>10s} "
+             f"  {'':<21s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'own median':>10s} "
              f"{'own p99':>7s} {'peak MiB':>8s} {'windows':>7s}"]
     for name, row in live.items():
-        lines.append(f"  {name:<12s} {row['cpu_us_per_sample']:13.1f} {row.get('device_to_line_median_ms') or 0:9.3f} "
+        lines.append(f"  {name:<21s} {row['cpu_us_per_sample']:13.1f} {row.get('device_to_line_median_ms') or 0:9.3f} "
                      f"{row.get('device_to_line_p99_ms') or 0:7.3f} {row['latency_median_ms'] or 0:10.3f} "
                      f"{row['latency_p99_ms'] or 0:7.3f} {row['peak_rss_mib']:8.1f} {row['windows']:7d}")
     b, a = live["before int8"], live["after int8"]

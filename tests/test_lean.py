@@ -32,6 +32,7 @@ from edge.model import load_model
 from edge.mount import rotate_windows, rotation_matrix, triplet_matrix
 from edge.paths import DEFAULT_BUNDLE, EXAMPLE_RECORDING
 from edge.pipeline import Pipeline
+from edge.postprocess import SmoothingConfig
 from edge.replay import StreamedRecording
 from edge.scoring import window_truth
 from edge.sinks import MemorySink
@@ -190,6 +191,36 @@ def test_fast_path_gives_the_reference_labels(precision, fault_capture):
     for source in (lambda: StreamedRecording(EXAMPLE_RECORDING), lambda: ByteFileSource(str(fault_capture))):
         fast, reference = _labels(Pipeline, model, source()), _labels(ReferencePipeline, model, source())
         assert len(fast) > 200 and fast == reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("smoothing", [SmoothingConfig(), SmoothingConfig("average", n=3, threshold=0.6)])
+def test_prewarm_changes_nothing_of_the_stream(fault_capture, smoothing):
+    """The live loop's rehearsal of each window (`Pipeline.rehearsal`, on a copy of the state) before its last
+    frame: on the fault-injected capture (garbage, CRC errors, lost and duplicated samples, a reboot) fed a
+    frame's bytes at a time, the same window results, probabilities, counters and messages as the same pipeline
+    without it, and it ran before nearly every window. With the default post-processing and with a smoother
+    that keeps state between windows."""
+    model = load_model(DEFAULT_BUNDLE)
+    data = fault_capture.read_bytes()
+
+    def stream(prewarm: bool) -> tuple[Pipeline, list[str], list[dict]]:
+        notes: list[str] = []
+        pipeline = Pipeline(model, smoothing, notify=notes.append)
+        results = []
+        for at in range(0, len(data), 35):  # 35 bytes: one frame's length, so about one sample per chunk
+            rehearse = pipeline.rehearsal() if prewarm else None
+            if rehearse is not None:  # what the live source does just before the next frame
+                rehearse()
+            results += pipeline.process(ByteChunk(data[at:at + 35], 0.0))
+        return pipeline, notes, [{k: v for k, v in r.items() if k not in ("t", "latency_ms")} for r in results]
+
+    cold, cold_notes, cold_results = stream(prewarm=False)
+    warm, warm_notes, warm_results = stream(prewarm=True)
+    assert len(cold_results) > 200 and warm_results == cold_results
+    assert warm_notes == cold_notes and any("mount calibrated" in n for n in cold_notes)
+    assert warm.counters() == cold.counters() and cold.counters()["decoder"]["crc_errors"] > 0
+    assert warm.timers.items["prewarm"] >= 0.9 * len(warm_results) and cold.timers.items["prewarm"] == 0
 
 
 def test_streamed_recording_is_read_recording(tmp_path):
