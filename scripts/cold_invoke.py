@@ -44,10 +44,18 @@ def main() -> int:
         while time.perf_counter() < until:
             pass
 
-    def median_of(prepare) -> float:
+    def median_of(sleep_ms: float, rehearse: bool = False, then_ms: float = 0.0, then_spin: bool = True) -> float:
+        """Median predict time after sleeping sleep_ms, then (rehearse) one throwaway predict, then then_ms of
+        spinning (then_spin) or sleeping."""
         times = []
         for _ in range(args.repeats):
-            prepare()
+            time.sleep(sleep_ms / 1e3)
+            if rehearse:
+                predict_us()
+            if then_spin:
+                spin(then_ms / 1e3)
+            else:
+                time.sleep(then_ms / 1e3)
             times.append(predict_us())
         return statistics.median(times)
 
@@ -56,17 +64,17 @@ def main() -> int:
     print(f"cold_invoke {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: tflite {args.precision}, median of "
           f"{args.repeats} predicts (us) each")
     print("after sleeping S ms:")
-    for ms in (0, 1, 5, 20, 100, 500, 1280):
-        print(f"  {ms:6d} ms  {median_of(lambda ms=ms: time.sleep(ms / 1e3)):8.1f}")
+    for ms in (0.0, 1.0, 5.0, 20.0, 100.0, 500.0, 1280.0):
+        print(f"  {ms:6.0f} ms  {median_of(ms):8.1f}")
     print("after sleeping 300 ms, then spinning S ms (no rehearsal):")
     for ms in (0.0, 0.5, 2.0, 5.0):
-        print(f"  {ms:6.1f} ms  {median_of(lambda ms=ms: (time.sleep(0.3), spin(ms / 1e3))):8.1f}")
+        print(f"  {ms:6.1f} ms  {median_of(300.0, then_ms=ms):8.1f}")
     print("after sleeping 300 ms, one throwaway predict, then spinning S ms:")
     for ms in (0.0, 0.5, 1.0, 2.0, 5.0, 10.0):
-        print(f"  {ms:6.1f} ms  {median_of(lambda ms=ms: (time.sleep(0.3), predict_us(), spin(ms / 1e3))):8.1f}")
+        print(f"  {ms:6.1f} ms  {median_of(300.0, rehearse=True, then_ms=ms):8.1f}")
     print("after sleeping 300 ms, one throwaway predict, then sleeping S ms:")
     for ms in (1.0, 5.0, 20.0):
-        print(f"  {ms:6.1f} ms  {median_of(lambda ms=ms: (time.sleep(0.3), predict_us(), time.sleep(ms / 1e3))):8.1f}")
+        print(f"  {ms:6.1f} ms  {median_of(300.0, rehearse=True, then_ms=ms, then_spin=False):8.1f}")
     return 0
 
 
