@@ -132,8 +132,8 @@ def _add_serial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stall-after", type=float, default=10.0, metavar="S",
                    help="say so when no sample arrived for S seconds on an open port (default 10)")
     p.add_argument("--no-prewarm", action="store_true",
-                   help="do not rehearse each window just before its last sample is due (less CPU, about "
-                        "0.5 ms later labels: docs/edge.md)")
+                   help="do not rehearse each window just before its last sample is due (less CPU, labels later "
+                        "by a fraction of a millisecond: docs/edge.md)")
     p.add_argument("--mount-save-every", type=float, default=60.0, metavar="S",
                    help="with --mount-calibration: save it every S seconds while it changes, not only on exit "
                         "(default 60: a crash loses at most a minute of what was learnt)")

@@ -109,9 +109,9 @@ def describe_serial_error(port: str, exc: BaseException) -> str:
 # 2 s of frames, and an unplugged port is noticed within that time.
 WAKE_EARLY_S = 0.03
 MAX_HOLD_S = 0.5
-# A prewarm starts as long before the frame is due as the longest of the last PREWARM_HISTORY ones took, plus
+# A prewarm starts as long before the frame is due as the median of the last PREWARM_HISTORY ones took, plus
 # PREWARM_MARGIN_S (the estimate of when the frame comes was within 0.3 ms on the VM of docs/results.md, where
-# a prewarm takes about 1.1 ms); the first one PREWARM_FIRST_S before. The source polls until SPIN_LATE_S after
+# a prewarm takes about 1-1.5 ms); the first one PREWARM_FIRST_S before. The source polls until SPIN_LATE_S after
 # the frame was due at most (a late frame, or none: then it blocks in the read as before).
 PREWARM_FIRST_S = 0.003
 PREWARM_MARGIN_S = 0.0004
@@ -139,9 +139,10 @@ class SerialSource:
         self.connect_timeout_s = connect_timeout_s
         self._open_port = open_port or self._default_open
         self._open = True  # until close()
-        self._hold_until = 0.0  # perf_counter time before which the source need not read
+        # perf_counter time the consumer's next window-completing frame is due (0.0: none): the source need not
+        # read before WAKE_EARLY_S ahead of it
+        self._due = 0.0
         self._prewarm: Callable[[], None] | None = None  # hold_until's, until called
-        self._due = 0.0  # perf_counter time the window-completing frame is due (with _prewarm)
         self._prewarm_took: deque[float] = deque(maxlen=PREWARM_HISTORY)  # seconds, the last prewarms
         self._serial: Serial | None = None
         self.connects = 0  # times the port opened (0 after a run: it never did)
@@ -160,9 +161,8 @@ class SerialSource:
         """The consumer needs no bytes before `due` (time.perf_counter(); None: read as they come): the source
         sleeps until WAKE_EARLY_S before it and then reads everything waiting at once. `prewarm`: the next
         frame completes a window; call this just before it is due and poll for the frame after."""
-        self._hold_until = 0.0 if due is None else due - WAKE_EARLY_S
-        self._prewarm = None if due is None else prewarm
         self._due = 0.0 if due is None else due
+        self._prewarm = None if due is None else prewarm
 
     def __iter__(self) -> Iterator[ByteChunk | LinkEvent]:
         lost_at: float | None = None
@@ -216,7 +216,7 @@ class SerialSource:
         """Chunks as they are read -> the error that ended them, None when closed."""
         while self._open:
             try:
-                hold = min(self._hold_until - time.perf_counter(), self.max_hold_s)
+                hold = min(self._due - WAKE_EARLY_S - time.perf_counter(), self.max_hold_s)
                 # The consumer needs no bytes yet: let them gather in the port's buffer. Not when some are
                 # waiting already: the device is ahead of the estimate (or the consumer behind it).
                 if hold > 0 and not port.in_waiting:
