@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 PROFILE_FORMAT = "har-profile/1"
 L2_GRID = (0.1, 0.03, 0.01, 0.003, 0.001)  # penalties on W, b tried; chosen on the wearer's own enrolment data
 MIN_WINDOWS_PER_CLASS = 3
+MOVING_CLASSES = ("WALKING", "WALKING_UPSTAIRS", "WALKING_DOWNSTAIRS")
+STATIC_CLASSES = ("SITTING", "STANDING", "LAYING")
 STILL_RMS_G = 0.1   # body_acc RMS above this: the window is moving (HAPT: median static 0.01 g, walking > 0.18 g)
 
 
@@ -87,6 +89,11 @@ MAX_ATTEMPTS = 3
 
 
 # -- the profile ----------------------------------------------------------------------------------
+
+def still_rms(windows: np.ndarray) -> np.ndarray:
+    """(n, 128, 9) un-normalized windows -> (n,) RMS of the body acceleration (g): above STILL_RMS_G, moving."""
+    return np.asarray(np.sqrt((windows[:, :, 0:3].astype(np.float64) ** 2).sum(axis=2).mean(axis=1)))
+
 
 def personal_inputs(features: np.ndarray, windows: np.ndarray) -> np.ndarray:
     """phi: (k, F) features and (k, 128, 9) un-normalized windows as the model saw them -> (k, F + 3)."""
@@ -141,14 +148,31 @@ class Profile:
     path: Path | None = None
 
     def apply(self, logits: np.ndarray, features: np.ndarray, windows: np.ndarray,
-              aligned: np.ndarray) -> np.ndarray:
+              aligned: np.ndarray, checked: np.ndarray | None = None) -> np.ndarray:
         """logits (k, C), features (k, F), windows (k, 128, 9) as the model saw them, aligned (k,) bool: whether
-        the mount calibration had rotated each window -> corrected logits (k, C)."""
+        the mount calibration had rotated each window, checked (k,) bool: ... by a reference this session's
+        walking confirmed (None: all aligned ones) -> corrected logits (k, C).
+        A window rotated by a saved reference not yet checked is left uncorrected: the aligned head assumes the
+        reference describes the board, and after a re-mount it does not (measured: docs/results.md "Wearer
+        enrolment", a saved calibration with a profile)."""
         out = np.array(logits, np.float32, copy=True)  # (k, C)
-        for state, mask in (("uncalibrated", ~aligned), ("aligned", aligned)):
+        confirmed = aligned if checked is None else aligned & checked  # (k,)
+        for state, mask in (("uncalibrated", ~aligned), ("aligned", confirmed)):
             if state in self.heads and mask.any():
                 out[mask] = self.heads[state].corrected(logits[mask], features[mask], windows[mask])
+        # A correction may not contradict the window's own motion: a moving window put into a posture, or a still
+        # one into walking, where the model had it consistent, is left as the model had it (measured: an aligned
+        # head turned a wearer's stairs into sitting, docs/results.md "Wearer enrolment").
+        kind = self._kinds()  # (C,) +1 moving class, -1 static, 0 neither
+        if kind.any():
+            motion = np.where(still_rms(windows) > STILL_RMS_G, 1, -1)  # (k,)
+            before, after = kind[logits.argmax(axis=1)], kind[out.argmax(axis=1)]  # (k,), (k,)
+            revert = (after == -motion) & (before != -motion)
+            out[revert] = logits[revert]
         return out
+
+    def _kinds(self) -> np.ndarray:
+        return np.array([1 if c in MOVING_CLASSES else -1 if c in STATIC_CLASSES else 0 for c in self.classes])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -486,8 +510,7 @@ def step_problem(step: Step, windows: np.ndarray, standing_gravity: np.ndarray |
     """Does a step's data look like what was asked? -> None, or what looked wrong (the step is repeated)."""
     if len(windows) < 3:
         return "too little data arrived (is the board connected?)"
-    rms = np.sqrt((windows[:, :, 0:3].astype(np.float64) ** 2).sum(axis=2).mean(axis=1))  # (n,)
-    moving = rms > STILL_RMS_G
+    moving = still_rms(windows) > STILL_RMS_G
     if step.label == "WALKING":
         if moving.mean() < 0.6:
             return f"you were still in {int((~moving).sum())} of {len(windows)} windows: keep walking the whole time"

@@ -477,7 +477,8 @@ class Pipeline:
             logits, features = session.predict_with_features(x)  # (k, C), (k, F)
         with self.timers.stage("profile", len(x)):
             aligned = windows if matrices is None else np.matmul(windows, matrices / self._scale)  # (k, 128, 9)
-            return self.profile.apply(logits, features, aligned, np.array(self.aligned_flags, bool))  # (k, C)
+            return self.profile.apply(logits, features, aligned, np.array(self.aligned_flags, bool),
+                                      np.array(self.trusted_flags, bool))  # (k, C)
 
     def read_postures(self, logits: np.ndarray, windows: np.ndarray, ends: np.ndarray) -> np.ndarray:
         """logits (k, C), windows (k, 128, 9) as cut, ends (k,) -> (k, C) with SITTING / STANDING read against

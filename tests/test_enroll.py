@@ -106,6 +106,74 @@ def test_a_profile_does_not_make_a_remounted_board_worse(model, user1):
     assert streamed_accuracy(model, remounted(second), second.labels, profile) >= without - 0.01
 
 
+def streamed_windows(model, samples, profile=None, calibration=None):
+    """The recording through the device pipeline, without the posture stage that runs after the profile (it
+    re-reads sitting / standing) -> per window (result, mount state, body-acc RMS as cut)."""
+    from edge.enroll import still_rms
+    from edge.mount import MountCalibration
+
+    if calibration is not None:  # a copy: the stream must not change the caller's
+        calibration = MountCalibration.from_dict(model.mount, calibration.to_dict())
+    pipeline = Pipeline(model, notify=lambda m: None, profile=profile, calibration=calibration, posture_rule=False)
+    rms = []
+    original = pipeline.filter_and_window
+
+    def windows_and_rms(raw):
+        windows, ends = original(raw)
+        rms.extend(still_rms(windows).tolist())
+        return windows, ends
+    pipeline.filter_and_window = windows_and_rms
+    out = []
+    for item in RecordingSource(samples):
+        new = pipeline.process(item)
+        out += zip(new, pipeline.mount_states[-len(new):] if new else [])
+    return [(r, state, value) for (r, state), value in zip(out, rms)]
+
+
+def pushing_towards(profile, label, amount=50.0):
+    """The profile with every head's bias pushed hard towards `label`: a correction that would turn anything it
+    may touch into it."""
+    for head in profile.heads.values():
+        head.bias[list(profile.classes).index(label)] += amount
+        head.corrects[:] = True
+    return profile
+
+
+def test_a_profile_never_turns_a_moving_window_into_a_posture(model, user1):
+    # Measured on the training users: an aligned head turned a wearer's stairs into SITTING. The correction may
+    # not contradict the window's own motion, whatever its weights say.
+    first, second = user1
+    profile = pushing_towards(enrol(model, recording_windows(model, first.samples, first.labels))[0], "SITTING")
+    without = streamed_windows(model, second.samples)
+    with_profile = streamed_windows(model, second.samples, profile)
+    assert [r["sample_end"] for r, *_ in without] == [r["sample_end"] for r, *_ in with_profile]
+    moving = [(a["raw_label"], b["raw_label"]) for (a, _, rms), (b, *_) in zip(without, with_profile) if rms > 0.1]
+    still = [(a["raw_label"], b["raw_label"]) for (a, _, rms), (b, *_) in zip(without, with_profile) if rms <= 0.1]
+    assert len(moving) > 50 and len(still) > 50  # the recording has both
+    assert all(after == before for before, after in moving if before.startswith("WALKING"))  # walking stays
+    assert sum(after == "SITTING" for _, after in still) > 0.9 * len(still)  # the push works where it may
+
+
+def test_a_profile_leaves_windows_aligned_by_an_unchecked_saved_reference_alone(model, user1):
+    # A saved mount calibration (`enroll --mount-calibration`) rotates the next session's windows from its first
+    # one, before its walking has checked the board was not re-mounted: the aligned head is not applied there.
+    from edge.enroll import enrolment_calibration
+
+    first, second = user1
+    data = recording_windows(model, first.samples, first.labels)
+    profile = pushing_towards(enrol(model, data)[0], "LAYING")
+    saved = enrolment_calibration(model, data.windows)
+    without = streamed_windows(model, second.samples, None, saved)
+    with_profile = streamed_windows(model, second.samples, profile, saved)
+    states = [state for _, state, _ in with_profile]
+    assert states[0] == "carried, unchecked" and "checked" in states
+    carried = [(a["raw_label"], b["raw_label"]) for (a, *_), (b, state, _) in zip(without, with_profile)
+               if state == "carried, unchecked"]
+    checked_still = [b["raw_label"] for (b, state, rms) in with_profile if state == "checked" and rms <= 0.1]
+    assert len(carried) > 20 and all(before == after for before, after in carried)
+    assert checked_still and all(label == "LAYING" for label in checked_still)
+
+
 def test_a_profile_that_corrects_nothing_changes_nothing(model, user1):
     first, second = user1
     profile, _ = enrol(model, recording_windows(model, first.samples, first.labels))
