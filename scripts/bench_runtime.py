@@ -102,6 +102,39 @@ while time.perf_counter() < end:
 """
 
 
+# A reader that is ready when the label line comes, to take the receiving end's own wake-up out of "device -> label
+# line": between windows it sleeps (select) until READY_EARLY_S before the next line is due, then polls the pipe
+# without sleeping until the line is there (or 50 ms late, then it blocks). It stamps each line with
+# time.perf_counter() (CLOCK_MONOTONIC: one clock for every process of the machine) and passes it on as
+# "STAMP LINE". The runtime's stdout goes to it; the harness reads what it passes on.
+READY_EARLY_S = 0.005
+READY_READER_CODE = r"""
+import fcntl, os, select, sys, time
+fd, period, early = sys.stdin.fileno(), float(sys.argv[1]), float(sys.argv[2])
+fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+pending, due = b"", None
+while True:
+    if due is not None and (wait := due - early - time.perf_counter()) > 0:
+        select.select([fd], [], [], wait)
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+            break
+        except BlockingIOError:
+            if due is None or time.perf_counter() > due + 0.05:
+                select.select([fd], [], [])
+    seen = time.perf_counter()
+    if not chunk:
+        break
+    *lines, pending = (pending + chunk).split(b"\n")
+    for line in lines:
+        sys.stdout.write(f"{seen!r} {line.decode()}\n")
+        if b'"sample_end"' in line:
+            due = seen + period
+    sys.stdout.flush()
+"""
+
+
 def env_for(tree: Path) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), OMP_NUM_THREADS="1")
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # both trees run from compiled modules, as a pip install leaves them
@@ -149,10 +182,11 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def live(tree: Path, precision: str, seconds: float, workdir: Path, extra: tuple[str, ...] = ()) -> dict:
+def live(tree: Path, precision: str, seconds: float, workdir: Path, extra: tuple[str, ...] = (),
+         ready_reader: bool = False) -> dict:
     """`har-edge run` of `tree` on the virtual device at 50 Hz (precision "bare": the bare reader instead): CPU per
     sample in the steady state (from the first window's label to the last's, so start-up is not counted), latency,
-    peak RSS."""
+    peak RSS. `ready_reader`: the label lines are received by READY_READER_CODE instead of this harness's thread."""
     from firmware_bridge.simulate import VirtualDevice
 
     link = workdir / f"imu-{tree.name}-{precision}{''.join(extra)}"
@@ -162,15 +196,26 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path, extra: tuple
             [sys.executable, "-m", "edge.cli", "run", "--port", str(link), "--jsonl", "-", "--quiet",
              "--precision", precision, "--duration", str(seconds), "--report-every", "0", *extra]
         proc = subprocess.Popen(command, cwd=tree, env=env_for(tree), stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+                                stderr=subprocess.DEVNULL, text=not ready_reader)
+        lines = proc.stdout
+        relay = None
+        if ready_reader:
+            relay = subprocess.Popen([sys.executable, "-c", READY_READER_CODE, "1.28", str(READY_EARLY_S)],
+                                     stdin=proc.stdout, stdout=subprocess.PIPE, text=True)
+            assert proc.stdout is not None and relay.stdout is not None  # stdout=PIPE
+            proc.stdout.close()  # the relay holds it now
+            lines = relay.stdout
         latencies: list[float] = []
         device_to_line: list[float] = []  # ms from the device's write of a window's last sample to its label line
         marks: list[tuple[int, float]] = []  # (windows so far, CPU s of the process)
 
         def read() -> None:
-            assert proc.stdout is not None  # stdout=PIPE
-            for line in proc.stdout:
+            assert lines is not None  # stdout=PIPE
+            for line in lines:
                 seen = time.perf_counter()
+                if ready_reader:
+                    stamp, line = line.split(" ", 1)
+                    seen = float(stamp)
                 result = json.loads(line)
                 if "sample_end" not in result:  # a status line ("type": "status"), not a window
                     continue
@@ -186,6 +231,8 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path, extra: tuple
         reader.start()
         _, _, usage = os.wait4(proc.pid, 0)
         reader.join()
+        if relay is not None:
+            relay.wait()
     hop = 64
     steady = (marks[-1][1] - marks[0][1]) / ((marks[-1][0] - marks[0][0]) * hop) if len(marks) > 1 else float("nan")
     def p99(values: list[float]) -> float | None:
@@ -220,6 +267,9 @@ def main() -> int:
     parser.add_argument("--live-seconds", type=float, default=30.0)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    parser.add_argument("--ready-reader", action="store_true",
+                        help="live: also receive the label lines with a reader that polls for them when due (the "
+                             "receiving end's wake-up taken out), in three more rows")
     parser.add_argument("--parts", default="startup,replay,stages,labels,live",
                         help="which measurements, comma-separated (default all: startup,replay,stages,labels,live)")
     args = parser.parse_args()
@@ -299,6 +349,12 @@ def main() -> int:
                                "after auto": live(REPO, "auto", args.live_seconds, work),
                                "after int8 no prewarm": live(REPO, "int8", args.live_seconds, work, ("--no-prewarm",)),
                                "bare reader": live(REPO, "bare", args.live_seconds, work)}
+            if args.ready_reader:  # the same, received by a reader that is ready for the line
+                figures["live"] |= {
+                    "after int8, ready": live(REPO, "int8", args.live_seconds, work, ready_reader=True),
+                    "after int8 no prewarm, ready": live(REPO, "int8", args.live_seconds, work, ("--no-prewarm",),
+                                                         ready_reader=True),
+                    "bare reader, ready": live(REPO, "bare", args.live_seconds, work, ready_reader=True)}
     print(report(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
@@ -382,12 +438,13 @@ def stage_lines(stages: dict) -> list[str]:
 
 
 def live_lines(live: dict) -> list[str]:
+    width = max(21, *(len(name) for name in live))
     lines = ["", "live `har-edge run` on the virtual device at 50 Hz; latency: the device's write of a window's last "
                  "sample -> its label line read from the pipe (and the runtime's own latency_ms: bytes read -> result)",
-             f"  {'':<21s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'own median':>10s} "
+             f"  {'':<{width}s} {'CPU us/sample':>13s} {'median ms':>9s} {'p99 ms':>7s} {'own median':>10s} "
              f"{'own p99':>7s} {'peak MiB':>8s} {'windows':>7s}"]
     for name, row in live.items():
-        lines.append(f"  {name:<21s} {row['cpu_us_per_sample']:13.1f} {row.get('device_to_line_median_ms') or 0:9.3f} "
+        lines.append(f"  {name:<{width}s} {row['cpu_us_per_sample']:13.1f} {row.get('device_to_line_median_ms') or 0:9.3f} "
                      f"{row.get('device_to_line_p99_ms') or 0:7.3f} {row['latency_median_ms'] or 0:10.3f} "
                      f"{row['latency_p99_ms'] or 0:7.3f} {row['peak_rss_mib']:8.1f} {row['windows']:7d}")
     b, a = live["before int8"], live["after int8"]
