@@ -32,7 +32,7 @@ from edge.posture import PostureConfig  # noqa: E402
 
 from training.config import ConfigError  # noqa: E402
 from training.data import default_hapt_path  # noqa: E402
-from training.posture import MIN_SHARES, apply_rule, fit_rule, truth_of  # noqa: E402
+from training.posture import MIN_SHARES, NoRuleFitted, apply_rule, fit_rule, truth_of  # noqa: E402
 from training.streamed import (  # noqa: E402
     HaptRecordings,
     Recording,
@@ -94,31 +94,39 @@ def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded:
     SITTING, or STANDING, samples alone: `sessions`, from one_posture_streams), which the rule must leave as
     the model reads them. `fixed`: fold -> the rule to apply instead of fitting one (an int8 model scored with the
     rule its fp32 streams gave, as a bundle carries one rule for both). `rises=False`: without the references
-    sit <-> stand rises name (edge/posture.py), fitted and applied.
+    sit <-> stand rises name (edge/posture.py), fitted and applied. A fold whose fit leaves no rule (NoRuleFitted:
+    every candidate costs the other folds' one-posture sessions too much) is scored without the stage, as a
+    bundle without a rule runs, and its details say why.
     -> (users, per-fold details, {posture: [windows, labelled it without, with the rule]})."""
     folds = sorted({k for k, *_ in streams})
     users, details = [], {}
     one = {name: [0, 0, 0] for name in ONE_POSTURE}
     for k in folds:
         grid: dict = {}
+        config: PostureConfig | None
+        why = None
         if fixed is not None:
             config = fixed[k]
         else:
             training = [s for f, _, streamed, _ in streams if f != k for s in streamed]
             training_one = [s for (f, _), by in sessions.items() if f != k for st in by.values() for s in st]
             model = next(m for f, _, _, m in streams if f == k)
-            config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
-                                    training_one if guarded else (), MIN_SHARES if guarded else (0.0,), rises)
-        details[k] = {"config": config.to_dict(), "grid": grid}
+            try:
+                config, grid = fit_rule(training, model.classes, model.frontend_config, smoothing,
+                                        training_one if guarded else (), MIN_SHARES if guarded else (0.0,), rises)
+            except NoRuleFitted as exc:  # this fold's model runs without the stage
+                config, grid, why = None, exc.grid, str(exc)
+        details[k] = {"config": config.to_dict() if config is not None else None, "grid": grid} | (
+            {"no_rule": why} if why else {})
         for f, user, streamed, m in streams:
             if f != k:
                 continue
-            ruled = [apply_rule(s, config, m.classes, smoothing, rises) for s in streamed]
+            ruled = [apply_rule(s, config, m.classes, smoothing, rises) if config is not None else s for s in streamed]
             users.append(score_user(f, user, ruled, m))
             for name, st in sessions[(f, user)].items():
                 for s in st:
                     truth = truth_of(s, m.frontend_config)
-                    after = apply_rule(s, config, m.classes, smoothing, rises).results
+                    after = apply_rule(s, config, m.classes, smoothing, rises).results if config is not None else s.results
                     one[name][0] += int((truth >= 0).sum())
                     one[name][1] += sum(r["label"] == name for r, t in zip(s.results, truth) if t >= 0)
                     one[name][2] += sum(r["label"] == name for r, t in zip(after, truth) if t >= 0)
@@ -216,7 +224,8 @@ def main() -> None:
                     try:
                         fixed[k] = PostureConfig.from_dict(json.loads(path.read_text())["posture"], str(path))
                     except (OSError, KeyError, ValueError) as exc:
-                        raise SystemExit(f"streamed_cv: error: {path}: {exc}; run --posture on that backend first") from None
+                        raise SystemExit(f"streamed_cv: error: {path}: {exc}; run --posture on that backend first (a fold whose "
+                                         "fit left no rule has no file: score it with --posture alone)") from None
             ruled, details, one = nested_posture(streams, sessions, smoothing, not options.posture_unguarded, fixed,
                                                  not options.no_rises)
             if options.compare_rises and not options.no_rises:  # the same streams, the rule without the rises
@@ -228,12 +237,19 @@ def main() -> None:
                                         "one_posture": one}
             for k, fold in details.items():  # each fold's rule, for its bundle (scripts/bundle_posture.py)
                 if fixed is None:
-                    (run / f"posture_{tag}_fold_{k}.json").write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
+                    path = run / f"posture_{tag}_fold_{k}.json"
+                    if fold["config"] is not None:
+                        path.write_text(json.dumps({"posture": fold["config"]}, indent=1) + "\n")
+                    else:  # no rule: an earlier run's file must not be read as this fold's (--posture-rules)
+                        path.unlink(missing_ok=True)
             if options.posture_out and run == options.runs[0]:
                 model = streams[0][3]
                 everyone_one = [s for by in sessions.values() for st in by.values() for s in st]
-                config, grid = fit_rule([s for *_, st, _ in streams for s in st], model.classes, model.frontend_config,
-                                        smoothing, everyone_one)
+                try:
+                    config, grid = fit_rule([s for *_, st, _ in streams for s in st], model.classes,
+                                            model.frontend_config, smoothing, everyone_one)
+                except NoRuleFitted as exc:
+                    raise SystemExit(f"streamed_cv: {options.posture_out} not written: {exc}") from None
                 options.posture_out.write_text(json.dumps({"posture": config.to_dict(), "fitted_on": str(run),
                                                            "grid": grid}, indent=1) + "\n")
         partitions[run.name] = result
@@ -273,7 +289,7 @@ def main() -> None:
             p = result["nested_posture"]["pooled"]
             by_state = "  ".join(f"{state} {100 * c / max(1, n):.2f}%" for state, (n, c) in p["by_mount_state"].items())
             picked = {k: f"q{d['config']['quantile']:g}/gate{d['config']['gate_deg']:g}/share{d['config']['min_share']:g}"
-                      for k, d in result["nested_posture"]["per_fold"].items()}
+                      if d["config"] is not None else "no rule" for k, d in result["nested_posture"]["per_fold"].items()}
             print(f"{name:<28} label {100 * p['label_accuracy']:6.2f}%  worst user {p['worst_user']} "
                   f"({100 * p['worst_label_accuracy']:.1f}%)  below 90%: {p['users_below_90']}  lag "
                   f"{p['median_lag_s']:.2f} s  [{by_state}]  chosen {picked}")

@@ -138,3 +138,39 @@ def test_the_errors_are_broken_down_by_where_the_mount_calibration_stood(run, re
         assert sum(c for _, c in tallies.values()) == user["label_correct"]
     total = pooled(users)["by_mount_state"]
     assert sum(n for n, _ in total.values()) == pooled(users)["windows"]
+
+
+def test_a_fold_whose_every_rule_costs_one_posture_sessions_runs_without_the_rule(bundle_dir, recordings, monkeypatch):
+    """When no candidate posture rule keeps the one-posture sessions (here: a cost budget no rule can meet), the fit
+    says so, naming them, instead of a traceback, and the nested score runs that fold without the stage, as a bundle
+    without a rule runs. (The shipped model, its own rule off, streams the four users as two folds: a model that
+    reads sitting and standing, so that rules can be fitted at all; what it scores is not the point here.)"""
+    import functools
+    import sys
+    from pathlib import Path
+
+    from edge.model import load_model
+
+    from training.posture import NoRuleFitted, fit_rule
+    from training.streamed import stream_user
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import streamed_cv
+
+    smoothing = SmoothingConfig()
+    model = replace(load_model(bundle_dir, "tflite", "fp32"), posture=None)
+    streams = [(fold, user, stream_user(model, recordings.of_user(user), smoothing), model)
+               for fold, user in ((0, 1), (0, 3), (1, 5), (1, 6))]
+    sessions = streamed_cv.one_posture_streams(streams, recordings, smoothing)
+    training = [s for _, _, streamed, _ in streams for s in streamed]
+    one = [s for by in sessions.values() for st in by.values() for s in st]
+    with pytest.raises(NoRuleFitted, match="one-posture sessions") as raised:
+        fit_rule(training, model.classes, model.frontend_config, smoothing, one, max_one_posture_cost=-1.0)
+    assert raised.value.grid and all(v == "rejected: costs one-posture sessions" for v in raised.value.grid.values())
+
+    monkeypatch.setattr(streamed_cv, "fit_rule", functools.partial(fit_rule, max_one_posture_cost=-1.0))
+    users, details, one_posture = streamed_cv.nested_posture(streams, sessions, smoothing, guarded=True)
+    assert all(d["config"] is None and "one-posture" in d["no_rule"] for d in details.values())
+    plain = {u["user"]: u for u in (score_user(k, u, st, m) for k, u, st, m in streams)}
+    assert {u["user"]: u["label_correct"] for u in users} == {u: p["label_correct"] for u, p in plain.items()}
+    assert all(without == with_rule for _, without, with_rule in one_posture.values())

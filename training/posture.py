@@ -106,13 +106,23 @@ def label_accuracy(streams: list[Streamed], truths: list[np.ndarray], classes) -
     return correct, total
 
 
+class NoRuleFitted(ValueError):
+    """No candidate rule could be fitted, or every one cost the one-posture sessions too much: the model is
+    better left without the stage (what the message says; `grid` has each candidate's fate)."""
+
+    def __init__(self, message: str, grid: dict) -> None:
+        super().__init__(message)
+        self.grid = grid
+
+
 def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingConfig,
-             one_posture: Sequence[Streamed] = (), shares=MIN_SHARES, rises: bool = True) -> tuple[PostureConfig, dict]:
+             one_posture: Sequence[Streamed] = (), shares=MIN_SHARES, rises: bool = True,
+             max_one_posture_cost: float = MAX_ONE_POSTURE_COST) -> tuple[PostureConfig, dict]:
     """The rule fitted on these (training) streams: the direction from their truth, the weights by logistic
     regression for each (quantile, gate, min_share), and of those that cost the `one_posture` sessions (the same
-    wearers' SITTING, or STANDING, samples alone) at most MAX_ONE_POSTURE_COST, the one that labels the streams
-    best (each applied with the references sit <-> stand rises name, unless `rises` is False).
-    -> (config, grid: accuracy per candidate, or "rejected")."""
+    wearers' SITTING, or STANDING, samples alone) at most `max_one_posture_cost` of their windows, the one that
+    labels the streams best (each applied with the references sit <-> stand rises name, unless `rises` is False).
+    -> (config, grid: accuracy per candidate, or "rejected"). Raises NoRuleFitted when no candidate is left."""
     sit = classes.index(SITTING)
     truths = [truth_of(s, frontend) for s in streams]
     direction = sit_direction(streams, truths, classes)
@@ -135,7 +145,7 @@ def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingCon
         config = PostureConfig(tuple(direction), quantile, gate, weights, bias, share)
         if one_total:
             ruled = [apply_rule(s, config, classes, smoothing, rises) for s in one_posture]
-            if label_accuracy(ruled, one_truths, classes)[0] < one_base - MAX_ONE_POSTURE_COST * one_total:
+            if label_accuracy(ruled, one_truths, classes)[0] < one_base - max_one_posture_cost * one_total:
                 grid[name] = "rejected: costs one-posture sessions"
                 continue
         correct, total = label_accuracy([apply_rule(s, config, classes, smoothing, rises) for s in streams], truths, classes)
@@ -143,5 +153,11 @@ def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingCon
         if best is None or correct / total > best[0]:
             best = (correct / total, config)
     if best is None:
-        raise ValueError("no posture rule could be fitted on these streams (too few SITTING / STANDING windows)")
+        rejected = sum(value == "rejected: costs one-posture sessions" for value in grid.values())
+        if rejected:
+            raise NoRuleFitted(f"every one of the {rejected} candidate posture rules costs these wearers' one-posture "
+                               f"sessions more than {100 * max_one_posture_cost:g}% of their windows: leave this model "
+                               "without the rule", grid)
+        raise NoRuleFitted("no posture rule could be fitted on these streams (too few SITTING / STANDING windows, or "
+                           "only one of the two, among the windows the rule would read)", grid)
     return best[1], grid
