@@ -149,6 +149,10 @@ class SerialSource:
         self.reconnects = 0
         self.disconnects = 0
         self.bytes_read = 0
+        # What became of each prewarm handed over (hold_until): run before its frame, or not, because the frame was
+        # already there (the device ahead of the estimate: a loaded host, a device clock running fast).
+        self.prewarms_run = 0
+        self.prewarms_frame_early = 0
 
     def _default_open(self) -> Serial:
         import serial  # pyserial: part of the base dependencies
@@ -254,10 +258,12 @@ class SerialSource:
             # nothing gathers in the buffer meanwhile); MAX_HOLD_S bounds a due time far off.
             select.select([fileno()], [], [], min(wait, MAX_HOLD_S))
         if port.in_waiting:  # the frame came early: read it now
+            self.prewarms_frame_early += 1
             return
         started = time.perf_counter()
         prewarm()
         self._prewarm_took.append(time.perf_counter() - started)
+        self.prewarms_run += 1
         give_up = self._due + SPIN_LATE_S
         while not port.in_waiting and time.perf_counter() < give_up:
             pass
