@@ -118,15 +118,17 @@ def nested_posture(streams, sessions: dict, smoothing: SmoothingConfig, guarded:
                 config, grid, why = None, exc.grid, str(exc)
         details[k] = {"config": config.to_dict() if config is not None else None, "grid": grid} | (
             {"no_rule": why} if why else {})
+        def ruled(s, classes, config=config):  # the stream as this fold's runtime labels it (no rule: as the model)
+            return apply_rule(s, config, classes, smoothing, rises) if config is not None else s
+
         for f, user, streamed, m in streams:
             if f != k:
                 continue
-            ruled = [apply_rule(s, config, m.classes, smoothing, rises) if config is not None else s for s in streamed]
-            users.append(score_user(f, user, ruled, m))
+            users.append(score_user(f, user, [ruled(s, m.classes) for s in streamed], m))
             for name, st in sessions[(f, user)].items():
                 for s in st:
                     truth = truth_of(s, m.frontend_config)
-                    after = apply_rule(s, config, m.classes, smoothing, rises).results if config is not None else s.results
+                    after = ruled(s, m.classes).results
                     one[name][0] += int((truth >= 0).sum())
                     one[name][1] += sum(r["label"] == name for r, t in zip(s.results, truth) if t >= 0)
                     one[name][2] += sum(r["label"] == name for r, t in zip(after, truth) if t >= 0)

@@ -28,6 +28,7 @@ MIN_SHARES = (0.5,)
 # A rule may not cost the training wearers' one-posture sessions more than this (fraction of their windows):
 # HAPT's recordings all show both postures, everyday sessions need not.
 MAX_ONE_POSTURE_COST = 0.005
+REJECTED = "rejected: costs one-posture sessions"  # a candidate's entry in fit_rule's grid when that cost is too high
 L2 = 1e-6  # on the two (scaled) weights: keeps the fit finite when a fold's windows separate perfectly
 
 
@@ -146,14 +147,14 @@ def fit_rule(streams: list[Streamed], classes, frontend, smoothing: SmoothingCon
         if one_total:
             ruled = [apply_rule(s, config, classes, smoothing, rises) for s in one_posture]
             if label_accuracy(ruled, one_truths, classes)[0] < one_base - max_one_posture_cost * one_total:
-                grid[name] = "rejected: costs one-posture sessions"
+                grid[name] = REJECTED
                 continue
         correct, total = label_accuracy([apply_rule(s, config, classes, smoothing, rises) for s in streams], truths, classes)
         grid[name] = round(correct / total, 5)
         if best is None or correct / total > best[0]:
             best = (correct / total, config)
     if best is None:
-        rejected = sum(value == "rejected: costs one-posture sessions" for value in grid.values())
+        rejected = sum(value == REJECTED for value in grid.values())
         if rejected:
             raise NoRuleFitted(f"every one of the {rejected} candidate posture rules costs these wearers' one-posture "
                                f"sessions more than {100 * max_one_posture_cost:g}% of their windows: leave this model "
