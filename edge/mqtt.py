@@ -351,6 +351,12 @@ class MqttSink:
         with self._lock:
             return sum(self.published.values()) - self.delivered
 
+    def rehearse(self, result: dict[str, Any]) -> None:
+        """A live rehearsal's throwaway result (edge/loop.py): encoded as a window message would be, not sent."""
+        from edge.sinks import result_json
+
+        result_json(result)
+
     def emit(self, result: dict[str, Any]) -> None:
         from edge.sinks import result_json
 

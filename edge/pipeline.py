@@ -236,7 +236,7 @@ class Pipeline:
             results.extend(self.postprocess(logits, ends, arrival))
         return results
 
-    def rehearsal(self) -> Callable[[], None] | None:
+    def rehearsal(self) -> Callable[[], list[dict[str, Any]]] | None:
         """When the next sample completes a window: the call that runs the window path once on a throwaway copy
         of this stream's state, with the newest sample repeated as the window-completing one (a live source
         makes it just before the real sample is due: the prewarm); else None.
@@ -248,22 +248,24 @@ class Pipeline:
         (taken 20 ms earlier, the real pass was slower by about 0.1 ms there). Nothing of the stream changes:
         the copy has its own state, no decoder or recorder, a silent `notify` and its own timers, and what it
         computes is dropped. It shares only what the window path reads and does not keep: the model (whose
-        session is given its input anew on every call) and the wearer's profile."""
+        session is given its input anew on every call) and the wearer's profile. The call returns the copy's
+        window results (none when it failed), for the main loop to rehearse their way out too (edge/loop.py)."""
         last = self._last_sample
         if last is None or self._prewarm_off or self.samples_until_window() != 1:
             return None
         period_us = round(1e6 / self.model.frontend_config.sample_rate_hz)
         repeat = replace(last, seq=(last.seq + 1) % SEQ_MODULO, t_us=(last.t_us + period_us) % T_US_MODULO)
 
-        def rehearse() -> None:
+        def rehearse() -> list[dict[str, Any]]:
             with self.timers.stage("prewarm", 1):  # items: rehearsals
                 shared: dict[int, Any] = {id(self.model): self.model, id(self.profile): self.profile,
                                           id(self.notify): _silent, id(self.timers): StageTimers(),
                                           id(self.decoder): None, id(self.recorder): None}
                 try:
-                    copy.deepcopy(self, shared).windows_of([repeat], (), time.perf_counter())
+                    return copy.deepcopy(self, shared).windows_of([repeat], (), time.perf_counter())
                 except Exception as exc:  # only the copy failed; were it the stream's own path, its pass says so
                     self._prewarm_failed(exc)
+                    return []
         return rehearse
 
     def _prewarm_failed(self, exc: Exception) -> None:

@@ -28,6 +28,8 @@ class Sink(Protocol):
     def close(self) -> None: ...
     # Optional: `counters(counters: dict)`, called by run_loop at every counters report and at the end.
     # Optional: `emit_status(event: dict)`, status events (absent = ignored).
+    # Optional: `rehearse(result: dict)`, a live rehearsal's throwaway result (edge/loop.py): take the path a result
+    # takes out (its encoding), write nothing.
 
 
 def result_json(result: dict[str, Any]) -> str:
@@ -57,6 +59,9 @@ class JsonlSink:
 
     def emit_status(self, event: dict[str, Any]) -> None:
         self.emit(event)
+
+    def rehearse(self, result: dict[str, Any]) -> None:
+        result_json(result)  # encoded and dropped: only the code and data of the encoding are wanted, warm
 
     def emit(self, result: dict[str, Any]) -> None:
         self._stream.write(result_json(result) + "\n")

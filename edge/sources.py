@@ -142,7 +142,7 @@ class SerialSource:
         # perf_counter time the consumer's next window-completing frame is due (0.0: none): the source need not
         # read before WAKE_EARLY_S ahead of it
         self._due = 0.0
-        self._prewarm: Callable[[], None] | None = None  # hold_until's, until called
+        self._prewarm: Callable[[], object] | None = None  # hold_until's, until called (what it returns is dropped)
         self._prewarm_took: deque[float] = deque(maxlen=PREWARM_HISTORY)  # seconds, the last prewarms
         self._serial: Serial | None = None
         self.connects = 0  # times the port opened (0 after a run: it never did)
@@ -161,7 +161,7 @@ class SerialSource:
         # how long a silent port blocks a read before the source says "idle".
         return serial.serial_for_url(self.port, baudrate=self.baud, timeout=IDLE_EVERY_S, exclusive=True)
 
-    def hold_until(self, due: float | None, prewarm: Callable[[], None] | None = None) -> None:
+    def hold_until(self, due: float | None, prewarm: Callable[[], object] | None = None) -> None:
         """The consumer needs no bytes before `due` (time.perf_counter(); None: read as they come): the source
         sleeps until WAKE_EARLY_S before it and then reads everything waiting at once. `prewarm`: the next
         frame completes a window; call this just before it is due and poll for the frame after."""

@@ -1,6 +1,6 @@
 """Before / after figures of the lean runtime (issue 16), measured side by side in one run.
 
-    python scripts/bench_runtime.py [--before 423392d] [--live-seconds 30] [--repeats 5]
+    python scripts/bench_runtime.py [--before 423392d] [--live-seconds 30] [--live-rounds 1] [--repeats 5]
 
 "before" is the tree of git revision --before (exported to a temporary directory), "after" this working
 tree; every figure is measured on both in the same run, interleaved, each a median of --repeats runs:
@@ -235,16 +235,29 @@ def live(tree: Path, precision: str, seconds: float, workdir: Path, extra: tuple
             relay.wait()
     hop = 64
     steady = (marks[-1][1] - marks[0][1]) / ((marks[-1][0] - marks[0][0]) * hop) if len(marks) > 1 else float("nan")
+    return pooled([{"cpu_us_per_sample": 1e6 * steady, "cpu_s_total": usage.ru_utime + usage.ru_stime,
+                    "peak_rss_mib": usage.ru_maxrss / 1024, "latencies_ms": latencies,
+                    "device_to_line_ms": device_to_line}])
+
+
+def pooled(rounds: list[dict]) -> dict:
+    """One row's live runs (rounds) -> its figures: latency medians and p99 over every window of every round,
+    the median round's CPU per sample, the largest peak memory."""
+    latencies = [x for r in rounds for x in r["latencies_ms"]]
+    device_to_line = [x for r in rounds for x in r["device_to_line_ms"]]
+
     def p99(values: list[float]) -> float | None:
         return sorted(values)[min(len(values) - 1, int(0.99 * len(values)))] if values else None
 
-    return {"cpu_us_per_sample": 1e6 * steady, "cpu_s_total": usage.ru_utime + usage.ru_stime,
+    return {"cpu_us_per_sample": statistics.median(r["cpu_us_per_sample"] for r in rounds),
+            "cpu_s_total": sum(r["cpu_s_total"] for r in rounds), "rounds": len(rounds),
             "windows": len(latencies),
             "latency_median_ms": statistics.median(latencies) if latencies else None,
             "latency_p99_ms": p99(latencies),
             "device_to_line_median_ms": statistics.median(device_to_line) if device_to_line else None,
             "device_to_line_p99_ms": p99(device_to_line),
-            "peak_rss_mib": usage.ru_maxrss / 1024}
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rounds),
+            "latencies_ms": latencies, "device_to_line_ms": device_to_line}
 
 
 # Both trees with the post-processing the runtime ships with now (no smoother, no "uncertain" floor): the
@@ -264,7 +277,9 @@ def labels_of(tree: Path, recording: Path, precision: str, out: Path) -> list[tu
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", default="423392d", help="git revision of 'today's' runtime (default 423392d)")
-    parser.add_argument("--live-seconds", type=float, default=30.0)
+    parser.add_argument("--live-seconds", type=float, default=30.0, help="seconds of each live row, per round")
+    parser.add_argument("--live-rounds", type=int, default=1,
+                        help="live: run the rows in turn this many times; each row's latencies pooled over its rounds")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     parser.add_argument("--ready-reader", action="store_true",
@@ -344,17 +359,25 @@ def main() -> int:
 
         if "live" in parts and args.live_seconds > 0:
             print("live", file=sys.stderr, flush=True)
-            figures["live"] = {"before int8": live(before, "int8", args.live_seconds, work),
-                               "after int8": live(REPO, "int8", args.live_seconds, work),
-                               "after auto": live(REPO, "auto", args.live_seconds, work),
-                               "after int8 no prewarm": live(REPO, "int8", args.live_seconds, work, ("--no-prewarm",)),
-                               "bare reader": live(REPO, "bare", args.live_seconds, work)}
+            seconds = args.live_seconds
+            live_rows = {"before int8": lambda: live(before, "int8", seconds, work),
+                    "after int8": lambda: live(REPO, "int8", seconds, work),
+                    "after auto": lambda: live(REPO, "auto", seconds, work),
+                    "after int8 no prewarm": lambda: live(REPO, "int8", seconds, work, ("--no-prewarm",)),
+                    "bare reader": lambda: live(REPO, "bare", seconds, work)}
             if args.ready_reader:  # the same, received by a reader that is ready for the line
-                figures["live"] |= {
-                    "after int8, ready": live(REPO, "int8", args.live_seconds, work, ready_reader=True),
-                    "after int8 no prewarm, ready": live(REPO, "int8", args.live_seconds, work, ("--no-prewarm",),
-                                                         ready_reader=True),
-                    "bare reader, ready": live(REPO, "bare", args.live_seconds, work, ready_reader=True)}
+                live_rows |= {"after int8, ready": lambda: live(REPO, "int8", seconds, work, ready_reader=True),
+                         "after int8 no prewarm, ready": lambda: live(REPO, "int8", seconds, work, ("--no-prewarm",),
+                                                                      ready_reader=True),
+                         "bare reader, ready": lambda: live(REPO, "bare", seconds, work, ready_reader=True)}
+            # Rounds: every row once, in turn, --live-rounds times; the host's quieter and busier minutes then
+            # fall on every row alike (on the VMs of docs/results.md a 30 s row's median moved by 0.1-0.3 ms
+            # from one minute to the next).
+            live_runs: dict[str, list[dict]] = {name: [] for name in live_rows}
+            for _ in range(args.live_rounds):
+                for name, run in live_rows.items():
+                    live_runs[name].append(run())
+            figures["live"] = {name: pooled(rounds) for name, rounds in live_runs.items()}
     print(report(figures))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

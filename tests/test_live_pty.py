@@ -19,7 +19,7 @@ from firmware_bridge.simulate import Faults, VirtualDevice
 
 from edge.loop import run_loop
 from edge.pipeline import Pipeline
-from edge.sinks import MemorySink
+from edge.sinks import JsonlSink, MemorySink
 from edge.sources import Backoff, SampleBlock, SerialSource
 
 from helpers import build_standin_model, find_bundle, read_hapt_raw
@@ -150,6 +150,36 @@ def test_at_real_time_the_port_is_read_in_batches_and_window_ends_as_they_come(m
     assert len(live.prewarms_offered) >= sum(c == 1 for c in completing[1:])
     assert source.prewarms_run + source.prewarms_frame_early == len(live.prewarms_offered)
     assert pipeline.timers.items["prewarm"] == source.prewarms_run >= 1
+
+
+class RehearsedJsonlSink(JsonlSink):
+    """The JSONL sink that counts the rehearsal results the loop hands it; its `results` are the lines it wrote."""
+
+    def __init__(self, path):
+        super().__init__(str(path))
+        self.rehearsed = 0
+
+    def rehearse(self, result):
+        self.rehearsed += 1
+        super().rehearse(result)
+
+    @property
+    def results(self):  # read after the loop has closed (flushed) the sink
+        import json
+
+        lines = [json.loads(line) for line in open(self.path, encoding="utf-8")]
+        return [line for line in lines if "sample_end" in line]  # not the status lines ("connected")
+
+
+def test_at_real_time_the_rehearsals_results_are_encoded_but_never_written(model, samples, tmp_path):
+    """The loop gives a JSONL sink each rehearsal's throwaway result to encode (the way out warm too): the file
+    has one line per window (beside its status lines), the replay's labels, and nothing of the rehearsals."""
+    n = 450  # 9 s at 50 Hz: 6 windows
+    sink = RehearsedJsonlSink(tmp_path / "labels.jsonl")
+    pipeline, results, _ = live(model, VirtualDevice(samples[:n], speed=1.0, link=tmp_path / "imu"), sink=sink)
+    _, expected = replay_of(model, samples[:n])
+    assert len(results) == 6 and strip(results) == strip(expected)
+    assert sink.rehearsed == pipeline.timers.items["prewarm"] >= 1  # one result per rehearsal, each encoded
 
 
 def test_drops_corruption_duplicates_garbage_are_counted_and_survived(model, samples, tmp_path):
