@@ -79,14 +79,13 @@ def emit(sinks: Sequence[Sink], results: list[dict[str, Any]], events: list[dict
 
 
 def rehearsal_with_outputs(rehearse: Callable[[], list[dict[str, Any]]] | None,
-                           sinks: Sequence[Sink]) -> Callable[[], None] | None:
-    """The pipeline's rehearsal of the next window, then its throwaway results through each sink's `rehearse`
-    (the encoding a result takes on its way out; nothing is written or sent). Why: the JSON encoding of the
-    window's result took about 50 us on the way out after the process had slept between windows, against 5 us
-    warm (docs/results.md, "Ninth pass")."""
+                           warmers: Sequence[Callable[[dict[str, Any]], None]]) -> Callable[[], None] | None:
+    """The pipeline's rehearsal of the next window, then its throwaway results through `warmers`, the sinks'
+    `rehearse` methods (the encoding a result takes on its way out; nothing is written or sent). Why: the JSON
+    encoding of the window's result took about 50 us on the way out after the process had slept between windows,
+    against 5 us warm (docs/results.md, "Ninth pass")."""
     if rehearse is None:
         return None
-    warmers = [warm for sink in sinks if (warm := getattr(sink, "rehearse", None)) is not None]
 
     def rehearse_all() -> None:
         for result in rehearse():
@@ -129,6 +128,7 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
     reports = CounterReports(pipeline, sinks, say, report_every_s)
     interrupted = False
     pace = getattr(source, "hold_until", None)  # SerialSource: no need to wake per frame before a window is due
+    warmers = [warm for sink in sinks if (warm := getattr(sink, "rehearse", None)) is not None]  # once, not per window
     try:
         for item in source:  # read
             results = pipeline.process(item)  # decode, gaps, filter, window, align, normalize, infer, smooth
@@ -136,7 +136,7 @@ def run_loop(source: Iterable[Any], pipeline: Pipeline, sinks: Sequence[Sink], r
             if pace is not None:
                 pipeline.filter_held()  # while the source waits: the window-completing sample is left alone
                 # When the next frame completes a window: a rehearsal of it, for the source to run just before.
-                rehearse = rehearsal_with_outputs(pipeline.rehearsal(), sinks) if prewarm else None
+                rehearse = rehearsal_with_outputs(pipeline.rehearsal(), warmers) if prewarm else None
                 pace(pipeline.next_window_due(), rehearse)
             reports.when_due()
             if stop is not None and stop():
